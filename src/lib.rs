@@ -1,1 +1,55 @@
-//! placeholder
+//! An OAuth 2.0 client-side token cache that keeps tokens apart by audience.
+//!
+//! A client that talks to many resource servers (MCP servers, APIs) must never send a token
+//! meant for one of them to another. This crate keys every token by issuer, canonical resource
+//! URI and scope set (plus the client id and an optional account), fetches tokens with the
+//! RFC 8707 `resource` parameter, and before it hands a token out for a request it proves that
+//! the token belongs to that request's URL.
+//!
+//! # The pipeline
+//!
+//! ```text
+//! request URL ──▶ resource (which audience?) ──▶ cache key ──▶ cache (hit / single-flight fetch)
+//! token ──▶ audience check against the request URL ──▶ Authorization header (or a refusal)
+//! ```
+//!
+//! The stages, each usable on its own:
+//!
+//! - [`ResourceUri`]: a resource identifier that can only exist validated, with a match key for
+//!   comparisons and a wire form to send as `resource`.
+//! - [`ResourceUri::covers`]: whether a request URL is inside a resource (same origin, path
+//!   prefix on a segment boundary, exact query when the resource has one; ambiguous paths and
+//!   userinfo refused).
+//! - [`ScopeSet`]: scopes in canonical form.
+//! - [`CacheKey`]: the one identity used for storage and for merging concurrent fetches.
+//! - [`AudiencePolicy`]: the decision that runs before a token is attached: provenance always,
+//!   a readable JWT `aud` as a deny-only second check.
+//!
+//! # What the crate refuses
+//!
+//! Resource identifiers that are not https (http only on loopback, by an option named for
+//! what it gives up), that carry a fragment or userinfo, a host in a non-canonical or
+//! confusable form, port 0, dot segments, malformed or control-character escapes, whitespace,
+//! control or invisible characters, or more than 2048 bytes. Request URLs with userinfo, or
+//! whose path a server could route differently after decoding it. Tokens whose `aud` names
+//! other URLs, unverifiable logical audiences (unless configured as aliases) and malformed
+//! `aud` claims. No error message or `Debug` output contains a token.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod audience;
+mod key;
+mod resource;
+mod scope;
+
+pub use audience::{
+    AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
+};
+pub use key::CacheKey;
+pub use resource::{
+    Coverage, CoverageRefusal, HostProblem, ParseOptions, PortProblem, ResourceError, ResourceUri,
+};
+pub use scope::{ScopeError, ScopeSet};

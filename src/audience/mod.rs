@@ -1,0 +1,391 @@
+//! The audience decision: may this token be sent to this request URL? (P10)
+//!
+//! Two checks, in this order:
+//! 1. **Provenance** (always): the resource the token was requested for must cover the request
+//!    URL. This is the binding the crate relies on.
+//! 2. **`aud`** (deny-only, in the default mode): if the token is a readable JWT with an `aud`
+//!    claim, some value must cover the request URL or be a configured alias of the resource.
+//!    A token the crate cannot read passes on provenance alone, because RFC 9068 §6 forbids
+//!    clients to depend on the token format.
+
+mod jwt;
+
+use std::fmt;
+
+use url::Url;
+
+use crate::resource::{self, Coverage, CoverageRefusal, Parsed, ResourceUri, Rules};
+
+pub use jwt::MalformedAud;
+
+/// How much the `aud` claim of a token is allowed to decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AudienceMode {
+    /// The default. Provenance is required; a readable `aud` that does not cover the request
+    /// URL (and is not an alias) refuses the token; a token without a readable `aud` is allowed.
+    #[default]
+    DenyOnMismatch,
+    /// Provenance only: `aud` is never read (strict RFC 9068 §6). Pick it for authorization
+    /// servers whose JWT `aud` is unrelated to the resource and cannot be listed as aliases.
+    ProvenanceOnly,
+    /// Provenance, and a readable `aud` that covers the request URL or is an alias. Opaque and
+    /// encrypted tokens, and JWTs without `aud`, are refused. Pick it when every token from
+    /// this authorization server is a JWT with `aud`, so a missing claim means something is
+    /// wrong.
+    RequireAud,
+}
+
+/// The audience rules for one resource: a mode and the logical audiences (aliases) that stand
+/// for it.
+///
+/// ```
+/// use audience_cache::{AudienceMode, AudiencePolicy, ResourceUri};
+/// use url::Url;
+///
+/// let resource = ResourceUri::parse("https://mcp.example.com/mcp")?;
+/// let policy = AudiencePolicy::new(AudienceMode::DenyOnMismatch).with_alias("api://mcp");
+/// let request = Url::parse("https://mcp.example.com/mcp/tools")?;
+///
+/// // An opaque token passes on provenance alone.
+/// assert!(policy.decide(&resource, &request, "2YotnFZFEjr1zCsicMWpAA").is_ok());
+/// // The same token is never sent outside the resource.
+/// let elsewhere = Url::parse("https://other.example.com/mcp")?;
+/// assert!(policy.decide(&resource, &elsewhere, "2YotnFZFEjr1zCsicMWpAA").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudiencePolicy {
+    mode: AudienceMode,
+    aliases: Vec<String>,
+}
+
+impl AudiencePolicy {
+    /// A policy with the given mode and no aliases.
+    pub fn new(mode: AudienceMode) -> Self {
+        Self {
+            mode,
+            aliases: Vec::new(),
+        }
+    }
+
+    /// Adds a logical audience (`urn:…`, `api://…`, a client id) that stands for the resource.
+    /// Aliases are compared as exact strings (RFC 7519 §4.1.3). Microsoft Entra and Auth0
+    /// issue such audiences; without an alias their tokens are refused as unverifiable.
+    pub fn with_alias(mut self, alias: impl Into<String>) -> Self {
+        self.aliases.push(alias.into());
+        self
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> AudienceMode {
+        self.mode
+    }
+
+    /// The aliases.
+    pub fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    /// Decides whether `token`, requested for `resource`, may be sent to `request`.
+    pub fn decide(
+        &self,
+        resource: &ResourceUri,
+        request: &Url,
+        token: &str,
+    ) -> Result<(), Refusal> {
+        let audience = match self.mode {
+            AudienceMode::ProvenanceOnly => TokenAudience::unread(),
+            _ => TokenAudience::inspect(token),
+        };
+        self.decide_inspected(resource, request, &audience)
+    }
+
+    /// The same decision for a token whose audience was inspected earlier (when it was stored).
+    pub fn decide_inspected(
+        &self,
+        resource: &ResourceUri,
+        request: &Url,
+        audience: &TokenAudience,
+    ) -> Result<(), Refusal> {
+        let refusal = |kind| Refusal::new(resource, request, kind);
+        match resource.covers(request) {
+            Coverage::Covered => {}
+            Coverage::NotCovered => return Err(refusal(RefusalKind::NotCovered)),
+            Coverage::Refused(reason) => return Err(refusal(RefusalKind::RequestRefused(reason))),
+        }
+        if self.mode == AudienceMode::ProvenanceOnly {
+            return Ok(());
+        }
+        let values = match &audience.claim {
+            Claim::Unread | Claim::Unreadable | Claim::Absent => {
+                return match self.mode {
+                    AudienceMode::RequireAud => Err(refusal(RefusalKind::AudienceMissing)),
+                    _ => Ok(()),
+                };
+            }
+            Claim::Malformed(why) => return Err(refusal(RefusalKind::MalformedAudience(*why))),
+            Claim::Values(values) => values,
+        };
+        let allowed = values.iter().any(|value| {
+            self.aliases.iter().any(|alias| *alias == *value.raw)
+                || value
+                    .url
+                    .as_ref()
+                    .is_some_and(|url| resource::covers_parsed(url, request).is_covered())
+        });
+        if allowed {
+            return Ok(());
+        }
+        let audiences = values.iter().map(|v| v.raw.to_string()).collect();
+        if values.iter().any(|v| v.url.is_none()) {
+            Err(refusal(RefusalKind::AudienceUnverifiable { audiences }))
+        } else {
+            Err(refusal(RefusalKind::AudienceMismatch { audiences }))
+        }
+    }
+}
+
+/// A token's `aud` claim, read once (ideally when the token is stored) and compared with
+/// request URLs later. It holds the audience values, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAudience {
+    claim: Claim,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Claim {
+    /// Not inspected (provenance-only mode).
+    Unread,
+    Unreadable,
+    Absent,
+    Malformed(MalformedAud),
+    Values(Vec<AudValue>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AudValue {
+    raw: Box<str>,
+    /// The value as a resource, when it is an http(s) URL, with one trailing slash removed
+    /// (P10); `None` for a logical audience.
+    url: Option<ParsedAud>,
+}
+
+/// A parsed URL audience; equality by key is enough for the derived impls above.
+#[derive(Debug, Clone)]
+struct ParsedAud(Parsed);
+
+impl PartialEq for ParsedAud {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for ParsedAud {}
+
+impl std::ops::Deref for ParsedAud {
+    type Target = Parsed;
+    fn deref(&self) -> &Parsed {
+        &self.0
+    }
+}
+
+impl TokenAudience {
+    /// Reads the `aud` claim of `token`, without verifying any signature and without keeping
+    /// the token. Never fails: a token that is not a readable JWT is recorded as such.
+    pub fn inspect(token: &str) -> Self {
+        let claim = match jwt::read_aud(token) {
+            jwt::AudClaim::Unreadable => Claim::Unreadable,
+            jwt::AudClaim::Absent => Claim::Absent,
+            jwt::AudClaim::Malformed(why) => Claim::Malformed(why),
+            jwt::AudClaim::Values(values) => Claim::Values(
+                values
+                    .into_iter()
+                    .map(|raw| AudValue {
+                        url: parse_aud_url(&raw).map(ParsedAud),
+                        raw: raw.into_boxed_str(),
+                    })
+                    .collect(),
+            ),
+        };
+        Self { claim }
+    }
+
+    fn unread() -> Self {
+        Self {
+            claim: Claim::Unread,
+        }
+    }
+
+    /// The audience values, when the token is a readable JWT with a well-formed `aud`.
+    pub fn values(&self) -> Option<Vec<&str>> {
+        match &self.claim {
+            Claim::Values(values) => Some(values.iter().map(|v| &*v.raw).collect()),
+            _ => None,
+        }
+    }
+
+    /// Whether the token was a readable JWT (with or without `aud`).
+    pub fn is_readable_jwt(&self) -> bool {
+        matches!(
+            self.claim,
+            Claim::Absent | Claim::Malformed(_) | Claim::Values(_)
+        )
+    }
+}
+
+/// An http(s) `aud` value canonicalized like a resource, with one trailing slash ignored.
+fn parse_aud_url(raw: &str) -> Option<Parsed> {
+    let rules = Rules {
+        http_on_loopback: true,
+        http_anywhere: true,
+    };
+    let mut parsed = resource::parse_raw(raw, rules).ok()?;
+    if parsed.query.is_none() && parsed.path.len() > 1 && parsed.path.ends_with('/') {
+        parsed.path.pop();
+    }
+    Some(parsed)
+}
+
+/// Why a token was not handed out for a request. It names the resource, the request URL
+/// (without its query, which may carry other secrets) and the audiences found, and never the
+/// token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    resource: String,
+    request: String,
+    kind: RefusalKind,
+}
+
+/// The reason inside a [`Refusal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// The resource the token was requested for does not cover the request URL.
+    NotCovered,
+    /// The request URL is refused whatever the resource (userinfo, an ambiguous path).
+    RequestRefused(CoverageRefusal),
+    /// The token's `aud` names only URLs, and none covers the request URL.
+    AudienceMismatch {
+        /// The audience values found in the token.
+        audiences: Vec<String>,
+    },
+    /// The token's `aud` holds logical values (`urn:…`, `api://…`) that are not configured as
+    /// aliases of the resource, so the crate cannot tell whether they mean it.
+    AudienceUnverifiable {
+        /// The audience values found in the token.
+        audiences: Vec<String>,
+    },
+    /// The token's `aud` claim is malformed.
+    MalformedAudience(MalformedAud),
+    /// [`AudienceMode::RequireAud`] is set and the token has no readable `aud`.
+    AudienceMissing,
+}
+
+impl Refusal {
+    fn new(resource: &ResourceUri, request: &Url, kind: RefusalKind) -> Self {
+        Self {
+            resource: resource.key().to_owned(),
+            request: redacted_url(request),
+            kind,
+        }
+    }
+
+    /// The resource (match key) the token was requested for.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The request URL, without userinfo, query or fragment.
+    pub fn request(&self) -> &str {
+        &self.request
+    }
+
+    /// Why the token was refused.
+    pub fn kind(&self) -> &RefusalKind {
+        &self.kind
+    }
+
+    /// The audiences found in the token, if any were read.
+    pub fn audiences(&self) -> &[String] {
+        match &self.kind {
+            RefusalKind::AudienceMismatch { audiences }
+            | RefusalKind::AudienceUnverifiable { audiences } => audiences,
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (resource, request) = (&self.resource, &self.request);
+        match &self.kind {
+            RefusalKind::NotCovered => write!(
+                f,
+                "token for {resource} does not cover {request}; refusing to send it (configure a resource that covers this URL)"
+            ),
+            RefusalKind::RequestRefused(reason) => write!(
+                f,
+                "refusing to send the token for {resource} to {request}: {reason}"
+            ),
+            RefusalKind::AudienceMismatch { audiences } => write!(
+                f,
+                "token for {resource} is only valid for {}; refusing to send it to {request}",
+                AudienceList(audiences)
+            ),
+            RefusalKind::AudienceUnverifiable { audiences } => write!(
+                f,
+                "token for {resource} has the audience {}, which cannot be checked against {request}; refusing to send it (if that audience stands for {resource}, add it as an alias)",
+                AudienceList(audiences)
+            ),
+            RefusalKind::MalformedAudience(why) => {
+                write!(f, "token for {resource} is refused for {request}: {why}")
+            }
+            RefusalKind::AudienceMissing => write!(
+                f,
+                "token for {resource} has no readable aud claim and the audience mode requires one; refusing to send it to {request}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// `"a" or "b"`, escaped and bounded: audiences come from the token, so they are untrusted.
+struct AudienceList<'a>(&'a [String]);
+
+impl fmt::Display for AudienceList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 5;
+        for (i, audience) in self.0.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str(if i + 1 == self.0.len().min(SHOWN) {
+                    " or "
+                } else {
+                    ", "
+                })?;
+            }
+            write!(f, "{:?}", resource::shorten(audience))?;
+        }
+        if self.0.len() > SHOWN {
+            write!(f, " (and {} more)", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// A request URL for messages: scheme, host, port and path; `?…` stands for a query.
+pub(crate) fn redacted_url(url: &Url) -> String {
+    let mut shown = format!("{}://", url.scheme());
+    if let Some(host) = url.host_str() {
+        shown.push_str(host);
+    }
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(&resource::shorten(url.path()));
+    if url.query().is_some() {
+        shown.push_str("?…");
+    }
+    shown
+}

@@ -1,0 +1,196 @@
+//! Whether a resource covers a request URL: the check that runs before a token is attached.
+
+use std::fmt;
+
+use url::Url;
+
+use super::parse::Parsed;
+use super::percent;
+
+/// The answer to "may a token for this resource be sent to this URL?" (P4, P5, P17, P18).
+///
+/// Three outcomes, because a refusal is not the same as a mismatch: `NotCovered` means the URL
+/// belongs to something else; `Refused` means the URL is one the crate will not send a token to
+/// at all, whatever the resource (it carries userinfo, or servers could read its path in two
+/// ways).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Coverage {
+    /// Same origin, the resource's path is a segment-boundary prefix of the request path, and
+    /// the query rule holds.
+    Covered,
+    /// The request URL is outside the resource.
+    NotCovered,
+    /// The request URL is refused whatever it would match.
+    Refused(CoverageRefusal),
+}
+
+impl Coverage {
+    /// `true` only for [`Coverage::Covered`].
+    pub fn is_covered(&self) -> bool {
+        matches!(self, Self::Covered)
+    }
+}
+
+/// Why a request URL is refused outright.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoverageRefusal {
+    /// The request URL has userinfo (RFC 9110 §4.2.4; P18).
+    #[error("the request URL has userinfo; tokens are never sent to such URLs")]
+    Userinfo,
+    /// The request path reads differently when fully percent-decoded, with `\` as `/`,
+    /// `;params` removed and dot segments resolved, as some servers route it (P5).
+    #[error(
+        "the request path {path:?} can be routed differently by servers that decode it (encoded '/', '\\', ';' parameters or dot segments)"
+    )]
+    AmbiguousPath {
+        /// The request path as `url` serialized it.
+        path: String,
+    },
+    /// The request path has a `%` not followed by two hex digits.
+    #[error("the request path {path:?} has a malformed percent-escape")]
+    MalformedEscape {
+        /// The request path as `url` serialized it.
+        path: String,
+    },
+}
+
+impl fmt::Display for Coverage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Covered => f.write_str("covered"),
+            Self::NotCovered => f.write_str("not covered"),
+            Self::Refused(reason) => write!(f, "refused: {reason}"),
+        }
+    }
+}
+
+/// `covers(R, U)` from the crate's rules, over a resource's canonical parts.
+pub(crate) fn covers(resource: &Parsed, request: &Url) -> Coverage {
+    // P18: userinfo in a request URL is refused before anything else.
+    if !request.username().is_empty() || request.password().is_some() {
+        return Coverage::Refused(CoverageRefusal::Userinfo);
+    }
+    let same_origin = request.scheme() == resource.scheme.as_str()
+        && request
+            .host()
+            .is_some_and(|host| resource.host.matches(&host))
+        && request.port_or_known_default() == Some(resource.effective_port());
+    if !same_origin {
+        return Coverage::NotCovered;
+    }
+    let raw_path = request.path();
+    let Ok(path) = percent::normalize(raw_path) else {
+        return Coverage::Refused(CoverageRefusal::MalformedEscape {
+            path: raw_path.to_owned(),
+        });
+    };
+    if rfc_reading(&path) != aggressive_reading(raw_path) {
+        return Coverage::Refused(CoverageRefusal::AmbiguousPath {
+            path: raw_path.to_owned(),
+        });
+    }
+    let covered = match &resource.query {
+        // P4: a resource with a query covers exactly that path and that query.
+        Some(query) => {
+            path == resource.path
+                && request
+                    .query()
+                    .is_some_and(|q| percent::normalize(q).is_ok_and(|q| q == *query))
+        }
+        // P4: without a query, the request's query does not matter; P5: segment-boundary prefix.
+        None => path_prefix_covers(&resource.path, &path),
+    };
+    if covered {
+        Coverage::Covered
+    } else {
+        Coverage::NotCovered
+    }
+}
+
+/// P2/P5: `/` covers everything; `/p` covers `/p`, `/p/` and `/p/…`; `/p/` covers `/p/…` only.
+pub(crate) fn path_prefix_covers(resource_path: &str, request_path: &str) -> bool {
+    if resource_path.ends_with('/') {
+        return request_path.starts_with(resource_path);
+    }
+    match request_path.strip_prefix(resource_path) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The RFC 3986 reading: the segments of the normalized path, each then fully decoded (an
+/// encoded `/` stays inside its segment).
+fn rfc_reading(normalized: &str) -> Vec<Vec<u8>> {
+    normalized.split('/').map(percent::decode_all).collect()
+}
+
+/// The aggressive reading: decode everything, treat `\` as `/`, drop `;params` from each
+/// segment, then resolve dot segments (RFC 3986 §5.2.4 over segments).
+fn aggressive_reading(raw: &str) -> Vec<Vec<u8>> {
+    let decoded: Vec<u8> = percent::decode_all(raw)
+        .into_iter()
+        .map(|b| if b == b'\\' { b'/' } else { b })
+        .collect();
+    let segments: Vec<&[u8]> = decoded.split(|&b| b == b'/').collect();
+    let count = segments.len();
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(count);
+    for (i, segment) in segments.into_iter().enumerate() {
+        let segment = match segment.iter().position(|&b| b == b';') {
+            Some(at) => &segment[..at],
+            None => segment,
+        };
+        let last = i + 1 == count;
+        match segment {
+            b"." | b".." if i > 0 => {
+                if segment == b".." && out.len() > 1 {
+                    out.pop();
+                }
+                if last {
+                    out.push(Vec::new());
+                }
+            }
+            _ => out.push(segment.to_vec()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_agree_on_plain_and_escaped_paths() {
+        for path in ["/", "/mcp", "/mcp/", "/a%20b/c", "//mcp", "/caf%C3%A9"] {
+            let normalized = percent::normalize(path).unwrap();
+            assert_eq!(rfc_reading(&normalized), aggressive_reading(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn readings_disagree_on_routing_tricks() {
+        for path in [
+            "/mcp/x%2F..%2F..%2Fadmin",
+            "/mcp;jsessionid=1",
+            "/mcp/x%5C..%5Cadmin",
+            "/mcp/..;/admin",
+            "/a%2Fb",
+        ] {
+            let normalized = percent::normalize(path).unwrap();
+            assert_ne!(rfc_reading(&normalized), aggressive_reading(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn prefix_is_on_segment_boundaries() {
+        assert!(path_prefix_covers("/", "/anything"));
+        assert!(path_prefix_covers("/mcp", "/mcp"));
+        assert!(path_prefix_covers("/mcp", "/mcp/"));
+        assert!(path_prefix_covers("/mcp", "/mcp/x"));
+        assert!(!path_prefix_covers("/mcp", "/mcpx"));
+        assert!(!path_prefix_covers("/mcp/", "/mcp"));
+        assert!(path_prefix_covers("/mcp/", "/mcp/x"));
+    }
+}

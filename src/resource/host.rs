@@ -1,0 +1,227 @@
+//! The authority of a resource identifier: host and port, screened per P7 and P8 before `url`
+//! would map, decode or renumber them.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::error::{HostProblem, PortProblem, ResourceError};
+
+/// A host in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Host {
+    /// A registered name, lowercase, internationalized labels as A-labels.
+    Domain(String),
+    /// An IPv4 address (written as four decimal numbers in the input).
+    V4(Ipv4Addr),
+    /// An IPv6 address (neither zoned nor embedding IPv4).
+    V6(Ipv6Addr),
+}
+
+impl Host {
+    /// Loopback as P9 means it: `localhost`, `127.0.0.0/8` and `[::1]`.
+    pub(crate) fn is_loopback(&self) -> bool {
+        match self {
+            Self::Domain(name) => name == "localhost",
+            Self::V4(addr) => addr.is_loopback(),
+            Self::V6(addr) => addr.is_loopback(),
+        }
+    }
+
+    /// Whether a request URL's host (as `url` parsed it) is this host.
+    pub(crate) fn matches(&self, other: &url::Host<&str>) -> bool {
+        match (self, other) {
+            (Self::Domain(ours), url::Host::Domain(theirs)) => ours == theirs,
+            (Self::V4(ours), url::Host::Ipv4(theirs)) => ours == theirs,
+            (Self::V6(ours), url::Host::Ipv6(theirs)) => ours == theirs,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Domain(name) => f.write_str(name),
+            Self::V4(addr) => write!(f, "{addr}"),
+            // RFC 5952 text (std's Display compresses the longest run of zeros, lowercase).
+            Self::V6(addr) => write!(f, "[{addr}]"),
+        }
+    }
+}
+
+/// Host and port of an authority. `port` is `None` when absent, empty or the scheme default.
+pub(crate) struct Authority {
+    pub(crate) host: Host,
+    pub(crate) port: Option<u16>,
+}
+
+/// Parses an authority with no userinfo (the caller has refused `@` already).
+pub(crate) fn parse_authority(
+    authority: &str,
+    default_port: u16,
+) -> Result<Authority, ResourceError> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some(close) = rest.find(']') else {
+            return Err(host_error(authority, HostProblem::InvalidIpv6));
+        };
+        let literal = &rest[..close];
+        let after = &rest[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(port) => Some(port),
+            None if after.is_empty() => None,
+            None => return Err(host_error(authority, HostProblem::InvalidIpv6)),
+        };
+        (parse_ipv6(literal)?, port)
+    } else {
+        let (name, port) = match authority.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (authority, None),
+        };
+        (parse_name(name)?, port)
+    };
+    let port = match port {
+        None | Some("") => None,
+        Some(text) => Some(parse_port(text)?).filter(|&p| p != default_port),
+    };
+    Ok(Authority { host, port })
+}
+
+fn host_error(host: &str, problem: HostProblem) -> ResourceError {
+    ResourceError::Host {
+        host: host.to_owned(),
+        problem,
+    }
+}
+
+fn parse_ipv6(literal: &str) -> Result<Host, ResourceError> {
+    let shown = format!("[{literal}]");
+    if literal.contains('%') {
+        return Err(host_error(&shown, HostProblem::Ipv6Zone));
+    }
+    let addr: Ipv6Addr = literal
+        .parse()
+        .map_err(|_| host_error(&shown, HostProblem::InvalidIpv6))?;
+    let [a, b, c, d, e, f, _, _] = addr.segments();
+    let mapped = addr.to_ipv4_mapped().is_some();
+    let compatible = [a, b, c, d, e, f] == [0; 6] && !addr.is_loopback() && !addr.is_unspecified();
+    let nat64 = [a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if literal.contains('.') || mapped || compatible || nat64 {
+        return Err(host_error(&shown, HostProblem::EmbeddedIpv4));
+    }
+    Ok(Host::V6(addr))
+}
+
+fn parse_name(name: &str) -> Result<Host, ResourceError> {
+    if name.is_empty() {
+        return Err(ResourceError::EmptyHost);
+    }
+    if name.contains('%') {
+        return Err(host_error(name, HostProblem::PercentEncoded));
+    }
+    if name.ends_with('.') && name.len() > 1 {
+        return Err(host_error(name, HostProblem::TrailingDot));
+    }
+    if name.starts_with('.') || name.contains("..") {
+        return Err(host_error(name, HostProblem::EmptyLabel));
+    }
+    if name.is_ascii() {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(host_error(name, HostProblem::InvalidCharacter));
+        }
+        if let Some(addr) = parse_ipv4(name)? {
+            return Ok(Host::V4(addr));
+        }
+    }
+    // UTS-46 ToASCII, then ToUnicode; the result must be what was typed (lowercased), so that
+    // fullwidth letters, ideographic dots or zero-width characters cannot stand in for ASCII.
+    let lowered = name.to_lowercase();
+    let ascii =
+        idna::domain_to_ascii(&lowered).map_err(|_| host_error(name, HostProblem::InvalidIdn))?;
+    let (unicode, result) = idna::domain_to_unicode(&ascii);
+    if result.is_err() {
+        return Err(host_error(name, HostProblem::InvalidIdn));
+    }
+    // An ASCII name (A-labels included) must come back from ToASCII unchanged; a Unicode name
+    // must come back from ToASCII then ToUnicode unchanged.
+    let round_trips = if lowered.is_ascii() {
+        ascii == lowered
+    } else {
+        unicode == lowered
+    };
+    if !round_trips {
+        return Err(host_error(name, HostProblem::NotRoundTrippable));
+    }
+    if ascii.is_empty()
+        || ascii.ends_with('.')
+        || ascii.contains("..")
+        || parse_ipv4(&ascii)?.is_some()
+    {
+        return Err(host_error(name, HostProblem::NotRoundTrippable));
+    }
+    Ok(Host::Domain(ascii))
+}
+
+/// `Some` for a canonical dotted-quad; an error for anything WHATWG would read as IPv4 (a
+/// numeric last label) that is not canonical; `None` for a registered name.
+fn parse_ipv4(name: &str) -> Result<Option<Ipv4Addr>, ResourceError> {
+    let labels: Vec<&str> = name.split('.').collect();
+    let last = labels.last().copied().unwrap_or_default();
+    let numeric = |label: &str| {
+        !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
+            || label
+                .strip_prefix("0x")
+                .or_else(|| label.strip_prefix("0X"))
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    if !numeric(last) {
+        return Ok(None);
+    }
+    let decimal = |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit());
+    if labels.len() != 4 || !labels.iter().all(|l| decimal(l)) {
+        let problem = if labels.len() > 4 {
+            HostProblem::InvalidIpv4
+        } else {
+            HostProblem::NonCanonicalIpv4
+        };
+        return Err(host_error(name, problem));
+    }
+    if labels.iter().any(|l| l.len() > 1 && l.starts_with('0')) {
+        return Err(host_error(name, HostProblem::NonCanonicalIpv4));
+    }
+    let mut octets = [0u8; 4];
+    for (octet, label) in octets.iter_mut().zip(&labels) {
+        *octet = label
+            .parse()
+            .map_err(|_| host_error(name, HostProblem::InvalidIpv4))?;
+    }
+    Ok(Some(Ipv4Addr::from(octets)))
+}
+
+fn parse_port(text: &str) -> Result<u16, ResourceError> {
+    let error = |problem| ResourceError::Port {
+        port: text.to_owned(),
+        problem,
+    };
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(error(PortProblem::NotDigits));
+    }
+    let significant = text.trim_start_matches('0');
+    if significant.len() > 5 {
+        return Err(error(PortProblem::OutOfRange));
+    }
+    let value: u32 = if significant.is_empty() {
+        0
+    } else {
+        significant
+            .parse()
+            .map_err(|_| error(PortProblem::OutOfRange))?
+    };
+    match u16::try_from(value) {
+        Ok(0) => Err(error(PortProblem::Zero)),
+        Ok(port) => Ok(port),
+        Err(_) => Err(error(PortProblem::OutOfRange)),
+    }
+}

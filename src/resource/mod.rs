@@ -1,0 +1,254 @@
+//! Resource identifiers (RFC 8707 `resource`, RFC 9728 `resource`): parsing, canonical keys,
+//! wire forms and coverage of request URLs.
+
+mod coverage;
+mod error;
+mod host;
+mod parse;
+mod percent;
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use url::Url;
+
+pub use coverage::{Coverage, CoverageRefusal};
+pub use error::{HostProblem, PortProblem, ResourceError};
+pub(crate) use parse::{Parsed, Rules};
+
+pub(crate) use coverage::covers as covers_parsed;
+pub(crate) use parse::parse as parse_raw;
+pub(crate) use parse::shorten;
+
+/// How strictly [`ResourceUri::parse_with`] reads its input.
+///
+/// The default is strict: https only. The one relaxation is named for what it gives up, so it
+/// shows wherever it is used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseOptions {
+    http_on_loopback: bool,
+}
+
+impl ParseOptions {
+    /// Strict options: only `https` resource identifiers are accepted. The same as `default()`.
+    pub fn strict() -> Self {
+        Self::default()
+    }
+
+    /// Also accept `http` when the host is loopback: `localhost`, `127.0.0.0/8` written as four
+    /// decimal numbers, or `[::1]` (P9). For development and tests against local servers; a
+    /// token sent over plain http can be read by anything on the path, so never enable this for
+    /// anything but a loopback server you run yourself.
+    pub fn allow_insecure_http_on_loopback(mut self, allow: bool) -> Self {
+        self.http_on_loopback = allow;
+        self
+    }
+
+    /// Whether `http` on a loopback host is accepted.
+    pub fn allows_insecure_http_on_loopback(&self) -> bool {
+        self.http_on_loopback
+    }
+
+    pub(crate) fn rules(&self) -> Rules {
+        Rules {
+            http_on_loopback: self.http_on_loopback,
+            http_anywhere: false,
+        }
+    }
+}
+
+/// A validated resource identifier: the audience a token is requested for and bound to.
+///
+/// A `ResourceUri` can only be made by parsing, so holding one means the identifier passed every
+/// check: https (or, by explicit opt-in, http on loopback), no fragment, no userinfo, a host in
+/// canonical form, a usable port, no dot segments, no malformed escapes, no whitespace or
+/// control characters, at most 2048 bytes.
+///
+/// It carries two strings (P1):
+/// - [`key`](Self::key), the RFC 3986 §6-normalized *match key*, used for cache keys, equality,
+///   hashing and coverage;
+/// - [`wire`](Self::wire), the exact string sent as RFC 8707 `resource`.
+///
+/// Cloning is cheap (one reference count).
+///
+/// ```
+/// use audience_cache::ResourceUri;
+///
+/// let resource = ResourceUri::parse("HTTPS://MCP.Example.com:443/mcp")?;
+/// assert_eq!(resource.key(), "https://mcp.example.com/mcp");
+///
+/// let root = ResourceUri::parse("https://mcp.example.com")?;
+/// assert_eq!(root.key(), "https://mcp.example.com/");
+/// assert_eq!(root.wire(), "https://mcp.example.com");
+///
+/// assert!(ResourceUri::parse("https://mcp.example.com/mcp#frag").is_err());
+/// # Ok::<(), audience_cache::ResourceError>(())
+/// ```
+#[derive(Clone)]
+pub struct ResourceUri {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parsed: Parsed,
+    key: Box<str>,
+    wire: Box<str>,
+}
+
+impl ResourceUri {
+    /// Parses a configured resource identifier with strict options (https only).
+    ///
+    /// The wire form is the key without a lone root `/` (MCP 2025-11-25 §8.1 prefers
+    /// `https://mcp.example.com` to `https://mcp.example.com/`).
+    pub fn parse(input: &str) -> Result<Self, ResourceError> {
+        Self::parse_with(input, &ParseOptions::strict())
+    }
+
+    /// Parses a configured resource identifier with the given options.
+    pub fn parse_with(input: &str, options: &ParseOptions) -> Result<Self, ResourceError> {
+        let parsed = parse::parse(input, options.rules())?;
+        let key = parsed.key();
+        let wire = match key.strip_suffix('/') {
+            Some(origin) if parsed.path == "/" && parsed.query.is_none() => origin.to_owned(),
+            _ => key.clone(),
+        };
+        Ok(Self::from_parts(parsed, key, wire))
+    }
+
+    /// Takes the `resource` value of an RFC 9728 protected resource metadata document.
+    ///
+    /// It is validated exactly as [`parse_with`](Self::parse_with) validates, and its wire form
+    /// is the document's string **verbatim**: authorization servers compare `resource` as a
+    /// string, and adding or removing a trailing slash has broken real deployments (P1).
+    pub fn from_metadata(input: &str, options: &ParseOptions) -> Result<Self, ResourceError> {
+        let parsed = parse::parse(input, options.rules())?;
+        let key = parsed.key();
+        Ok(Self::from_parts(parsed, key, input.to_owned()))
+    }
+
+    fn from_parts(parsed: Parsed, key: String, wire: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                parsed,
+                key: key.into_boxed_str(),
+                wire: wire.into_boxed_str(),
+            }),
+        }
+    }
+
+    /// The match key: lowercase scheme and host, internationalized names as A-labels, no
+    /// default or empty port, leading zeros of the port dropped, path `/` when empty, escapes
+    /// of unreserved characters decoded and every other escape in uppercase hex, the query in
+    /// its original order, no fragment. Parsing a key gives the same key.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The string to send as RFC 8707 `resource`.
+    pub fn wire(&self) -> &str {
+        &self.inner.wire
+    }
+
+    /// Whether a token for this resource may be sent to `request` (the definition
+    /// "covers(R, U)" of the crate's rules).
+    ///
+    /// Covered means: the same scheme, host and effective port; the resource's path is a prefix
+    /// of the request's normalized path ending on a segment boundary (`/mcp` covers `/mcp/x`,
+    /// never `/mcpx`; `/mcp/` does not cover `/mcp`); and, when the resource has a query, the
+    /// request has the same path and the same query, byte for byte after normalization. A
+    /// request with userinfo, or whose path reads differently when fully decoded (`%2F`, `%5C`,
+    /// `;params`, dot segments), is refused.
+    ///
+    /// ```
+    /// use audience_cache::ResourceUri;
+    /// use url::Url;
+    ///
+    /// let resource = ResourceUri::parse("https://mcp.example.com/mcp")?;
+    /// let covered = |u: &str| resource.covers(&Url::parse(u).unwrap()).is_covered();
+    /// assert!(covered("https://mcp.example.com/mcp/tools/call"));
+    /// assert!(!covered("https://mcp.example.com/mcp-admin"));
+    /// assert!(!covered("https://mcp.example.com/mcp;jsessionid=1"));
+    /// # Ok::<(), audience_cache::ResourceError>(())
+    /// ```
+    pub fn covers(&self, request: &Url) -> Coverage {
+        coverage::covers(&self.inner.parsed, request)
+    }
+
+    /// Whether this resource's host is loopback (`localhost`, `127.0.0.0/8`, `[::1]`).
+    pub fn is_loopback(&self) -> bool {
+        self.inner.parsed.host.is_loopback()
+    }
+
+    /// Whether the resource uses plain http (only possible on loopback, by opt-in).
+    pub fn is_insecure_http(&self) -> bool {
+        self.inner.parsed.scheme == parse::Scheme::Http
+    }
+
+    /// The resource as a [`Url`], in key form (`url` reads the key back identically; that is
+    /// checked when the resource is parsed).
+    pub fn as_url(&self) -> &Url {
+        &self.inner.parsed.url
+    }
+}
+
+impl PartialEq for ResourceUri {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ResourceUri {}
+
+impl Hash for ResourceUri {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for ResourceUri {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ResourceUri {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(other.key())
+    }
+}
+
+impl fmt::Debug for ResourceUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wire() == self.key() {
+            write!(f, "ResourceUri({:?})", self.key())
+        } else {
+            write!(f, "ResourceUri({:?}, wire: {:?})", self.key(), self.wire())
+        }
+    }
+}
+
+/// Shows the match key.
+impl fmt::Display for ResourceUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+impl FromStr for ResourceUri {
+    type Err = ResourceError;
+
+    /// The same as [`ResourceUri::parse`] (strict).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<&str> for ResourceUri {
+    type Error = ResourceError;
+
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::parse(s)
+    }
+}

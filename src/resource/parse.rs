@@ -1,0 +1,356 @@
+//! From a raw string to a canonical resource identifier.
+//!
+//! The raw string is screened first (P16–P19, P7, P8), because `url` repairs many hostile
+//! inputs into something else: it trims and deletes whitespace, reads `\` as `/`, drops an empty
+//! userinfo, decodes escapes in hosts and renumbers `0x7f.1`. Only input that passes the screen
+//! is normalized; then `url` parses the result as a second net, and any disagreement between
+//! the two readings is refused.
+
+use super::error::ResourceError;
+use super::host::{Authority, Host, parse_authority};
+use super::percent;
+
+/// P16: the longest resource identifier accepted, in bytes.
+pub(crate) const MAX_LEN: usize = 2048;
+
+/// The http(s) scheme of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    pub(crate) fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+}
+
+/// What the parse needs to know beyond the string.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// Accept `http` when the host is loopback (P9, development only).
+    pub(crate) http_on_loopback: bool,
+    /// Accept `http` on any host. Never reachable from the public API: only used to read a
+    /// token's `aud` values, which are compared and never fetched.
+    pub(crate) http_anywhere: bool,
+}
+
+/// A resource identifier in canonical parts.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    pub(crate) scheme: Scheme,
+    pub(crate) host: Host,
+    /// The port when it is not the scheme's default.
+    pub(crate) port: Option<u16>,
+    /// Normalized path, `/` when empty.
+    pub(crate) path: String,
+    /// Normalized query, without the `?`.
+    pub(crate) query: Option<String>,
+    /// The key as `url` parsed it (it reads back identically; see `cross_check`).
+    pub(crate) url: url::Url,
+}
+
+impl Parsed {
+    pub(crate) fn effective_port(&self) -> u16 {
+        self.port.unwrap_or(self.scheme.default_port())
+    }
+
+    /// The match key: the parts joined into one string.
+    pub(crate) fn key(&self) -> String {
+        build_key(
+            self.scheme,
+            &self.host,
+            self.port,
+            &self.path,
+            self.query.as_deref(),
+        )
+    }
+}
+
+fn build_key(
+    scheme: Scheme,
+    host: &Host,
+    port: Option<u16>,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let mut key = format!("{}://{host}", scheme.as_str());
+    if let Some(port) = port {
+        key.push_str(&format!(":{port}"));
+    }
+    key.push_str(path);
+    if let Some(query) = query {
+        key.push('?');
+        key.push_str(query);
+    }
+    key
+}
+
+/// Parses and canonicalizes `input`.
+pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> {
+    screen_characters(input)?;
+    if let Some(at) = input.find('#') {
+        return Err(ResourceError::Fragment {
+            fragment: shorten(&input[at..]),
+        });
+    }
+    let (scheme, rest) = split_scheme(input)?;
+    let Some(rest) = rest.strip_prefix("//") else {
+        return Err(ResourceError::NoAuthority {
+            scheme: shorten(input.split(':').next().unwrap_or_default()),
+        });
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_and_query) = rest.split_at(authority_end);
+    if let Some(at) = authority.rfind('@') {
+        return Err(ResourceError::Userinfo {
+            shown: redact_userinfo(&authority[..at]),
+        });
+    }
+    // Non-ASCII is allowed in the host only (IDN); everywhere else it must be percent-encoded.
+    let offset = input.len() - path_and_query.len();
+    if let Some((position, character)) = path_and_query.char_indices().find(|(_, c)| !c.is_ascii())
+    {
+        return Err(ResourceError::NonAscii {
+            position: offset + position,
+            character,
+        });
+    }
+    let Authority { host, port } = parse_authority(authority, scheme.default_port())?;
+    if scheme == Scheme::Http
+        && !rules.http_anywhere
+        && !(rules.http_on_loopback && host.is_loopback())
+    {
+        return Err(ResourceError::InsecureScheme {
+            host: shorten(authority),
+        });
+    }
+    let (raw_path, raw_query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let path = normalize_path(raw_path, offset)?;
+    let query = match raw_query {
+        Some("") => return Err(ResourceError::EmptyQuery),
+        Some(query) => Some(normalize_component(
+            query,
+            offset + raw_path.len() + 1,
+            true,
+        )?),
+        None => None,
+    };
+    let key = build_key(scheme, &host, port, &path, query.as_deref());
+    let url = cross_check(&key, scheme, &host, port, &path, query.as_deref())?;
+    Ok(Parsed {
+        scheme,
+        host,
+        port,
+        path,
+        query,
+        url,
+    })
+}
+
+/// P16: length, whitespace, controls, invisible characters and backslashes, anywhere.
+fn screen_characters(input: &str) -> Result<(), ResourceError> {
+    if input.is_empty() {
+        return Err(ResourceError::Empty);
+    }
+    if input.len() > MAX_LEN {
+        return Err(ResourceError::TooLong {
+            len: input.len(),
+            max: MAX_LEN,
+        });
+    }
+    for (position, character) in input.char_indices() {
+        if character.is_control() {
+            return Err(ResourceError::ControlCharacter {
+                position,
+                character,
+            });
+        }
+        if character.is_whitespace() || character == '\u{a0}' {
+            return Err(ResourceError::Whitespace { position });
+        }
+        if is_invisible(character) {
+            return Err(ResourceError::InvisibleCharacter {
+                position,
+                character,
+            });
+        }
+        if character == '\\' {
+            return Err(ResourceError::Backslash { position });
+        }
+    }
+    Ok(())
+}
+
+/// Zero-width, bidirectional-control, byte-order-mark, soft-hyphen and tag characters.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}'
+        | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}'
+        | '\u{fff0}'..='\u{fffb}'
+        | '\u{e0000}'..='\u{e0fff}')
+}
+
+fn split_scheme(input: &str) -> Result<(Scheme, &str), ResourceError> {
+    if input.starts_with('/') || input.starts_with('.') || input.starts_with('?') {
+        return Err(ResourceError::RelativeReference {
+            input: shorten(input),
+        });
+    }
+    let scheme_end = input.find(':');
+    let valid_scheme = |s: &str| {
+        s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    };
+    let Some(end) = scheme_end.filter(|&end| valid_scheme(&input[..end])) else {
+        return Err(ResourceError::MissingScheme {
+            input: shorten(input),
+        });
+    };
+    let (scheme, rest) = (&input[..end], &input[end + 1..]);
+    // `mcp.example.com:443/mcp` and `localhost:8080` are a host and port, not a scheme.
+    let looks_like_port = {
+        let port = rest.split(['/', '?']).next().unwrap_or_default();
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+    };
+    if looks_like_port {
+        return Err(ResourceError::MissingScheme {
+            input: shorten(input),
+        });
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok((Scheme::Https, rest)),
+        "http" => Ok((Scheme::Http, rest)),
+        _ => Err(ResourceError::UnsupportedScheme {
+            scheme: shorten(scheme),
+        }),
+    }
+}
+
+/// Shows userinfo without its password: `user:***`, or a note that it is empty.
+fn redact_userinfo(userinfo: &str) -> String {
+    match userinfo.split_once(':') {
+        _ if userinfo.is_empty() => "an empty userinfo".to_owned(),
+        Some((user, _)) => format!("{:?} with a password", shorten(user)),
+        None => format!("{:?}", shorten(userinfo)),
+    }
+}
+
+fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
+    if raw.is_empty() {
+        return Ok("/".to_owned());
+    }
+    let path = normalize_component(raw, offset, false)?;
+    // P19: `.` and `..` segments, literal or encoded (normalization decoded `%2E` already;
+    // `/` is never produced by it, so the segments line up with the raw ones).
+    for (segment, raw_segment) in path.split('/').zip(raw.split('/')) {
+        if segment == "." || segment == ".." {
+            return Err(ResourceError::DotSegment {
+                segment: raw_segment.to_owned(),
+            });
+        }
+    }
+    Ok(path)
+}
+
+/// RFC 3986 grammar for a path (`pchar` and `/`) or a query (also `?`), escapes checked and
+/// normalized (P6).
+fn normalize_component(raw: &str, offset: usize, query: bool) -> Result<String, ResourceError> {
+    let bytes = raw.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let allowed = percent::is_pchar(b) || b == b'/' || b == b'%' || (query && b == b'?');
+        if !allowed {
+            return Err(ResourceError::InvalidCharacter {
+                position: offset + i,
+                character: char::from(b),
+            });
+        }
+        if b == b'%'
+            && let Some(decoded) = percent::escape_at(bytes, i)
+            && (decoded < 0x20 || decoded == 0x7f)
+        {
+            return Err(ResourceError::EscapedControl {
+                escape: raw[i..i + 3].to_owned(),
+            });
+        }
+    }
+    percent::normalize(raw).map_err(|malformed| ResourceError::MalformedEscape {
+        escape: malformed.text,
+    })
+}
+
+/// The second net: `url` must read the canonical form exactly as the crate does.
+fn cross_check(
+    key: &str,
+    scheme: Scheme,
+    host: &Host,
+    port: Option<u16>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<url::Url, ResourceError> {
+    let url = url::Url::parse(key).map_err(|e| ResourceError::Unparseable {
+        reason: e.to_string(),
+    })?;
+    let disagree = |component, ours: &str, theirs: &str| ResourceError::ParserDisagreement {
+        component,
+        ours: shorten(ours),
+        theirs: shorten(theirs),
+    };
+    if url.scheme() != scheme.as_str() {
+        return Err(disagree("scheme", scheme.as_str(), url.scheme()));
+    }
+    match url.host() {
+        Some(theirs) if host.matches(&theirs) => {}
+        other => {
+            let theirs = other.map(|h| h.to_string()).unwrap_or_default();
+            return Err(disagree("host", &host.to_string(), &theirs));
+        }
+    }
+    let effective = port.unwrap_or(scheme.default_port());
+    if url.port_or_known_default() != Some(effective) {
+        let theirs = url
+            .port_or_known_default()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        return Err(disagree("port", &effective.to_string(), &theirs));
+    }
+    if url.path() != path {
+        return Err(disagree("path", path, url.path()));
+    }
+    if url.query() != query {
+        return Err(disagree(
+            "query",
+            query.unwrap_or_default(),
+            url.query().unwrap_or_default(),
+        ));
+    }
+    Ok(url)
+}
+
+/// Keeps error messages bounded: at most 80 characters of input are quoted.
+pub(crate) fn shorten(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
