@@ -321,11 +321,12 @@ provider.use(async (ctx, next) => {
     try {
       await handleInteraction(ctx);
     } catch (err) {
-      log(`interaction error: ${err.name}: ${err.message}`);
+      const description = err.error_description || err.message;
+      log(`interaction error: ${err.name}: ${description}`);
       ctx.respond = true;
       ctx.status = err.statusCode || 500;
       ctx.type = 'json';
-      ctx.body = JSON.stringify({ error: err.error || 'server_error', error_description: err.message });
+      ctx.body = JSON.stringify({ error: err.error || 'server_error', error_description: description });
     }
     return;
   }
