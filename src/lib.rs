@@ -45,6 +45,9 @@ mod key;
 mod resource;
 mod scope;
 
+#[doc(hidden)]
+pub mod invariants;
+
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };

@@ -61,6 +61,7 @@ fn class(error: &ResourceError) -> String {
             }
         ),
         ResourceError::DotSegment { .. } => "dot_segment".into(),
+        ResourceError::AmbiguousPath { .. } => "ambiguous_path".into(),
         ResourceError::MalformedEscape { .. } => "malformed_escape".into(),
         ResourceError::EscapedControl { .. } => "escaped_control".into(),
         ResourceError::EmptyQuery => "empty_query".into(),

@@ -109,6 +109,12 @@ pub(crate) fn covers(resource: &Parsed, request: &Url) -> Coverage {
     }
 }
 
+/// Whether a (normalized) path reads differently under the RFC 3986 reading and the
+/// aggressive one (P5).
+pub(crate) fn is_ambiguous(normalized: &str) -> bool {
+    rfc_reading(normalized) != aggressive_reading(normalized)
+}
+
 /// P2/P5: `/` covers everything; `/p` covers `/p`, `/p/` and `/p/…`; `/p/` covers `/p/…` only.
 pub(crate) fn path_prefix_covers(resource_path: &str, request_path: &str) -> bool {
     if resource_path.ends_with('/') {

@@ -186,6 +186,15 @@ pub enum ResourceError {
         segment: String,
     },
 
+    /// The path reads differently once fully percent-decoded, with `\\` as `/`, `;params`
+    /// removed and dot segments resolved (an encoded `/` or `\\`, a `;`), so servers could
+    /// route it elsewhere (P5). Such a resource could never cover its own URL.
+    #[error("resource identifier path {path:?} can be routed differently by servers that decode it (an encoded '/' or '\\', or ';' parameters); use a path without them")]
+    AmbiguousPath {
+        /// The path as written (shortened when long).
+        path: String,
+    },
+
     /// A `%` is not followed by two hex digits (P6).
     #[error(
         "resource identifier has the malformed percent-escape {escape:?}; a '%' must be followed by two hex digits (write a literal '%' as %25)"

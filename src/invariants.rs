@@ -1,0 +1,160 @@
+//! The invariants that the fuzz targets and the corpus-replay test assert, in one place so that
+//! `cargo fuzz` and `cargo test` check exactly the same things.
+//!
+//! Not a stable API: it exists for `fuzz/` and `tests/fuzz_corpus.rs`. Each function takes
+//! arbitrary bytes, never panics on any input *unless an invariant is broken*, and then panics
+//! with a message naming the invariant (that is what a fuzzer reports).
+
+#![allow(clippy::panic, missing_docs)]
+
+use url::Url;
+
+use crate::{AudiencePolicy, Coverage, ParseOptions, ResourceUri, ScopeSet, TokenAudience};
+
+/// Resource parsing: no panic; the key is a fixed point and the wire form parses to the same
+/// key; a resource covers its own URL; it never covers another scheme, host or port, nor a path
+/// that extends its last segment.
+pub fn resource(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else {
+        return;
+    };
+    for options in [
+        ParseOptions::strict(),
+        ParseOptions::strict().allow_insecure_http_on_loopback(true),
+    ] {
+        let Ok(resource) = ResourceUri::parse_with(input, &options) else {
+            continue;
+        };
+        check_resource(&resource, &options);
+        match ResourceUri::from_metadata(input, &options) {
+            Ok(from_metadata) if from_metadata == resource && from_metadata.wire() == input => {}
+            other => panic!("from_metadata disagrees with parse_with for {input:?}: {other:?}"),
+        }
+    }
+}
+
+fn check_resource(resource: &ResourceUri, options: &ParseOptions) {
+    let key = resource.key();
+    match ResourceUri::parse_with(key, options) {
+        Ok(again) if again.key() == key => {}
+        other => panic!("key {key:?} is not a fixed point: {other:?}"),
+    }
+    match ResourceUri::parse_with(resource.wire(), options) {
+        Ok(again) if again == *resource => {}
+        other => panic!("wire form {:?} does not parse to {key:?}: {other:?}", resource.wire()),
+    }
+    let own = resource.as_url();
+    if resource.covers(own) != Coverage::Covered {
+        panic!("{key:?} does not cover its own URL: {:?}", resource.covers(own));
+    }
+    // Another origin: change the host, the port, the scheme.
+    let mut others = Vec::new();
+    let mut other_host = own.clone();
+    if other_host.set_host(Some("other-origin.invalid")).is_ok() {
+        others.push(other_host);
+    }
+    let mut other_port = own.clone();
+    let port = own.port_or_known_default().unwrap_or(443);
+    if other_port.set_port(Some(port.wrapping_add(1).max(1))).is_ok() {
+        others.push(other_port);
+    }
+    let swapped = if own.scheme() == "https" { "http" } else { "https" };
+    if let Ok(other_scheme) = Url::parse(&format!("{swapped}{}", &own.as_str()[own.scheme().len()..])) {
+        others.push(other_scheme);
+    }
+    for other in others {
+        if resource.covers(&other).is_covered() {
+            panic!("{key:?} covers another origin: {other}");
+        }
+    }
+    // A path that extends the last segment (`/mcp` -> `/mcpX`) is another resource.
+    let path = own.path();
+    if path != "/" && !path.ends_with('/') {
+        let mut extended = own.clone();
+        extended.set_path(&format!("{path}X"));
+        extended.set_query(None);
+        if resource.covers(&extended).is_covered() {
+            panic!("{key:?} covers the extended path {extended}");
+        }
+    }
+}
+
+/// Scope parsing: no panic; the canonical string parses to the same set, and the items do too.
+pub fn scope(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(set) = ScopeSet::parse(input) else {
+        return;
+    };
+    match ScopeSet::parse(set.as_str()) {
+        Ok(again) if again == set => {}
+        other => panic!("scope key {:?} is not a fixed point: {other:?}", set.as_str()),
+    }
+    match ScopeSet::from_items(set.iter()) {
+        Ok(again) if again == set => {}
+        other => panic!("scope items of {:?} build another set: {other:?}", set.as_str()),
+    }
+    let mut sorted: Vec<&str> = set.iter().collect();
+    sorted.dedup();
+    if sorted.len() != set.len() || !sorted.windows(2).all(|w| w[0] < w[1]) {
+        panic!("scope set {:?} is not sorted and deduplicated", set.as_str());
+    }
+}
+
+/// Coverage: the input is a resource, a newline, and a request URL. No panic; a covered
+/// request has the resource's scheme, host and port, and the resource's path as a prefix.
+pub fn coverage(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Some((resource, request)) = input.split_once('\n') else {
+        return;
+    };
+    let options = ParseOptions::strict().allow_insecure_http_on_loopback(true);
+    let (Ok(resource), Ok(request)) = (ResourceUri::parse_with(resource, &options), Url::parse(request))
+    else {
+        return;
+    };
+    if !resource.covers(&request).is_covered() {
+        return;
+    }
+    let own = resource.as_url();
+    let same_origin = own.scheme() == request.scheme()
+        && own.host() == request.host()
+        && own.port_or_known_default() == request.port_or_known_default();
+    if !same_origin {
+        panic!("{} covers {request}, another origin", resource.key());
+    }
+    if !request.username().is_empty() || request.password().is_some() {
+        panic!("{} covers {request}, which has userinfo", resource.key());
+    }
+}
+
+/// `aud` reading and the audience decision: no panic, and no refusal shows the token. The
+/// input is a token; the resource and request are fixed.
+pub fn jwt_aud(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    let audience = TokenAudience::inspect(token);
+    let _ = audience.values();
+    let Ok(resource) = ResourceUri::parse("https://mcp.example.com/mcp") else {
+        panic!("the fixed resource must parse");
+    };
+    let Ok(request) = Url::parse("https://mcp.example.com/mcp/tools") else {
+        panic!("the fixed request must parse");
+    };
+    for policy in [
+        AudiencePolicy::default(),
+        AudiencePolicy::new(crate::AudienceMode::RequireAud).with_alias("urn:example:mcp"),
+    ] {
+        if let Err(refusal) = policy.decide_inspected(&resource, &request, &audience) {
+            let shown = format!("{refusal} {refusal:?}");
+            // Short tokens occur in any text by chance; a real token is long.
+            if token.len() >= 16 && shown.contains(token) {
+                panic!("a refusal shows the token");
+            }
+        }
+    }
+}
