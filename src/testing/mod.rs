@@ -67,6 +67,47 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Over a socket, with a resource server
+//!
+//! ```
+//! use audience_cache::testing::{AuthorizationServer, Client, ResourceServer, fingerprint};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = AuthorizationServer::builder()
+//!     .client(Client::confidential("svc", "s3cret"))
+//!     .start()
+//!     .await?;
+//! let mcp = ResourceServer::builder(&auth).path("/mcp").start().await?;
+//! let other = ResourceServer::builder(&auth).path("/api").start().await?;
+//!
+//! let http = reqwest::Client::new();
+//! let body: serde_json::Value = http
+//!     .post(auth.token_endpoint())
+//!     .form(&[
+//!         ("grant_type", "client_credentials"),
+//!         ("client_id", "svc"),
+//!         ("client_secret", "s3cret"),
+//!         ("resource", mcp.resource()),
+//!     ])
+//!     .send()
+//!     .await?
+//!     .json()
+//!     .await?;
+//! let token = body["access_token"].as_str().ok_or("a token")?;
+//!
+//! let ok = http.get(format!("{}/tools", mcp.url())).bearer_auth(token).send().await?;
+//! assert_eq!(ok.status(), 200);
+//! // The same token at another resource is refused: its aud is the first one.
+//! let refused = http.get(other.url()).bearer_auth(token).send().await?;
+//! assert_eq!(refused.status(), 401);
+//!
+//! assert_eq!(mcp.requests()[0].token_fingerprint, Some(fingerprint(token)));
+//! assert_eq!(mcp.requests()[0].path, "/mcp/tools");
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),
@@ -78,6 +119,7 @@ mod authorize;
 mod client;
 mod jwt;
 mod records;
+mod resource_server;
 mod script;
 mod server;
 mod state;
@@ -91,6 +133,9 @@ pub use client::{Client, ClientAuthMethod};
 pub use jwt::fingerprint;
 pub use records::{
     AuthorizationRequestRecord, ResourceRequestRecord, TokenInfo, TokenRequestRecord,
+};
+pub use resource_server::{
+    IN_PROCESS_ORIGIN, Redirect, ResourceScript, ResourceServer, ResourceServerBuilder,
 };
 pub use script::{
     AudienceStyle, AuthorizeOutcome, Failure, IssParameter, ResourceField, ResourcePolicy,
