@@ -126,6 +126,9 @@ mod state;
 mod token_endpoint;
 mod wire;
 
+#[cfg(test)]
+mod tests;
+
 pub use authorization_server::{
     AuthorizationServer, AuthorizationServerBuilder, IN_PROCESS_ISSUER,
 };
