@@ -133,7 +133,8 @@ impl AuthorizationServer {
     ///
     /// The URI may be a path (`/token`) or absolute; an absolute URI whose origin is not the
     /// issuer gets `421 Misdirected Request`. The whole response body is collected. This works
-    /// for started servers too.
+    /// for started servers too. To share the server with a transport that must own what it
+    /// calls, put it in an `Arc`.
     ///
     /// ```
     /// use audience_cache::testing::{AuthorizationServer, Client};

@@ -1,27 +1,35 @@
+// The intra-doc links below spell out `crate::testing::`: this page also carries the doc
+// comment on `pub mod testing` in lib.rs, and rustdoc then resolves every link from there.
 //! Test servers: a scriptable OAuth 2.0 authorization server and protected resource servers,
 //! for testing code that fetches and uses audience-bound tokens (feature `testing`).
 //!
-//! - [`AuthorizationServer`] issues tokens through `client_credentials`, `authorization_code`
-//!   with PKCE, `refresh_token` (rotated) and RFC 8693 token exchange. It honours RFC 8707
-//!   `resource` (the token's `aud` is the resource sent, by default), records every request
-//!   for exact-count assertions, and can be scripted ([`Script`]) to misbehave: latency,
-//!   5xx/429, malformed or oversized bodies, `invalid_target`, odd audiences, narrowed scopes,
-//!   a `resource` in the token response, a wrong RFC 9207 `iss`, a wrong metadata issuer.
-//! - [`ResourceServer`] protects a path, answers RFC 6750 / RFC 9728 challenges, checks each
-//!   token's audience and scope with the authorization server, and records which token (by
-//!   [`fingerprint`]) reached which path, so a test can assert that a server never received
-//!   another server's token. It can be scripted to redirect.
+//! - [`AuthorizationServer`](crate::testing::AuthorizationServer) issues tokens through
+//!   `client_credentials`, `authorization_code` with PKCE, `refresh_token` (rotated) and
+//!   RFC 8693 token exchange. It honours RFC 8707 `resource` (the token's `aud` is the resource
+//!   sent, by default), records every request for exact-count assertions, and can be scripted
+//!   ([`Script`](crate::testing::Script)) to misbehave: latency, 5xx/429, malformed or oversized
+//!   bodies, `invalid_target`, odd audiences, narrowed scopes, a `resource` in the token
+//!   response, a wrong RFC 9207 `iss`, a wrong metadata issuer.
+//! - [`ResourceServer`](crate::testing::ResourceServer) protects a path, answers RFC 6750 /
+//!   RFC 9728 challenges, checks each token's audience and scope with the authorization server,
+//!   and records which token (by [`fingerprint`](crate::testing::fingerprint)) reached which
+//!   path, so a test can assert that a server never received another server's token. It can be
+//!   scripted to redirect.
 //!
 //! Both run in one of two ways:
 //!
 //! - **Over a socket**: `builder().start().await` binds `127.0.0.1:0` and serves in a spawned
-//!   task until the handle is dropped or [`shutdown`](AuthorizationServer::shutdown). URLs are
+//!   task until the handle is dropped or
+//!   [`shutdown`](crate::testing::AuthorizationServer::shutdown). URLs are
 //!   `http://127.0.0.1:PORT/...`.
 //! - **In process**: `builder().in_process()` opens no socket; a test (or a transport seam)
-//!   passes `http::Request<Vec<u8>>` values to [`handle`](AuthorizationServer::handle), which
-//!   runs the same router. Scripted latency is `tokio::time::sleep`, so on a paused runtime
+//!   passes `http::Request<Vec<u8>>` values to
+//!   [`handle`](crate::testing::AuthorizationServer::handle), which runs the same router.
+//!   Scripted latency is `tokio::time::sleep`, so on a paused runtime
 //!   (`#[tokio::test(start_paused = true)]`) nothing really waits. The in-process names
-//!   ([`IN_PROCESS_ISSUER`], [`IN_PROCESS_ORIGIN`]) are `https` URLs that nothing resolves.
+//!   ([`IN_PROCESS_ISSUER`](crate::testing::IN_PROCESS_ISSUER),
+//!   [`IN_PROCESS_ORIGIN`](crate::testing::IN_PROCESS_ORIGIN)) are `https` URLs that nothing
+//!   resolves.
 //!
 //! The servers never log, and their records hold no token, code, verifier or secret. They are
 //! for tests: tokens are HS256 JWTs (or opaque strings) with a random per-server key, clients

@@ -11,9 +11,9 @@ use serde_json::Value;
 /// [`Script::default`] gives), which is a well-behaved RFC 6749 / RFC 8707 server.
 ///
 /// Change it on a running server with
-/// [`AuthorizationServer::script`](super::AuthorizationServer::script); the change applies to the
-/// next request that reads the field (a request already sleeping in [`latency`](Self::latency)
-/// keeps what it read when it arrived).
+/// [`AuthorizationServer::script`](super::AuthorizationServer::script). Each request follows the
+/// script as it was when the request arrived, so one already waiting out its
+/// [`latency`](Self::latency) is not affected by a later change.
 ///
 /// ```
 /// use std::time::Duration;
