@@ -68,8 +68,11 @@ pub(crate) fn form_urldecode(input: &str) -> Option<String> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // from_str_radix alone would also take a sign ("%+1").
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 2;
             }
             _ => out.push(b),
@@ -199,7 +202,7 @@ mod tests {
             Some("a b:+/%&")
         );
         assert_eq!(form_urldecode("%C3%A9").as_deref(), Some("é"));
-        for bad in ["%", "%2", "%zz", "%FF"] {
+        for bad in ["%", "%2", "%zz", "%+1", "%-1", "%FF"] {
             assert_eq!(form_urldecode(bad), None, "{bad}");
         }
     }
