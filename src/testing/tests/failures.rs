@@ -147,13 +147,17 @@ async fn a_request_keeps_the_script_it_arrived_with() {
     tokio::task::yield_now().await;
     server.script(|s| {
         s.latency = Duration::ZERO;
+        s.token_format = crate::testing::TokenFormat::Opaque;
         s.fail_always = Some(Failure::InternalServerError);
     });
     assert_eq!(
         server.handle(cc()).await.status(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    assert_eq!(slow.await.unwrap().status(), StatusCode::OK);
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status(), StatusCode::OK);
+    // Still a JWT: the format changed while the request was waiting.
+    assert_eq!(access_token(&json(&slow)).split('.').count(), 3);
 }
 
 #[tokio::test(start_paused = true)]
