@@ -41,11 +41,17 @@ fn check_resource(resource: &ResourceUri, options: &ParseOptions) {
     }
     match ResourceUri::parse_with(resource.wire(), options) {
         Ok(again) if again == *resource => {}
-        other => panic!("wire form {:?} does not parse to {key:?}: {other:?}", resource.wire()),
+        other => panic!(
+            "wire form {:?} does not parse to {key:?}: {other:?}",
+            resource.wire()
+        ),
     }
     let own = resource.as_url();
     if resource.covers(own) != Coverage::Covered {
-        panic!("{key:?} does not cover its own URL: {:?}", resource.covers(own));
+        panic!(
+            "{key:?} does not cover its own URL: {:?}",
+            resource.covers(own)
+        );
     }
     // Another origin: change the host, the port, the scheme.
     let mut others = Vec::new();
@@ -55,11 +61,20 @@ fn check_resource(resource: &ResourceUri, options: &ParseOptions) {
     }
     let mut other_port = own.clone();
     let port = own.port_or_known_default().unwrap_or(443);
-    if other_port.set_port(Some(port.wrapping_add(1).max(1))).is_ok() {
+    if other_port
+        .set_port(Some(port.wrapping_add(1).max(1)))
+        .is_ok()
+    {
         others.push(other_port);
     }
-    let swapped = if own.scheme() == "https" { "http" } else { "https" };
-    if let Ok(other_scheme) = Url::parse(&format!("{swapped}{}", &own.as_str()[own.scheme().len()..])) {
+    let swapped = if own.scheme() == "https" {
+        "http"
+    } else {
+        "https"
+    };
+    if let Ok(other_scheme) =
+        Url::parse(&format!("{swapped}{}", &own.as_str()[own.scheme().len()..]))
+    {
         others.push(other_scheme);
     }
     for other in others {
@@ -89,16 +104,25 @@ pub fn scope(data: &[u8]) {
     };
     match ScopeSet::parse(set.as_str()) {
         Ok(again) if again == set => {}
-        other => panic!("scope key {:?} is not a fixed point: {other:?}", set.as_str()),
+        other => panic!(
+            "scope key {:?} is not a fixed point: {other:?}",
+            set.as_str()
+        ),
     }
     match ScopeSet::from_items(set.iter()) {
         Ok(again) if again == set => {}
-        other => panic!("scope items of {:?} build another set: {other:?}", set.as_str()),
+        other => panic!(
+            "scope items of {:?} build another set: {other:?}",
+            set.as_str()
+        ),
     }
     let mut sorted: Vec<&str> = set.iter().collect();
     sorted.dedup();
     if sorted.len() != set.len() || !sorted.windows(2).all(|w| w[0] < w[1]) {
-        panic!("scope set {:?} is not sorted and deduplicated", set.as_str());
+        panic!(
+            "scope set {:?} is not sorted and deduplicated",
+            set.as_str()
+        );
     }
 }
 
@@ -112,8 +136,10 @@ pub fn coverage(data: &[u8]) {
         return;
     };
     let options = ParseOptions::strict().allow_insecure_http_on_loopback(true);
-    let (Ok(resource), Ok(request)) = (ResourceUri::parse_with(resource, &options), Url::parse(request))
-    else {
+    let (Ok(resource), Ok(request)) = (
+        ResourceUri::parse_with(resource, &options),
+        Url::parse(request),
+    ) else {
         return;
     };
     if !resource.covers(&request).is_covered() {

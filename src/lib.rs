@@ -41,18 +41,33 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod audience;
+mod cache;
+mod config;
+mod error;
+mod grant;
 mod key;
 mod resource;
 mod scope;
+mod token;
 
 #[doc(hidden)]
 pub mod invariants;
 
+/// Embedded OAuth 2.0 authorization and resource servers on 127.0.0.1 (or in process, with no
+/// socket) for testing code that uses this crate; enabled by the `testing` feature.
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
+pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
+pub use config::{BuildError, ClientAuth, ClientRegistration, Grant, ResourceConfig};
+pub use error::{Error, OAuthError};
+pub use grant::SubjectToken;
 pub use key::CacheKey;
 pub use resource::{
     Coverage, CoverageRefusal, HostProblem, ParseOptions, PortProblem, ResourceError, ResourceUri,
 };
 pub use scope::{ScopeError, ScopeSet};
+pub use token::BearerToken;

@@ -8,7 +8,8 @@ use url::Url;
 fn host() -> impl Strategy<Value = String> {
     (
         prop::collection::vec(
-            "[a-z][a-z0-9-]{0,10}[a-z0-9]".prop_filter("no A-label prefix", |l: &String| !l.starts_with("xn--")),
+            "[a-z][a-z0-9-]{0,10}[a-z0-9]"
+                .prop_filter("no A-label prefix", |l: &String| !l.starts_with("xn--")),
             1..3,
         ),
         "[a-z]{2,6}",
@@ -18,23 +19,27 @@ fn host() -> impl Strategy<Value = String> {
 
 /// Path segments made of unreserved characters and a few sub-delims that stay unambiguous.
 fn segments() -> impl Strategy<Value = Vec<String>> {
-    prop::collection::vec("[A-Za-z0-9._~!$&'()*+,=:@-]{1,8}", 0..4).prop_filter(
-        "no dot segments",
-        |segs| segs.iter().all(|s| s != "." && s != ".."),
-    )
+    prop::collection::vec("[A-Za-z0-9._~!$&'()*+,=:@-]{1,8}", 0..4)
+        .prop_filter("no dot segments", |segs| {
+            segs.iter().all(|s| s != "." && s != "..")
+        })
 }
 
 fn resource_string() -> impl Strategy<Value = String> {
-    (host(), prop::option::of(1u16..=65535), segments(), any::<bool>()).prop_map(
-        |(host, port, segs, trailing)| {
+    (
+        host(),
+        prop::option::of(1u16..=65535),
+        segments(),
+        any::<bool>(),
+    )
+        .prop_map(|(host, port, segs, trailing)| {
             let port = port.map(|p| format!(":{p}")).unwrap_or_default();
             let mut path: String = segs.iter().map(|s| format!("/{s}")).collect();
             if trailing && !path.is_empty() {
                 path.push('/');
             }
             format!("https://{host}{port}{path}")
-        },
-    )
+        })
 }
 
 /// Spells the same resource differently: case of scheme and host, explicit default or
@@ -43,7 +48,11 @@ fn respell(resource: &str, upper: bool, pad_port: bool, escape: bool) -> String 
     let url = Url::parse(resource).unwrap();
     let scheme = if upper { "HTTPS" } else { "https" };
     let host = url.host_str().unwrap();
-    let host = if upper { host.to_uppercase() } else { host.to_owned() };
+    let host = if upper {
+        host.to_uppercase()
+    } else {
+        host.to_owned()
+    };
     let port = match (url.port(), pad_port) {
         (Some(p), true) => format!(":0{p}"),
         (Some(p), false) => format!(":{p}"),
@@ -53,7 +62,13 @@ fn respell(resource: &str, upper: bool, pad_port: bool, escape: bool) -> String 
     let path: String = if escape {
         url.path()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { format!("%{:02x}", c as u32) } else { c.to_string() })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    format!("%{:02x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
             .collect()
     } else {
         url.path().to_owned()
@@ -161,7 +176,12 @@ fn key_parts() -> impl Strategy<Value = Parts> {
             "https://a.example/x".to_owned(),
             "https://A.example:443/x".to_owned(),
         ]),
-        prop::sample::select(vec!["".to_owned(), "a".to_owned(), "a b".to_owned(), "b a".to_owned()]),
+        prop::sample::select(vec![
+            "".to_owned(),
+            "a".to_owned(),
+            "a b".to_owned(),
+            "b a".to_owned(),
+        ]),
         text,
         prop::option::of(text),
     )

@@ -280,6 +280,8 @@ pub enum RefusalKind {
     MalformedAudience(MalformedAud),
     /// [`AudienceMode::RequireAud`] is set and the token has no readable `aud`.
     AudienceMissing,
+    /// The token cannot be written as an HTTP header value (it contains control characters).
+    UnusableToken,
 }
 
 impl Refusal {
@@ -289,6 +291,10 @@ impl Refusal {
             request: redacted_url(request),
             kind,
         }
+    }
+
+    pub(crate) fn unusable_token(resource: &ResourceUri, request: &Url) -> Self {
+        Self::new(resource, request, RefusalKind::UnusableToken)
     }
 
     /// The resource (match key) the token was requested for.
@@ -341,6 +347,10 @@ impl fmt::Display for Refusal {
             RefusalKind::MalformedAudience(why) => {
                 write!(f, "token for {resource} is refused for {request}: {why}")
             }
+            RefusalKind::UnusableToken => write!(
+                f,
+                "token for {resource} cannot be sent to {request}: it is not a valid header value (the authorization server sent a malformed token)"
+            ),
             RefusalKind::AudienceMissing => write!(
                 f,
                 "token for {resource} has no readable aud claim and the audience mode requires one; refusing to send it to {request}"

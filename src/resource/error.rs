@@ -189,7 +189,9 @@ pub enum ResourceError {
     /// The path reads differently once fully percent-decoded, with `\\` as `/`, `;params`
     /// removed and dot segments resolved (an encoded `/` or `\\`, a `;`), so servers could
     /// route it elsewhere (P5). Such a resource could never cover its own URL.
-    #[error("resource identifier path {path:?} can be routed differently by servers that decode it (an encoded '/' or '\\', or ';' parameters); use a path without them")]
+    #[error(
+        "resource identifier path {path:?} can be routed differently by servers that decode it (an encoded '/' or '\\', or ';' parameters); use a path without them"
+    )]
     AmbiguousPath {
         /// The path as written (shortened when long).
         path: String,

@@ -272,9 +272,7 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
     // A resource whose own path a server could route elsewhere could never cover its own
     // URL (P5), so it is refused here rather than at every request.
     if super::coverage::is_ambiguous(&path) {
-        return Err(ResourceError::AmbiguousPath {
-            path: shorten(raw),
-        });
+        return Err(ResourceError::AmbiguousPath { path: shorten(raw) });
     }
     Ok(path)
 }

@@ -1,0 +1,312 @@
+//! Building a [`TokenCache`]: defaults, checks, and the HTTP client for token requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::backoff::{Backoff, BackoffPolicy};
+use super::{Shared, TokenCache};
+use crate::config::{self, BuildError, ClientAuth, ClientRegistration, Grant, ResourceConfig};
+use crate::grant::{GrantClient, Limits, Transport};
+use crate::token::{CachedToken, Timing};
+use crate::{CacheKey, ParseOptions};
+
+/// Builds a [`TokenCache`]. Every setting has a safe default, documented on its setter; the
+/// configuration is checked by [`build`](Self::build).
+#[derive(Debug, Default)]
+pub struct TokenCacheBuilder {
+    clients: Vec<ClientRegistration>,
+    resources: Vec<ResourceConfig>,
+    timing: Timing,
+    limits: Limits,
+    backoff: BackoffPolicy,
+    max_capacity: Option<u64>,
+    http_client: Option<reqwest::Client>,
+    options: ParseOptions,
+    #[cfg(feature = "testing")]
+    in_process: Option<crate::testing::InProcessHandle>,
+}
+
+/// The default capacity: 64 MiB of tokens (weighed by their size).
+const DEFAULT_CAPACITY: u64 = 64 * 1024 * 1024;
+
+impl TokenCacheBuilder {
+    /// Registers the client at one authorization server. One registration per issuer (tokens
+    /// and credentials are kept apart per authorization server).
+    pub fn client(mut self, registration: ClientRegistration) -> Self {
+        self.clients.push(registration);
+        self
+    }
+
+    /// Adds a resource.
+    pub fn resource(mut self, resource: ResourceConfig) -> Self {
+        self.resources.push(resource);
+        self
+    }
+
+    /// Subtracted from every token's lifetime, so that a token is never sent in its last
+    /// moments (clock differences, time in transit). Default 60 s; applied to at most half of
+    /// a token's lifetime.
+    pub fn skew(mut self, skew: Duration) -> Self {
+        self.timing.skew = skew;
+        self
+    }
+
+    /// The lifetime assumed for a token whose response has no `expires_in` (RFC 6749 §5.1
+    /// only recommends it). Default 300 s: short, because such a token may expire at any time;
+    /// a 401 from the resource server evicts it sooner.
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.timing.default_lifetime = lifetime;
+        self
+    }
+
+    /// How long before a token's expiry a hit starts one background refresh, while it keeps
+    /// being served. Default 120 s, applied to at most half of a token's usable lifetime.
+    pub fn refresh_ahead(mut self, window: Duration) -> Self {
+        self.timing.refresh_ahead = window;
+        self
+    }
+
+    /// The time limit for one token request, body included. Default 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
+
+    /// The largest token endpoint response accepted. Default 64 KiB.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_body = bytes;
+        self
+    }
+
+    /// The first and the largest wait after failed token requests for a key (bounded
+    /// exponential backoff with jitter). Defaults 1 s and 60 s.
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff = BackoffPolicy { base: first, max };
+        self
+    }
+
+    /// The most token bytes kept (each entry weighs its token's length plus 256 bytes); the
+    /// least useful entries are evicted beyond it. Default 64 MiB.
+    pub fn max_capacity(mut self, bytes: u64) -> Self {
+        self.max_capacity = Some(bytes);
+        self
+    }
+
+    /// The reqwest client for token requests. By default the crate builds one with redirects
+    /// disabled; a client given here should have redirects disabled too (`redirect::Policy::none`),
+    /// and token endpoint redirects are refused either way.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
+    /// Accepts `http` for issuers, endpoints and resources on a loopback host (development and
+    /// tests only; see [`ParseOptions::allow_insecure_http_on_loopback`]).
+    pub fn allow_insecure_http_on_loopback(mut self, allow: bool) -> Self {
+        self.options = self.options.allow_insecure_http_on_loopback(allow);
+        self
+    }
+
+    /// Sends token requests to an embedded [`testing::AuthorizationServer`](crate::testing::AuthorizationServer)
+    /// in process, with no socket, so tests can run on paused tokio time.
+    #[cfg(feature = "testing")]
+    pub fn in_process(mut self, server: &crate::testing::AuthorizationServer) -> Self {
+        self.in_process = Some(server.in_process_handle());
+        self
+    }
+
+    /// Checks the configuration and builds the cache.
+    pub fn build(self) -> Result<TokenCache, BuildError> {
+        let day = Duration::from_secs(86_400);
+        config::check_duration("skew", self.timing.skew, Duration::ZERO, day)?;
+        config::check_duration(
+            "default_lifetime",
+            self.timing.default_lifetime,
+            Duration::from_secs(1),
+            day,
+        )?;
+        config::check_duration(
+            "refresh_ahead",
+            self.timing.refresh_ahead,
+            Duration::ZERO,
+            day,
+        )?;
+        config::check_duration(
+            "request_timeout",
+            self.limits.timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        )?;
+        config::check_duration(
+            "backoff",
+            self.backoff.base,
+            Duration::from_millis(1),
+            self.backoff.max,
+        )?;
+        config::check_duration("backoff maximum", self.backoff.max, self.backoff.base, day)?;
+        if self.limits.max_body < 1024 {
+            return Err(BuildError::Setting {
+                setting: "max_response_bytes",
+                reason: "at least 1024 bytes are needed for a token response".to_owned(),
+            });
+        }
+        let transport = self.transport()?;
+        let store = moka::future::Cache::builder()
+            .max_capacity(self.max_capacity.unwrap_or(DEFAULT_CAPACITY))
+            .weigher(|_key: &CacheKey, token: &Arc<CachedToken>| token.weight())
+            .expire_after(ExpireWithToken)
+            .build();
+        let shared = Arc::new(Shared {
+            clients: RwLock::new(HashMap::new()),
+            resources: RwLock::new(Vec::new()),
+            store,
+            flights: Default::default(),
+            backoff: Backoff::new(self.backoff),
+            refresh_tokens: Default::default(),
+            timing: self.timing,
+            limits: self.limits,
+            transport,
+            options: self.options,
+            counters: Default::default(),
+        });
+        for registration in self.clients {
+            shared.add_client(registration)?;
+        }
+        for resource in self.resources {
+            shared.add_resource(resource)?;
+        }
+        Ok(TokenCache { shared })
+    }
+
+    fn transport(&self) -> Result<Transport, BuildError> {
+        #[cfg(feature = "testing")]
+        if let Some(server) = &self.in_process {
+            return Ok(Transport::InProcess(server.clone()));
+        }
+        if let Some(client) = &self.http_client {
+            return Ok(Transport::Http(client.clone()));
+        }
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map(Transport::Http)
+            .map_err(|e| BuildError::HttpClient {
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Checks one client registration and makes its grant client.
+pub(crate) fn check_client(
+    registration: ClientRegistration,
+    transport: &Transport,
+    limits: Limits,
+    options: &ParseOptions,
+) -> Result<GrantClient, BuildError> {
+    let issuer = registration.issuer.clone();
+    config::check_issuer(&issuer, options)?;
+    if registration.client_id.is_empty() {
+        return Err(BuildError::EmptyClientId { issuer });
+    }
+    let mut registration = registration;
+    registration.token_endpoint = config::check_endpoint(
+        &issuer,
+        "token endpoint",
+        &registration.token_endpoint,
+        options,
+    )?;
+    if let Some(endpoint) = &registration.authorization_endpoint {
+        registration.authorization_endpoint = Some(config::check_endpoint(
+            &issuer,
+            "authorization endpoint",
+            endpoint,
+            options,
+        )?);
+    }
+    if registration.grant.is_none() {
+        registration.grant = Some(match &registration.auth {
+            ClientAuth::None => {
+                return Err(BuildError::AuthorizationCode {
+                    issuer,
+                    reason: "a public client (no secret) needs Grant::AuthorizationCode with its redirect URI".to_owned(),
+                });
+            }
+            _ => Grant::ClientCredentials,
+        });
+    }
+    if let Some(Grant::AuthorizationCode { redirect_uri }) = &registration.grant {
+        if registration.authorization_endpoint.is_none() {
+            return Err(BuildError::AuthorizationCode {
+                issuer,
+                reason: "the authorization code grant needs an authorization endpoint".to_owned(),
+            });
+        }
+        // MCP 2025-11-25 §11.3: redirect URIs are https or loopback.
+        let loopback = matches!(
+            redirect_uri.host_str(),
+            Some("localhost" | "127.0.0.1" | "[::1]")
+        );
+        if redirect_uri.scheme() != "https" && !(redirect_uri.scheme() == "http" && loopback) {
+            return Err(BuildError::AuthorizationCode {
+                issuer,
+                reason: format!(
+                    "the redirect URI {redirect_uri} is neither https nor http on loopback"
+                ),
+            });
+        }
+    }
+    if registration.grant == Some(Grant::ClientCredentials)
+        && matches!(registration.auth, ClientAuth::None)
+    {
+        return Err(BuildError::AuthorizationCode {
+            issuer,
+            reason: "the client credentials grant needs a client secret".to_owned(),
+        });
+    }
+    Ok(GrantClient::new(
+        registration,
+        transport.clone(),
+        limits,
+        *options,
+    ))
+}
+
+/// moka's per-entry expiry follows the token's own: the entry is dropped (as a memory bound)
+/// shortly after the crate already stopped serving it. Freshness is decided by the crate on
+/// tokio's clock, never by moka.
+struct ExpireWithToken;
+
+impl ExpireWithToken {
+    fn remaining(token: &CachedToken) -> Option<Duration> {
+        let grace = Duration::from_secs(5);
+        Some(
+            token
+                .schedule
+                .expires_at
+                .saturating_duration_since(tokio::time::Instant::now())
+                + grace,
+        )
+    }
+}
+
+impl moka::Expiry<CacheKey, Arc<CachedToken>> for ExpireWithToken {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        token: &Arc<CachedToken>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Self::remaining(token)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        token: &Arc<CachedToken>,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::remaining(token)
+    }
+}

@@ -1,0 +1,152 @@
+//! Single-flight: one token request per [`CacheKey`] at a time, run as a spawned task that
+//! callers join, so a caller that is cancelled does not cancel the fetch for the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Acquire, ResourceEntry, Shared};
+use crate::config::Grant;
+use crate::grant::TokenResponse;
+use crate::token::CachedToken;
+use crate::{AudienceMode, CacheKey, Error, TokenAudience};
+
+type Outcome = Option<Result<Arc<CachedToken>, Error>>;
+
+/// The fetches in progress, by key. The same key that stores a token merges its fetches.
+#[derive(Default)]
+pub(crate) struct Flights {
+    running: Mutex<HashMap<CacheKey, watch::Receiver<Outcome>>>,
+}
+
+impl Flights {
+    /// Joins the fetch for `key`, starting it if none is running. `ahead` marks a refresh
+    /// started by a hit inside the refresh window.
+    pub(crate) fn start(
+        &self,
+        shared: &Arc<Shared>,
+        entry: &Arc<ResourceEntry>,
+        key: &CacheKey,
+        acquire: &Acquire,
+        ahead: bool,
+    ) -> watch::Receiver<Outcome> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(receiver) = running.get(key) {
+            return receiver.clone();
+        }
+        let (sender, receiver) = watch::channel(None);
+        running.insert(key.clone(), receiver.clone());
+        drop(running);
+        let (shared, entry, key, acquire) =
+            (shared.clone(), entry.clone(), key.clone(), acquire.clone());
+        tokio::spawn(async move {
+            let outcome = shared.fetch(&entry, &key, &acquire, ahead).await;
+            // Stored (on success) before the flight ends, so a caller arriving now either joins
+            // this flight or finds the token.
+            shared
+                .flights
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            let _ = sender.send(Some(outcome));
+        });
+        receiver
+    }
+
+    /// Waits for the fetch for `key` (joining or starting it).
+    pub(crate) async fn join(
+        &self,
+        shared: &Arc<Shared>,
+        entry: &Arc<ResourceEntry>,
+        key: &CacheKey,
+        acquire: &Acquire,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let mut receiver = self.start(shared, entry, key, acquire, false);
+        let outcome = match receiver.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            Err(_) => None,
+        };
+        outcome.unwrap_or_else(|| {
+            Err(Error::Unavailable {
+                endpoint: entry.client.registration().token_endpoint.to_string(),
+                detail: "the token request was aborted before it finished".to_owned(),
+                retry_after: None,
+            })
+        })
+    }
+}
+
+impl Shared {
+    /// One token request for `key`, its result stored, its failure recorded for backoff.
+    pub(crate) async fn fetch(
+        self: &Arc<Self>,
+        entry: &ResourceEntry,
+        key: &CacheKey,
+        acquire: &Acquire,
+        ahead: bool,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let started = Instant::now();
+        let client = &entry.client;
+        let resource = &entry.config.resource;
+        let result = match (acquire, Self::grant(entry)) {
+            (Acquire::Exchange(subject), _) => {
+                self.counters.fetch();
+                client.token_exchange(subject, resource, key.scopes()).await
+            }
+            (Acquire::Configured, Grant::ClientCredentials) => {
+                self.counters.fetch();
+                if ahead {
+                    self.counters.refresh();
+                }
+                client.client_credentials(resource, key.scopes()).await
+            }
+            (Acquire::Configured, Grant::AuthorizationCode { .. }) => {
+                self.refresh_tokens.refresh(self, entry, key).await
+            }
+        };
+        match result {
+            Ok(response) => {
+                self.backoff.succeeded(key);
+                Ok(self.store_response(entry, key, response, started).await)
+            }
+            Err(error) => {
+                if !matches!(error, Error::AuthorizationRequired { .. }) {
+                    self.counters.error();
+                    self.backoff.failed(key, &error, Instant::now());
+                }
+                tracing::warn!(key = %key, "token request failed: {error}");
+                Err(error)
+            }
+        }
+    }
+
+    /// Stores a token under `key`. The expiry counts from when the request was sent, which is
+    /// no later than when the server issued the token.
+    pub(crate) async fn store_response(
+        &self,
+        entry: &ResourceEntry,
+        key: &CacheKey,
+        response: TokenResponse,
+        sent_at: Instant,
+    ) -> Arc<CachedToken> {
+        use secrecy::ExposeSecret as _;
+        let audience = match entry.policy.mode() {
+            AudienceMode::ProvenanceOnly => TokenAudience::inspect(""),
+            _ => TokenAudience::inspect(response.access_token.expose_secret()),
+        };
+        let token = Arc::new(CachedToken {
+            access_token: response.access_token,
+            key: key.clone(),
+            resource: entry.config.resource.clone(),
+            scopes: response.scopes,
+            audience,
+            schedule: self.timing.schedule(sent_at, response.expires_in),
+        });
+        self.store.insert(key.clone(), token.clone()).await;
+        tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");
+        token
+    }
+}

@@ -1,0 +1,399 @@
+//! The token cache: audience-checked hand-out, single-flight fetches, refresh ahead of expiry.
+
+mod authorize;
+mod backoff;
+mod builder;
+mod flight;
+mod refresh;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::{BuildError, ClientRegistration, Grant, ResourceConfig};
+use crate::grant::{GrantClient, Limits, SubjectToken, Transport};
+use crate::token::{CachedToken, Timing};
+use crate::{AudiencePolicy, BearerToken, CacheKey, Coverage, Error, ParseOptions, Refusal};
+use crate::{ResourceUri, ScopeSet};
+
+pub use authorize::PendingAuthorization;
+pub use builder::TokenCacheBuilder;
+pub use stats::Stats;
+
+use backoff::Backoff;
+use flight::Flights;
+use refresh::RefreshTokens;
+
+/// An OAuth 2.0 token cache that keeps tokens apart by audience.
+///
+/// Every token is stored under a [`CacheKey`] (issuer, resource, scopes, client, account) and
+/// handed out only after the audience decision has allowed it for the request URL. A miss
+/// fetches a token with the RFC 8707 `resource` parameter; concurrent misses on one key share
+/// one token request; a hit inside the refresh window returns at once and starts one
+/// background refresh. Cloning is cheap and clones share the cache.
+///
+/// ```no_run
+/// use audience_cache::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+/// use url::Url;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let cache = TokenCache::builder()
+///     .client(
+///         ClientRegistration::new(
+///             "https://auth.example.com",
+///             Url::parse("https://auth.example.com/oauth/token")?,
+///             "my-client",
+///         )
+///         .client_secret_basic(std::env::var("CLIENT_SECRET")?.into()),
+///     )
+///     .resource(ResourceConfig::new(
+///         ResourceUri::parse("https://mcp.example.com/mcp")?,
+///         "https://auth.example.com",
+///     ))
+///     .build()?;
+///
+/// let url = Url::parse("https://mcp.example.com/mcp/tools")?;
+/// let token = cache.token_for(&url).await?;
+/// let header = token.header_for(&url)?; // Authorization: Bearer …, marked sensitive
+/// # let _ = header;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.shared.store.entry_count())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configured resource with what hand-outs need, resolved once.
+pub(crate) struct ResourceEntry {
+    pub(crate) config: ResourceConfig,
+    pub(crate) policy: Arc<AudiencePolicy>,
+    pub(crate) client: Arc<GrantClient>,
+}
+
+/// How a miss gets its token.
+#[derive(Clone)]
+pub(crate) enum Acquire {
+    /// As the client registration's grant says (client credentials or a refresh token).
+    Configured,
+    /// RFC 8693 token exchange of this subject token.
+    Exchange(SubjectToken),
+}
+
+pub(crate) struct Shared {
+    clients: RwLock<HashMap<String, Arc<GrantClient>>>,
+    resources: RwLock<Vec<Arc<ResourceEntry>>>,
+    store: moka::future::Cache<CacheKey, Arc<CachedToken>>,
+    flights: Flights,
+    backoff: Backoff,
+    refresh_tokens: RefreshTokens,
+    timing: Timing,
+    limits: Limits,
+    transport: Transport,
+    options: ParseOptions,
+    counters: stats::Counters,
+}
+
+impl TokenCache {
+    /// A builder with safe defaults.
+    pub fn builder() -> TokenCacheBuilder {
+        TokenCacheBuilder::default()
+    }
+
+    /// A token for a request to `url`, with the default scopes of the resource that covers it.
+    ///
+    /// The resource is the longest configured one that covers the URL (P20). The token comes
+    /// from the cache or from one token request shared by all concurrent callers; it is
+    /// returned only if the audience decision allows it for `url`. A refused token is evicted.
+    pub async fn token_for(&self, url: &Url) -> Result<BearerToken, Error> {
+        self.token_for_scopes(url, &ScopeSet::empty()).await
+    }
+
+    /// Like [`token_for`](Self::token_for), asking for `extra` scopes on top of the resource's
+    /// default scopes.
+    pub async fn token_for_scopes(
+        &self,
+        url: &Url,
+        extra: &ScopeSet,
+    ) -> Result<BearerToken, Error> {
+        let entry = self.shared.resource_for(url)?;
+        let scopes = entry.config.scopes.union(extra);
+        let key = self.shared.key(&entry, &scopes, None);
+        let token = self.shared.get(&entry, &key, &Acquire::Configured).await?;
+        self.shared.hand_out(&entry, token, url).await
+    }
+
+    /// A token for a resource the caller already knows (an MCP transport, say), with the
+    /// resource's default scopes plus `scopes`. It is bound to that resource: the audience
+    /// decision runs when it is turned into a header with [`BearerToken::header_for`].
+    pub async fn token(
+        &self,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+    ) -> Result<BearerToken, Error> {
+        self.token_with(resource, scopes, None, &Acquire::Configured)
+            .await
+    }
+
+    /// Like [`token`](Self::token), for one account (a user or a subject): tokens for different
+    /// accounts are never shared.
+    pub async fn token_for_account(
+        &self,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+        account: &str,
+    ) -> Result<BearerToken, Error> {
+        self.token_with(resource, scopes, Some(account), &Acquire::Configured)
+            .await
+    }
+
+    /// A token for `resource` obtained by RFC 8693 token exchange of `subject`, cached for
+    /// `account` (the subject's identity, so that different subjects never share a token).
+    pub async fn exchange_token(
+        &self,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+        subject: SubjectToken,
+        account: &str,
+    ) -> Result<BearerToken, Error> {
+        self.token_with(resource, scopes, Some(account), &Acquire::Exchange(subject))
+            .await
+    }
+
+    async fn token_with(
+        &self,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+        account: Option<&str>,
+        acquire: &Acquire,
+    ) -> Result<BearerToken, Error> {
+        let entry = self.shared.resource(resource)?;
+        let scopes = entry.config.scopes.union(scopes);
+        let key = self.shared.key(&entry, &scopes, account);
+        let token = self.shared.get(&entry, &key, acquire).await?;
+        Ok(BearerToken::new(token, entry.policy.clone()))
+    }
+
+    /// Evicts `token` if it is still the cached one for its key (for example after the
+    /// resource server answered 401 `invalid_token`). A newer token is left alone. Returns
+    /// whether it was evicted.
+    pub async fn invalidate(&self, token: &BearerToken) -> bool {
+        self.shared.evict_if_current(token.cached()).await
+    }
+
+    /// Adds a resource after the cache was built (for example one found by discovery). Its
+    /// issuer needs a client registration.
+    pub fn register_resource(&self, resource: ResourceConfig) -> Result<(), BuildError> {
+        self.shared.add_resource(resource)
+    }
+
+    /// Adds a client registration after the cache was built.
+    pub fn register_client(&self, registration: ClientRegistration) -> Result<(), BuildError> {
+        self.shared.add_client(registration)
+    }
+
+    /// The configured resource that a request to `url` belongs to (the longest that covers
+    /// it), if any.
+    pub fn resource_for(&self, url: &Url) -> Option<ResourceUri> {
+        self.shared
+            .resource_for(url)
+            .ok()
+            .map(|entry| entry.config.resource.clone())
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl Shared {
+    fn key(&self, entry: &ResourceEntry, scopes: &ScopeSet, account: Option<&str>) -> CacheKey {
+        let registration = entry.client.registration();
+        let key = CacheKey::new(
+            &registration.issuer,
+            &entry.config.resource,
+            scopes,
+            &registration.client_id,
+        );
+        match account {
+            Some(account) => key.with_account(account),
+            None => key,
+        }
+    }
+
+    /// P20: the longest configured resource that covers `url`. A URL that every resource
+    /// refuses (userinfo, an ambiguous path) is an audience refusal, not "no resource".
+    fn resource_for(&self, url: &Url) -> Result<Arc<ResourceEntry>, Error> {
+        let resources = self.resources.read().unwrap_or_else(|p| p.into_inner());
+        let mut best: Option<&Arc<ResourceEntry>> = None;
+        for entry in resources.iter() {
+            match entry.config.resource.covers(url) {
+                Coverage::Covered => {
+                    let longer = best.is_none_or(|b| {
+                        entry.config.resource.key().len() > b.config.resource.key().len()
+                    });
+                    if longer {
+                        best = Some(entry);
+                    }
+                }
+                Coverage::Refused(_) => {
+                    let refusal = entry.policy.decide_inspected(
+                        &entry.config.resource,
+                        url,
+                        &crate::TokenAudience::inspect(""),
+                    );
+                    if let Err(refusal) = refusal {
+                        self.counters.refusal();
+                        return Err(Error::Refused(refusal));
+                    }
+                }
+                _ => {}
+            }
+        }
+        best.cloned().ok_or_else(|| Error::NoResource {
+            request: crate::audience::redacted_url(url),
+        })
+    }
+
+    fn resource(&self, resource: &ResourceUri) -> Result<Arc<ResourceEntry>, Error> {
+        let resources = self.resources.read().unwrap_or_else(|p| p.into_inner());
+        resources
+            .iter()
+            .find(|entry| entry.config.resource == *resource)
+            .cloned()
+            .ok_or_else(|| Error::UnknownResource {
+                resource: resource.key().to_owned(),
+            })
+    }
+
+    /// The audience decision for a hand-out; a refused token is evicted.
+    async fn hand_out(
+        &self,
+        entry: &ResourceEntry,
+        token: Arc<CachedToken>,
+        url: &Url,
+    ) -> Result<BearerToken, Error> {
+        match entry
+            .policy
+            .decide_inspected(&token.resource, url, &token.audience)
+        {
+            Ok(()) => Ok(BearerToken::new(token, entry.policy.clone())),
+            Err(refusal) => Err(self.refused(&token, refusal).await),
+        }
+    }
+
+    async fn refused(&self, token: &Arc<CachedToken>, refusal: Refusal) -> Error {
+        self.counters.refusal();
+        tracing::warn!(
+            key = %token.key,
+            audiences = ?token.audience.values(),
+            "refused to hand out a token: {refusal}"
+        );
+        self.evict_if_current(token).await;
+        Error::Refused(refusal)
+    }
+
+    /// A fresh token for `key`: from the store, or from a fetch shared with concurrent callers.
+    async fn get(
+        self: &Arc<Self>,
+        entry: &Arc<ResourceEntry>,
+        key: &CacheKey,
+        acquire: &Acquire,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let now = Instant::now();
+        if let Some(token) = self.store.get(key).await
+            && token.is_fresh(now)
+        {
+            self.counters.hit();
+            if token.wants_refresh(now) && self.backoff.check(key, now).is_ok() {
+                // Refresh ahead: this caller is served now; one fetch starts in the background.
+                let _started = self.flights.start(self, entry, key, acquire, true);
+            }
+            return Ok(token);
+        }
+        self.counters.miss();
+        if let Err(backing_off) = self.backoff.check(key, now) {
+            self.counters.error();
+            return Err(backing_off);
+        }
+        self.flights.join(self, entry, key, acquire).await
+    }
+
+    async fn evict_if_current(&self, token: &Arc<CachedToken>) -> bool {
+        use moka::ops::compute::Op;
+        let result = self
+            .store
+            .entry_by_ref(&token.key)
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(current) if Arc::ptr_eq(current.value(), token) => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, moka::ops::compute::CompResult::Removed(_))
+    }
+
+    fn add_client(&self, registration: ClientRegistration) -> Result<(), BuildError> {
+        let client =
+            builder::check_client(registration, &self.transport, self.limits, &self.options)?;
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        let issuer = client.registration().issuer.clone();
+        if clients.contains_key(&issuer) {
+            return Err(BuildError::DuplicateClient { issuer });
+        }
+        clients.insert(issuer, Arc::new(client));
+        Ok(())
+    }
+
+    fn add_resource(&self, config: ResourceConfig) -> Result<(), BuildError> {
+        let client = {
+            let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+            clients.get(&config.issuer).cloned()
+        };
+        let Some(client) = client else {
+            return Err(BuildError::UnknownIssuer {
+                resource: config.resource.key().to_owned(),
+                issuer: config.issuer.clone(),
+            });
+        };
+        let mut resources = self.resources.write().unwrap_or_else(|p| p.into_inner());
+        if resources
+            .iter()
+            .any(|r| r.config.resource == config.resource)
+        {
+            return Err(BuildError::DuplicateResource {
+                resource: config.resource.key().to_owned(),
+            });
+        }
+        resources.push(Arc::new(ResourceEntry {
+            policy: Arc::new(config.audience.clone()),
+            config,
+            client,
+        }));
+        Ok(())
+    }
+
+    /// The grant a miss uses for this entry.
+    fn grant(entry: &ResourceEntry) -> Grant {
+        let registration = entry.client.registration();
+        match registration.effective_grant() {
+            Some(grant) => grant.clone(),
+            None => Grant::ClientCredentials,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Refresh tokens: one slot per grant, at most one refresh in flight per refresh token, and a
+//! rotated refresh token replacing the old one before the new access token is handed out
+//! (RFC 6749 §6, RFC 9700 §4.14.2).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use secrecy::SecretString;
+
+use super::{ResourceEntry, Shared};
+use crate::grant::TokenResponse;
+use crate::{CacheKey, Error, ScopeSet};
+
+/// What a refresh token is bound to (P15): the issuer, the client, the account and the
+/// resource of the original grant. The requested scopes are not part of it: one refresh token
+/// serves every scope subset of its grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RefreshKey {
+    issuer: String,
+    client_id: String,
+    account: Option<String>,
+    resource: String,
+}
+
+impl RefreshKey {
+    pub(crate) fn for_key(key: &CacheKey) -> Self {
+        Self {
+            issuer: key.issuer().to_owned(),
+            client_id: key.client_id().to_owned(),
+            account: key.account().map(str::to_owned),
+            resource: key.resource().key().to_owned(),
+        }
+    }
+}
+
+struct Slot {
+    /// `None` once the server has rejected it.
+    token: tokio::sync::Mutex<Option<SecretString>>,
+    /// The scopes of the original grant: a refresh never asks for more.
+    granted: ScopeSet,
+}
+
+#[derive(Default)]
+pub(crate) struct RefreshTokens {
+    slots: Mutex<HashMap<RefreshKey, Arc<Slot>>>,
+}
+
+impl RefreshTokens {
+    /// Keeps the refresh token of a new grant (replacing any older grant's).
+    pub(crate) fn store(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) {
+        let slot = Arc::new(Slot {
+            token: tokio::sync::Mutex::new(Some(token)),
+            granted,
+        });
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, slot);
+    }
+
+    /// Refreshes for `key` with its grant's refresh token.
+    pub(crate) async fn refresh(
+        &self,
+        shared: &Shared,
+        entry: &ResourceEntry,
+        key: &CacheKey,
+    ) -> Result<TokenResponse, Error> {
+        let required = || Error::AuthorizationRequired {
+            resource: key.resource().key().to_owned(),
+        };
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&RefreshKey::for_key(key))
+            .cloned()
+            .ok_or_else(required)?;
+        // RFC 6749 §6: never ask for a scope the original grant did not include.
+        if !slot.granted.is_superset_of(key.scopes()) {
+            return Err(required());
+        }
+        // Held across the request: a second refresh with the same token would, with rotation,
+        // revoke the whole grant.
+        let mut current = slot.token.lock().await;
+        let Some(refresh_token) = current.as_ref() else {
+            return Err(required());
+        };
+        shared.counters.fetch();
+        shared.counters.refresh();
+        let result = entry
+            .client
+            .refresh(refresh_token, &entry.config.resource, key.scopes())
+            .await;
+        match result {
+            Ok(mut response) => {
+                if let Some(rotated) = response.refresh_token.take() {
+                    *current = Some(rotated);
+                }
+                Ok(response)
+            }
+            // The refresh token is dead (RFC 6749 §5.2); some servers also spend it on an
+            // `invalid_target`, so it is not reused after one either.
+            Err(error)
+                if matches!(error, Error::InvalidTarget { .. })
+                    || error
+                        .oauth_error()
+                        .is_some_and(|e| e.code == "invalid_grant") =>
+            {
+                *current = None;
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Configuration: the client registrations (one per authorization server) and the resources,
+//! checked when the cache is built.
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::{AudiencePolicy, ParseOptions, ResourceUri, ScopeSet};
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret, each form-urlencoded first
+    /// (`client_secret_basic`, RFC 6749 §2.3.1).
+    Basic(SecretString),
+    /// The client id and secret in the request body (`client_secret_post`).
+    Post(SecretString),
+    /// A public client: the client id in the body, no secret (`none`).
+    None,
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Basic(_) => "client_secret_basic([redacted])",
+            Self::Post(_) => "client_secret_post([redacted])",
+            Self::None => "none",
+        })
+    }
+}
+
+/// What the cache does on a miss for a resource of this authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Grant {
+    /// Fetch a token with the client credentials grant (RFC 6749 §4.4). The default for a
+    /// client with a secret.
+    ClientCredentials,
+    /// Tokens come from a user's authorization (authorization code with PKCE, RFC 6749 §4.1,
+    /// RFC 7636): a miss uses a cached refresh token, or fails with
+    /// [`Error::AuthorizationRequired`](crate::Error::AuthorizationRequired). The default for
+    /// a public client.
+    AuthorizationCode {
+        /// The redirect URI registered for the client.
+        redirect_uri: Url,
+    },
+}
+
+/// A client's registration at one authorization server: where its token endpoint is, who the
+/// client is and how it authenticates.
+///
+/// ```
+/// use audience_cache::ClientRegistration;
+/// use url::Url;
+///
+/// let registration = ClientRegistration::new(
+///     "https://auth.example.com",
+///     Url::parse("https://auth.example.com/oauth/token")?,
+///     "my-client",
+/// )
+/// .client_secret_basic("s3cret".into());
+/// assert!(format!("{registration:?}").contains("[redacted]"));
+/// # Ok::<(), url::ParseError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientRegistration {
+    pub(crate) issuer: String,
+    pub(crate) token_endpoint: Url,
+    pub(crate) authorization_endpoint: Option<Url>,
+    pub(crate) client_id: String,
+    pub(crate) auth: ClientAuth,
+    pub(crate) grant: Option<Grant>,
+}
+
+impl ClientRegistration {
+    /// A public client (no secret) of the authorization server `issuer` (its RFC 8414 issuer
+    /// identifier, compared as an exact string everywhere), with its token endpoint.
+    pub fn new(
+        issuer: impl Into<String>,
+        token_endpoint: Url,
+        client_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            issuer: issuer.into(),
+            token_endpoint,
+            authorization_endpoint: None,
+            client_id: client_id.into(),
+            auth: ClientAuth::None,
+            grant: None,
+        }
+    }
+
+    /// Authenticates with `client_secret_basic`.
+    pub fn client_secret_basic(mut self, secret: SecretString) -> Self {
+        self.auth = ClientAuth::Basic(secret);
+        self
+    }
+
+    /// Authenticates with `client_secret_post`.
+    pub fn client_secret_post(mut self, secret: SecretString) -> Self {
+        self.auth = ClientAuth::Post(secret);
+        self
+    }
+
+    /// Sets the authorization endpoint, needed for the authorization code grant.
+    pub fn authorization_endpoint(mut self, endpoint: Url) -> Self {
+        self.authorization_endpoint = Some(endpoint);
+        self
+    }
+
+    /// Chooses what a miss does (see [`Grant`]); without it, a client with a secret uses client
+    /// credentials and a public client needs a user's authorization.
+    pub fn grant(mut self, grant: Grant) -> Self {
+        self.grant = Some(grant);
+        self
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub(crate) fn effective_grant(&self) -> Option<&Grant> {
+        self.grant.as_ref()
+    }
+}
+
+/// A resource the cache issues tokens for: its identifier, the authorization server that
+/// issues them, the scopes asked for by default and the audience rules.
+///
+/// ```
+/// use audience_cache::{AudienceMode, AudiencePolicy, ResourceConfig, ResourceUri, ScopeSet};
+///
+/// let resource = ResourceConfig::new(
+///     ResourceUri::parse("https://mcp.example.com/mcp")?,
+///     "https://auth.example.com",
+/// )
+/// .scopes(ScopeSet::parse("mcp:read")?)
+/// .audience(AudiencePolicy::new(AudienceMode::DenyOnMismatch).with_alias("api://mcp"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ResourceConfig {
+    pub(crate) resource: ResourceUri,
+    pub(crate) issuer: String,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) audience: AudiencePolicy,
+}
+
+impl ResourceConfig {
+    /// Tokens for `resource` come from the authorization server `issuer` (which needs a
+    /// [`ClientRegistration`]).
+    pub fn new(resource: ResourceUri, issuer: impl Into<String>) -> Self {
+        Self {
+            resource,
+            issuer: issuer.into(),
+            scopes: ScopeSet::empty(),
+            audience: AudiencePolicy::default(),
+        }
+    }
+
+    /// The scopes requested when the caller names none (empty by default: no `scope` is sent).
+    pub fn scopes(mut self, scopes: ScopeSet) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// The audience rules (default: [`AudienceMode::DenyOnMismatch`](crate::AudienceMode) and
+    /// no aliases).
+    pub fn audience(mut self, policy: AudiencePolicy) -> Self {
+        self.audience = policy;
+        self
+    }
+
+    /// The resource.
+    pub fn resource(&self) -> &ResourceUri {
+        &self.resource
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+}
+
+/// A configuration the cache cannot be built with. It names the entry and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two client registrations name the same issuer.
+    #[error(
+        "client registration for {issuer:?}: the issuer is registered twice; keep one registration per authorization server"
+    )]
+    DuplicateClient {
+        /// The issuer.
+        issuer: String,
+    },
+    /// Two resources have the same match key.
+    #[error("resource {resource}: configured twice")]
+    DuplicateResource {
+        /// The resource's match key.
+        resource: String,
+    },
+    /// A resource names an issuer with no client registration.
+    #[error(
+        "resource {resource}: its issuer {issuer:?} has no client registration; add one with TokenCacheBuilder::client"
+    )]
+    UnknownIssuer {
+        /// The resource's match key.
+        resource: String,
+        /// The issuer it names.
+        issuer: String,
+    },
+    /// An issuer identifier is not an https URL without query and fragment (RFC 8414 §2).
+    #[error(
+        "client registration for {issuer:?}: the issuer is not a valid issuer identifier: {reason}"
+    )]
+    InvalidIssuer {
+        /// The issuer.
+        issuer: String,
+        /// Why.
+        reason: String,
+    },
+    /// An endpoint is not an acceptable URL (https; http only on loopback with the development
+    /// option).
+    #[error("client registration for {issuer:?}: the {endpoint} is refused: {reason}")]
+    InvalidEndpoint {
+        /// The issuer.
+        issuer: String,
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The client id is empty.
+    #[error("client registration for {issuer:?}: the client id is empty")]
+    EmptyClientId {
+        /// The issuer.
+        issuer: String,
+    },
+    /// The authorization code grant is chosen but something it needs is missing.
+    #[error("client registration for {issuer:?}: {reason}")]
+    AuthorizationCode {
+        /// The issuer.
+        issuer: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// A numeric setting is out of range.
+    #[error("setting {setting}: {reason}")]
+    Setting {
+        /// The setting.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("the HTTP client could not be built: {reason}")]
+    HttpClient {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Checks a URL used as an endpoint with the same rules as a resource identifier (https, or
+/// http on loopback by opt-in; no fragment, userinfo or confusable host).
+pub(crate) fn check_endpoint(
+    issuer: &str,
+    endpoint: &'static str,
+    url: &Url,
+    options: &ParseOptions,
+) -> Result<Url, BuildError> {
+    ResourceUri::parse_with(url.as_str(), options)
+        .map(|checked| checked.as_url().clone())
+        .map_err(|e| BuildError::InvalidEndpoint {
+            issuer: issuer.to_owned(),
+            endpoint,
+            reason: e.to_string(),
+        })
+}
+
+/// RFC 8414 §2: an issuer is an https URL with no query and no fragment.
+pub(crate) fn check_issuer(issuer: &str, options: &ParseOptions) -> Result<(), BuildError> {
+    let invalid = |reason: String| BuildError::InvalidIssuer {
+        issuer: issuer.to_owned(),
+        reason,
+    };
+    let parsed = ResourceUri::parse_with(issuer, options).map_err(|e| invalid(e.to_string()))?;
+    if parsed.as_url().query().is_some() {
+        return Err(invalid("it has a query".to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks that a duration setting is within bounds.
+pub(crate) fn check_duration(
+    setting: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, BuildError> {
+    if value < min || value > max {
+        return Err(BuildError::Setting {
+            setting,
+            reason: format!("{value:?} is outside {min:?}..={max:?}"),
+        });
+    }
+    Ok(value)
+}

@@ -1,0 +1,217 @@
+//! The runtime error: what went wrong getting or handing out a token, and whether trying again
+//! can help.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Refusal;
+
+/// An error from the authorization server's token endpoint (RFC 6749 §5.2), as the server sent
+/// it. `description` and `uri` are untrusted text from the server; they are shown escaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    /// The `error` code, such as `invalid_client` or `invalid_grant`.
+    pub code: String,
+    /// The `error_description`, if any.
+    pub description: Option<String>,
+    /// The `error_uri`, if any.
+    pub uri: Option<String>,
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code.escape_debug())?;
+        if let Some(description) = &self.description {
+            write!(
+                f,
+                " ({})",
+                crate::resource::shorten(description).escape_debug()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a token could not be obtained or handed out.
+///
+/// Cheap to clone: concurrent callers waiting for one fetch each get the same error. Messages
+/// name the resource, issuer or endpoint concerned and say what to do next; none contains a
+/// token, a refresh token, a client secret or a raw response body.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The audience decision refused to hand the token out for this request URL.
+    #[error(transparent)]
+    Refused(Refusal),
+
+    /// No configured resource covers the request URL, so the crate does not know which token,
+    /// if any, belongs to it.
+    #[error(
+        "no configured resource covers {request}; add a resource that covers it (or send the request without a token)"
+    )]
+    NoResource {
+        /// The request URL, without its query.
+        request: String,
+    },
+
+    /// The resource is not configured, or names an authorization server that is not.
+    #[error(
+        "{resource} is not a configured resource; register it with TokenCacheBuilder::resource"
+    )]
+    UnknownResource {
+        /// The resource's match key.
+        resource: String,
+    },
+
+    /// The authorization server refused the resource (RFC 8707 `invalid_target`). Retrying
+    /// will not help: the resource is not one this server issues tokens for, or not with these
+    /// scopes.
+    #[error("authorization server {issuer} refused the resource {resource} (invalid_target{}); check that the resource is registered there and the scopes are allowed for it", .description.as_deref().map(|d| format!(": {}", crate::resource::shorten(d).escape_debug())).unwrap_or_default())]
+    InvalidTarget {
+        /// The issuer.
+        issuer: String,
+        /// The resource's match key.
+        resource: String,
+        /// The server's `error_description`, if any.
+        description: Option<String>,
+    },
+
+    /// The token endpoint answered with another OAuth error.
+    #[error("authorization server {issuer} refused the token request for {resource}: {error}{}", hint_for(&.error.code))]
+    OAuth {
+        /// The issuer.
+        issuer: String,
+        /// The resource's match key.
+        resource: String,
+        /// The error as the server sent it.
+        error: OAuthError,
+    },
+
+    /// The token endpoint could not be reached or answered with a server-side failure (a
+    /// connection error, a timeout, HTTP 5xx or 429). Trying again later may succeed.
+    #[error("token endpoint {endpoint} is unavailable: {detail}; a later attempt may succeed")]
+    Unavailable {
+        /// The endpoint.
+        endpoint: String,
+        /// What happened.
+        detail: String,
+        /// How long the server asked the client to wait (`Retry-After`), if it did.
+        retry_after: Option<Duration>,
+    },
+
+    /// The token endpoint's answer broke the protocol: malformed or oversized JSON, a token type
+    /// other than Bearer, a redirect, or a `resource` in the response that is not the one
+    /// requested. The token, if any, was discarded.
+    #[error("token endpoint {endpoint} sent an unusable response: {detail}")]
+    Protocol {
+        /// The endpoint.
+        endpoint: String,
+        /// What was wrong (never the body itself).
+        detail: String,
+    },
+
+    /// Recent token requests for this key failed, and the next attempt is held back so that an
+    /// authorization server that is down is not hammered.
+    #[error("token requests for {key} are backing off after {failures} failure(s); next attempt in {:.1} s (last error: {last})", .retry_in.as_secs_f64())]
+    BackingOff {
+        /// The cache key, as text.
+        key: String,
+        /// Consecutive failures so far.
+        failures: u32,
+        /// How long until the next attempt is allowed (measured when the error was made).
+        retry_in: Duration,
+        /// The last failure.
+        last: Box<Error>,
+    },
+
+    /// The resource needs a user's authorization (authorization code grant) and no token or
+    /// refresh token is cached for it.
+    #[error(
+        "{resource} needs a user's authorization and no token or refresh token is cached; run TokenCache::begin_authorization and complete it"
+    )]
+    AuthorizationRequired {
+        /// The resource's match key.
+        resource: String,
+    },
+
+    /// The redirect that completes an authorization was not acceptable (a `state` that does not
+    /// match, an `iss` from another server, an error from the server, no `code`).
+    #[error("the authorization response was refused: {detail}")]
+    AuthorizationResponse {
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// A next step for the OAuth errors whose fix is on the client's side.
+fn hint_for(code: &str) -> &'static str {
+    match code {
+        "invalid_client" | "unauthorized_client" => {
+            "; check the client id, secret and authentication method configured for this issuer"
+        }
+        "invalid_scope" => "; request scopes the server allows for this client",
+        "invalid_grant" => {
+            "; the grant (code or refresh token) is no longer valid, authorize again"
+        }
+        _ => "",
+    }
+}
+
+impl Error {
+    /// Whether trying again later can succeed: the authorization server was unreachable, slow,
+    /// overloaded or failing (connection errors, timeouts, 5xx, 429), or the key is backing off
+    /// after such failures. Refusals, `invalid_target`, other OAuth errors and configuration
+    /// errors are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } => true,
+            Self::BackingOff { last, .. } => last.is_transient(),
+            Self::Refused(_)
+            | Self::NoResource { .. }
+            | Self::UnknownResource { .. }
+            | Self::InvalidTarget { .. }
+            | Self::OAuth { .. }
+            | Self::Protocol { .. }
+            | Self::AuthorizationRequired { .. }
+            | Self::AuthorizationResponse { .. } => false,
+        }
+    }
+
+    /// How long to wait before trying again, when the server said (`Retry-After`) or the key is
+    /// backing off.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::BackingOff { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        }
+    }
+
+    /// The audience refusal, when the error is one.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Self::Refused(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The OAuth error the token endpoint sent, if any (`invalid_target` included).
+    pub fn oauth_error(&self) -> Option<OAuthError> {
+        match self {
+            Self::OAuth { error, .. } => Some(error.clone()),
+            Self::InvalidTarget { description, .. } => Some(OAuthError {
+                code: "invalid_target".to_owned(),
+                description: description.clone(),
+                uri: None,
+            }),
+            Self::BackingOff { last, .. } => last.oauth_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}

@@ -1,0 +1,370 @@
+//! Token requests: client credentials, refresh, authorization code with PKCE, and token
+//! exchange. Every request here carries the resource's wire form as RFC 8707 `resource`; this
+//! module is the only place that adds it.
+
+mod response;
+mod transport;
+
+use base64::Engine as _;
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    Scope, StandardRevocableToken, TokenUrl,
+};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::config::{ClientAuth, ClientRegistration};
+use crate::{Error, ParseOptions, ResourceUri, ScopeSet};
+
+pub(crate) use response::TokenResponse;
+pub(crate) use transport::{Limits, Transport};
+
+use response::{RawTokenResponse, Requested};
+
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    RawTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointMaybeSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// RFC 8693 §3: the token type a token exchange asks for and accepts.
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// A subject token to exchange (RFC 8693 §2.1).
+#[derive(Clone)]
+pub struct SubjectToken {
+    pub(crate) token: SecretString,
+    pub(crate) token_type: String,
+}
+
+impl SubjectToken {
+    /// An access token to exchange (`urn:ietf:params:oauth:token-type:access_token`).
+    pub fn access_token(token: SecretString) -> Self {
+        Self::new(token, ACCESS_TOKEN_TYPE)
+    }
+
+    /// A subject token of any RFC 8693 §3 type (an ID token, a JWT, a SAML assertion).
+    pub fn new(token: SecretString, token_type: impl Into<String>) -> Self {
+        Self {
+            token,
+            token_type: token_type.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SubjectToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectToken")
+            .field("token_type", &self.token_type)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// What an authorization request needs kept until the redirect comes back.
+pub(crate) struct AuthorizationStart {
+    pub(crate) url: Url,
+    pub(crate) state: CsrfToken,
+    pub(crate) verifier: PkceCodeVerifier,
+}
+
+/// Makes token requests for one client registration.
+pub(crate) struct GrantClient {
+    registration: ClientRegistration,
+    oauth: OAuthClient,
+    transport: Transport,
+    limits: Limits,
+    options: ParseOptions,
+}
+
+impl GrantClient {
+    pub(crate) fn new(
+        registration: ClientRegistration,
+        transport: Transport,
+        limits: Limits,
+        options: ParseOptions,
+    ) -> Self {
+        let mut oauth = oauth2::Client::new(ClientId::new(registration.client_id.clone()))
+            .set_token_uri(TokenUrl::from_url(registration.token_endpoint.clone()))
+            .set_auth_uri_option(
+                registration
+                    .authorization_endpoint
+                    .clone()
+                    .map(AuthUrl::from_url),
+            );
+        oauth = match &registration.auth {
+            ClientAuth::Basic(secret) => oauth
+                .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
+                .set_auth_type(AuthType::BasicAuth),
+            ClientAuth::Post(secret) => oauth
+                .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
+                .set_auth_type(AuthType::RequestBody),
+            ClientAuth::None => oauth.set_auth_type(AuthType::RequestBody),
+        };
+        Self {
+            registration,
+            oauth,
+            transport,
+            limits,
+            options,
+        }
+    }
+
+    pub(crate) fn registration(&self) -> &ClientRegistration {
+        &self.registration
+    }
+
+    fn requested<'a>(&'a self, resource: &'a ResourceUri, scopes: &'a ScopeSet) -> Requested<'a> {
+        Requested {
+            endpoint: self.registration.token_endpoint.as_str(),
+            issuer: &self.registration.issuer,
+            resource,
+            scopes,
+            options: &self.options,
+        }
+    }
+
+    fn http(
+        &self,
+    ) -> impl Fn(
+        oauth2::HttpRequest,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<oauth2::HttpResponse, transport::TransportError>> + Send>,
+    > + '_ {
+        move |request| {
+            let transport = self.transport.clone();
+            let limits = self.limits;
+            Box::pin(async move { transport.send(request, limits).await })
+        }
+    }
+
+    /// RFC 6749 §4.4 with `resource`.
+    pub(crate) async fn client_credentials(
+        &self,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+    ) -> Result<TokenResponse, Error> {
+        let requested = self.requested(resource, scopes);
+        let result = self
+            .oauth
+            .exchange_client_credentials()
+            .add_scopes(oauth_scopes(scopes))
+            .add_extra_param("resource", resource.wire())
+            .request_async(&self.http())
+            .await;
+        finish(result, &requested)
+    }
+
+    /// RFC 6749 §6 with `resource`. `scopes` must be within the original grant (the caller
+    /// checks); an empty set sends no `scope`, which means the original grant.
+    pub(crate) async fn refresh(
+        &self,
+        refresh_token: &SecretString,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+    ) -> Result<TokenResponse, Error> {
+        let requested = self.requested(resource, scopes);
+        let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
+        let result = self
+            .oauth
+            .exchange_refresh_token(&token)
+            .add_scopes(oauth_scopes(scopes))
+            .add_extra_param("resource", resource.wire())
+            .request_async(&self.http())
+            .await;
+        finish(result, &requested)
+    }
+
+    /// The authorization URL for the code flow, with `resource`, `state` and an S256 PKCE
+    /// challenge (RFC 6749 §4.1.1, RFC 7636, RFC 8707 §2.1).
+    pub(crate) fn authorization_url(
+        &self,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+        redirect_uri: &Url,
+    ) -> Result<AuthorizationStart, Error> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state) = self
+            .oauth
+            .clone()
+            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
+            .authorize_url(CsrfToken::new_random)
+            .map_err(|_| Error::AuthorizationResponse {
+                detail: format!(
+                    "the client registration for {} has no authorization endpoint",
+                    self.registration.issuer
+                ),
+            })?
+            .add_scopes(oauth_scopes(scopes))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("resource", resource.wire())
+            .url();
+        Ok(AuthorizationStart {
+            url,
+            state,
+            verifier,
+        })
+    }
+
+    /// RFC 6749 §4.1.3 with the PKCE verifier and `resource`.
+    pub(crate) async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: PkceCodeVerifier,
+        redirect_uri: &Url,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+    ) -> Result<TokenResponse, Error> {
+        let requested = self.requested(resource, scopes);
+        let result = self
+            .oauth
+            .clone()
+            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(verifier)
+            .add_extra_param("resource", resource.wire())
+            .request_async(&self.http())
+            .await;
+        finish(result, &requested)
+    }
+
+    /// RFC 8693 token exchange with `resource`. The oauth2 crate has no token exchange, so the
+    /// request is built here, with the same client authentication rules, and the response goes
+    /// through the same checks.
+    pub(crate) async fn token_exchange(
+        &self,
+        subject: &SubjectToken,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+    ) -> Result<TokenResponse, Error> {
+        let requested = self.requested(resource, scopes);
+        let request = self.exchange_request(subject, resource, scopes, &requested)?;
+        let response = self
+            .transport
+            .send(request, self.limits)
+            .await
+            .map_err(|e| response::from_transport(e, &requested))?;
+        if response.status().is_success() {
+            let mut deserializer = serde_json::Deserializer::from_slice(response.body());
+            let raw: RawTokenResponse = serde_path_to_error::deserialize(&mut deserializer)
+                .map_err(|e| {
+                    response::reject(oauth2::RequestTokenError::Parse(e, Vec::new()), &requested)
+                })?;
+            if let Some(issued) = &raw.extra_fields().issued_token_type
+                && issued != ACCESS_TOKEN_TYPE
+            {
+                return Err(requested_protocol(
+                    &requested,
+                    format!("the exchange issued a {issued:?}, not an access token"),
+                ));
+            }
+            return response::accept(raw, &requested);
+        }
+        match serde_json::from_slice::<BasicErrorResponse>(response.body()) {
+            Ok(error) => Err(response::oauth_error(
+                &requested,
+                error.error().as_ref().to_owned(),
+                error.error_description(),
+                error.error_uri(),
+            )),
+            Err(_) => Err(requested_protocol(
+                &requested,
+                format!(
+                    "HTTP {} without an OAuth error body",
+                    response.status().as_u16()
+                ),
+            )),
+        }
+    }
+
+    /// The RFC 8693 request, with the client authentication of the registration.
+    fn exchange_request(
+        &self,
+        subject: &SubjectToken,
+        resource: &ResourceUri,
+        scopes: &ScopeSet,
+        requested: &Requested<'_>,
+    ) -> Result<http::Request<Vec<u8>>, Error> {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", TOKEN_EXCHANGE)
+            .append_pair("subject_token", subject.token.expose_secret())
+            .append_pair("subject_token_type", &subject.token_type)
+            .append_pair("requested_token_type", ACCESS_TOKEN_TYPE)
+            .append_pair("resource", resource.wire());
+        if !scopes.is_empty() {
+            form.append_pair("scope", scopes.as_str());
+        }
+        let mut request = http::Request::post(self.registration.token_endpoint.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        let client_id = &self.registration.client_id;
+        match &self.registration.auth {
+            ClientAuth::Basic(secret) => {
+                // RFC 6749 §2.3.1: form-urlencode the id and the secret, then Basic.
+                let encode = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{}:{}",
+                    encode(client_id),
+                    encode(secret.expose_secret())
+                ));
+                let mut value = http::HeaderValue::try_from(format!("Basic {credentials}"))
+                    .map_err(|_| {
+                        requested_protocol(requested, "the client credentials cannot form a header")
+                    })?;
+                value.set_sensitive(true);
+                request = request.header(http::header::AUTHORIZATION, value);
+            }
+            ClientAuth::Post(secret) => {
+                form.append_pair("client_id", client_id)
+                    .append_pair("client_secret", secret.expose_secret());
+            }
+            ClientAuth::None => {
+                form.append_pair("client_id", client_id);
+            }
+        }
+        request
+            .body(form.finish().into_bytes())
+            .map_err(|_| requested_protocol(requested, "the token request could not be built"))
+    }
+}
+
+fn requested_protocol(requested: &Requested<'_>, detail: impl Into<String>) -> Error {
+    Error::Protocol {
+        endpoint: requested.endpoint.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+fn oauth_scopes(scopes: &ScopeSet) -> Vec<Scope> {
+    scopes.iter().map(|s| Scope::new(s.to_owned())).collect()
+}
+
+fn finish(
+    result: Result<
+        RawTokenResponse,
+        oauth2::RequestTokenError<transport::TransportError, BasicErrorResponse>,
+    >,
+    requested: &Requested<'_>,
+) -> Result<TokenResponse, Error> {
+    match result {
+        Ok(raw) => response::accept(raw, requested),
+        Err(error) => Err(response::reject(error, requested)),
+    }
+}

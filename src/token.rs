@@ -1,0 +1,196 @@
+//! Tokens as the cache holds them and as it hands them out, and the one place their expiry is
+//! computed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::{AudiencePolicy, CacheKey, Refusal, ResourceUri, ScopeSet, TokenAudience};
+
+/// When a token stops being served and when its refresh starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    /// Subtracted from the lifetime the server granted (bounded to half of it).
+    pub(crate) skew: Duration,
+    /// The lifetime assumed when the response has no `expires_in`.
+    pub(crate) default_lifetime: Duration,
+    /// How long before expiry a hit starts a background refresh (bounded to half of the usable
+    /// lifetime).
+    pub(crate) refresh_ahead: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            skew: Duration::from_secs(60),
+            default_lifetime: Duration::from_secs(300),
+            refresh_ahead: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Timing {
+    /// The expiry and refresh instants of a token received at `received_at`. This is the only
+    /// place the skew is applied (RFC 6749 §5.1 `expires_in`; digest §6.7).
+    pub(crate) fn schedule(&self, received_at: Instant, expires_in: Option<Duration>) -> Schedule {
+        let lifetime = expires_in.unwrap_or(self.default_lifetime);
+        let usable = lifetime - self.skew.min(lifetime / 2);
+        let expires_at = received_at + usable;
+        let refresh_at = expires_at - self.refresh_ahead.min(usable / 2);
+        Schedule {
+            expires_at,
+            refresh_at,
+        }
+    }
+}
+
+/// The output of [`Timing::schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Schedule {
+    pub(crate) expires_at: Instant,
+    pub(crate) refresh_at: Instant,
+}
+
+/// An access token in the cache, with everything decided about it when it was received.
+pub(crate) struct CachedToken {
+    pub(crate) access_token: SecretString,
+    pub(crate) key: CacheKey,
+    /// The resource it was requested for (with the wire form that was sent).
+    pub(crate) resource: ResourceUri,
+    /// The granted scopes (the requested ones when the response had no `scope`).
+    pub(crate) scopes: ScopeSet,
+    /// The `aud` claim, read once on receipt.
+    pub(crate) audience: TokenAudience,
+    pub(crate) schedule: Schedule,
+}
+
+impl CachedToken {
+    pub(crate) fn is_fresh(&self, now: Instant) -> bool {
+        now < self.schedule.expires_at
+    }
+
+    pub(crate) fn wants_refresh(&self, now: Instant) -> bool {
+        now >= self.schedule.refresh_at
+    }
+
+    /// Approximate bytes held, for the cache's weigher.
+    pub(crate) fn weight(&self) -> u32 {
+        let bytes = self.access_token.expose_secret().len() + 256;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+/// An access token handed out by the cache, bound to the resource it was requested for.
+///
+/// The token itself is reachable only through explicit calls:
+/// [`header_for`](Self::header_for), which runs the audience decision again for the URL the
+/// header is meant for and marks the header value sensitive, and
+/// [`expose_secret`](Self::expose_secret), for code that must pass the raw token on (and so
+/// takes over the responsibility of checking where it goes). `Debug` shows the resource,
+/// scopes and remaining lifetime, never the token.
+#[derive(Clone)]
+pub struct BearerToken {
+    token: Arc<CachedToken>,
+    policy: Arc<AudiencePolicy>,
+}
+
+impl BearerToken {
+    pub(crate) fn new(token: Arc<CachedToken>, policy: Arc<AudiencePolicy>) -> Self {
+        Self { token, policy }
+    }
+
+    /// Decides whether the token may be sent to `request` (the resource must cover it and a
+    /// readable `aud` must agree), and if so returns the `Authorization: Bearer` header value,
+    /// marked sensitive so that HTTP libraries keep it out of their logs.
+    pub fn header_for(&self, request: &Url) -> Result<HeaderValue, Refusal> {
+        self.policy
+            .decide_inspected(&self.token.resource, request, &self.token.audience)?;
+        let mut value = HeaderValue::try_from(format!(
+            "Bearer {}",
+            self.token.access_token.expose_secret()
+        ))
+        .map_err(|_| Refusal::unusable_token(&self.token.resource, request))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// The raw access token. Whoever calls this must make sure it only goes to the resource
+    /// ([`resource`](Self::resource)); prefer [`header_for`](Self::header_for).
+    pub fn expose_secret(&self) -> &str {
+        self.token.access_token.expose_secret()
+    }
+
+    /// The resource the token was requested for and may be sent to.
+    pub fn resource(&self) -> &ResourceUri {
+        &self.token.resource
+    }
+
+    /// The scopes granted (the requested ones when the server did not say).
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.token.scopes
+    }
+
+    /// The audiences of the token's `aud` claim, if it is a readable JWT with one.
+    pub fn audiences(&self) -> Option<Vec<&str>> {
+        self.token.audience.values()
+    }
+
+    /// How long the cache will keep serving this token (its lifetime less the skew).
+    pub fn expires_in(&self) -> Duration {
+        self.token
+            .schedule
+            .expires_at
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// The cache key the token is stored under.
+    pub fn key(&self) -> &CacheKey {
+        &self.token.key
+    }
+
+    /// Whether two handles hold the same token (the same fetch), without showing it.
+    pub fn same_token_as(&self, other: &BearerToken) -> bool {
+        Arc::ptr_eq(&self.token, &other.token)
+    }
+
+    pub(crate) fn cached(&self) -> &Arc<CachedToken> {
+        &self.token
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerToken")
+            .field("resource", &self.token.resource.key())
+            .field("scopes", &self.token.scopes.as_str())
+            .field("expires_in", &self.expires_in())
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn skew_is_bounded_by_half_the_lifetime() {
+        let timing = Timing::default();
+        let now = Instant::now();
+        let long = timing.schedule(now, Some(Duration::from_secs(3600)));
+        assert_eq!(long.expires_at, now + Duration::from_secs(3540));
+        assert_eq!(long.refresh_at, now + Duration::from_secs(3420));
+        let short = timing.schedule(now, Some(Duration::from_secs(10)));
+        assert_eq!(short.expires_at, now + Duration::from_secs(5));
+        assert_eq!(short.refresh_at, now + Duration::from_millis(2500));
+        let absent = timing.schedule(now, None);
+        assert_eq!(absent.expires_at, now + Duration::from_secs(240));
+        let zero = timing.schedule(now, Some(Duration::ZERO));
+        assert_eq!(zero.expires_at, now);
+    }
+}
