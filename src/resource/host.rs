@@ -124,11 +124,12 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
     if name.starts_with('.') || name.contains("..") {
         return Err(host_error(name, HostProblem::EmptyLabel));
     }
-    if name.is_ascii() {
-        if !name
-            .bytes()
+    let allowed = |s: &str| {
+        s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+    };
+    if name.is_ascii() {
+        if !allowed(name) {
             return Err(host_error(name, HostProblem::InvalidCharacter));
         }
         if let Some(addr) = parse_ipv4(name)? {
@@ -153,6 +154,11 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
     };
     if !round_trips {
         return Err(host_error(name, HostProblem::NotRoundTrippable));
+    }
+    // The A-label form obeys the same rules as an ASCII name (UTS-46 without STD3 rules lets
+    // `!`, `$` and the like through in the non-ASCII case).
+    if !allowed(&ascii) {
+        return Err(host_error(name, HostProblem::InvalidCharacter));
     }
     if ascii.is_empty()
         || ascii.ends_with('.')
