@@ -48,6 +48,7 @@ fn class(error: &ResourceError) -> String {
                 HostProblem::EmbeddedIpv4 => "embedded_ipv4",
                 HostProblem::NotRoundTrippable => "not_round_trippable",
                 HostProblem::InvalidIdn => "invalid_idn",
+                HostProblem::TooLong => "too_long",
                 other => panic!("unclassified host problem {other:?}"),
             }
         ),

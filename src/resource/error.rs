@@ -273,6 +273,9 @@ pub enum HostProblem {
     NotRoundTrippable,
     /// The internationalized name is invalid under UTS-46.
     InvalidIdn,
+    /// A label is longer than 63 octets or the name longer than 253 (RFC 1035 §2.3.4), in its
+    /// A-label form: no DNS name is that long.
+    TooLong,
 }
 
 impl fmt::Display for HostProblem {
@@ -297,6 +300,9 @@ impl fmt::Display for HostProblem {
                 "the internationalized name changes under IDNA mapping; write the name as it is registered (or its xn-- form)"
             }
             Self::InvalidIdn => "it is not a valid internationalized domain name",
+            Self::TooLong => {
+                "a DNS name has labels of at most 63 bytes and at most 253 bytes in all (as A-labels)"
+            }
         })
     }
 }

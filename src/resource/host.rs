@@ -160,6 +160,10 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
     if !allowed(&ascii) {
         return Err(host_error(name, HostProblem::InvalidCharacter));
     }
+    // RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 (without the root).
+    if ascii.len() > 253 || ascii.split('.').any(|label| label.len() > 63) {
+        return Err(host_error(name, HostProblem::TooLong));
+    }
     if ascii.is_empty()
         || ascii.ends_with('.')
         || ascii.contains("..")

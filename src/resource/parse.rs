@@ -151,6 +151,14 @@ pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> 
         None => None,
     };
     let key = build_key(scheme, &host, port, &path, query.as_deref());
+    // Canonicalization can lengthen the input (A-labels, uppercase escapes); the cap holds for
+    // the key too, so that a key always parses again.
+    if key.len() > MAX_LEN {
+        return Err(ResourceError::TooLong {
+            len: key.len(),
+            max: MAX_LEN,
+        });
+    }
     let url = cross_check(&key, scheme, &host, port, &path, query.as_deref())?;
     Ok(Parsed {
         scheme,
