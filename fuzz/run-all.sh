@@ -10,5 +10,5 @@ for target in resource scope coverage jwt_aud; do
   cp -n corpus/"$target"/* "$work"/ 2>/dev/null || true
   echo "== $target ($seconds s)"
   cargo +nightly fuzz run "$target" "$work" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
-    | grep -E '^(stat::|Done|#[0-9]+.*(DONE|pulse))|panicked|ERROR|SUMMARY' | tail -20
+    | grep -E '^(stat::|Done|#[0-9]+.*(DONE|pulse))|panicked|ERROR|SUMMARY' | tail -20 || true
 done
