@@ -746,3 +746,26 @@ fn client_credentials_needs_a_secret() {
     );
     assert_says(&error, &[ISSUER, "client credentials", "client secret"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_expires_in_is_bounded_instead_of_overflowing() {
+    // `expires_in` is a JSON number the server chooses; u64::MAX seconds does not fit after
+    // any instant. The lifetime is bounded (a year, less the skew).
+    let bounded = Duration::from_secs(365 * 86_400 - 60);
+    let server = new_server();
+    server.script(|s| s.expires_in = Some(Duration::from_secs(u64::MAX)));
+    let svc = new_cache(&server, confidential(), [config(MCP)]);
+    let token = svc.token(&resource(MCP), &empty()).await.unwrap();
+    assert_eq!(token.expires_in(), bounded);
+
+    // The code flow stores its token in the caller's task.
+    let app = new_cache(&server, public_app(), [config(MCP)]);
+    let pending = app.begin_authorization(&resource(MCP), &empty()).unwrap();
+    let redirect = approve(&server, &pending).await;
+    let token = app
+        .complete_authorization(pending, &redirect)
+        .await
+        .unwrap();
+    assert_eq!(token.expires_in(), bounded);
+    assert_eq!(server.token_requests(), 2);
+}
