@@ -270,6 +270,31 @@ async fn a_redirect_without_iss_is_accepted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_expired_code_is_invalid_grant_with_a_next_step() {
+    let server = new_server();
+    let cache = app_cache(&server);
+    let pending = cache.begin_authorization(&resource(MCP), &empty()).unwrap();
+    let redirect = approve(&server, &pending).await;
+    // The server keeps codes for ten minutes (RFC 6749 §4.1.2).
+    tokio::time::advance(std::time::Duration::from_secs(601)).await;
+    let error = cache
+        .complete_authorization(pending, &redirect)
+        .await
+        .unwrap_err();
+    assert_eq!(error.oauth_error().unwrap().code, "invalid_grant");
+    assert!(error.to_string().contains("authorize again"), "{error}");
+    assert!(!error.is_transient());
+    let records = server.requests();
+    assert_eq!(grant_types(&records), ["authorization_code"]);
+    // Nothing was cached.
+    let after = cache.token(&resource(MCP), &empty()).await.unwrap_err();
+    assert!(
+        matches!(after, Error::AuthorizationRequired { .. }),
+        "{after:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn expired_tokens_are_refreshed_with_the_rotated_refresh_token() {
     let server = new_server();
     let cache = app_cache(&server);

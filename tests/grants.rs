@@ -769,3 +769,92 @@ async fn an_absurd_expires_in_is_bounded_instead_of_overflowing() {
     assert_eq!(token.expires_in(), bounded);
     assert_eq!(server.token_requests(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn token_exchange_failures_map_like_the_other_grants() {
+    // The crate builds and reads the RFC 8693 request itself (oauth2 has no token exchange), so
+    // its answers are checked separately.
+    let cases: Vec<(Failure, fn(&Error) -> bool)> = vec![
+        (
+            Failure::ServiceUnavailable,
+            |e| matches!(e, Error::Unavailable { detail, .. } if detail == "HTTP 503"),
+        ),
+        (
+            Failure::TooManyRequests {
+                retry_after: Duration::from_secs(9),
+            },
+            |e| e.retry_after() == Some(Duration::from_secs(9)),
+        ),
+        (Failure::MalformedJson, |e| {
+            matches!(e, Error::Protocol { .. })
+        }),
+        (
+            Failure::OversizedBody,
+            |e| matches!(e, Error::Protocol { detail, .. } if detail.contains("larger than")),
+        ),
+        (
+            Failure::InvalidTarget,
+            |e| matches!(e, Error::InvalidTarget { resource, .. } if resource == "https://mcp.example.com/"),
+        ),
+        (
+            Failure::OAuth {
+                status: 401,
+                error: "invalid_client".into(),
+            },
+            |e| {
+                matches!(e, Error::OAuth { error, .. }
+                    if error.code == "invalid_client"
+                        && error.description.as_deref() == Some("scripted failure"))
+                    && e.to_string().contains("check the client id")
+            },
+        ),
+    ];
+    for (failure, expected) in cases {
+        let server = new_server();
+        let subject = subject_token(&server).await;
+        server.script(|s| s.fail_next(1, failure.clone()));
+        let cache = new_cache(&server, confidential(), [config(MCP)]);
+        let error = cache
+            .exchange_token(&resource(MCP), &empty(), subject, "alice")
+            .await
+            .unwrap_err();
+        assert!(expected(&error), "{failure:?}: {error:?}");
+        assert_eq!(
+            error.is_transient(),
+            matches!(
+                failure,
+                Failure::ServiceUnavailable | Failure::TooManyRequests { .. }
+            ),
+            "{failure:?}"
+        );
+        assert_shows_no_body(&error, &["AAAA", "abc"]);
+        assert_eq!(server.token_requests(), 2, "{failure:?}");
+    }
+
+    // A resource in the exchange response is checked as in any other.
+    let server = new_server();
+    let subject = subject_token(&server).await;
+    server.script(|s| s.resource_field = ResourceField::Value(json!("https://other.example")));
+    let cache = new_cache(&server, confidential(), [config(MCP)]);
+    let error = cache
+        .exchange_token(&resource(MCP), &empty(), subject, "alice")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Protocol { .. }), "{error:?}");
+}
+
+#[test]
+fn an_http_token_endpoint_off_loopback_is_refused() {
+    let error = build_error(
+        TokenCache::builder().client(
+            ClientRegistration::new(ISSUER, url("http://as.in-process.test/token"), SVC)
+                .client_secret_basic(secret(SECRET)),
+        ),
+    );
+    assert!(
+        matches!(&error, BuildError::InvalidEndpoint { issuer, endpoint: "token endpoint", .. }
+            if issuer == ISSUER),
+        "{error:?}"
+    );
+    assert_says(&error, &[ISSUER, "token endpoint", "use https"]);
+}
