@@ -75,8 +75,11 @@ async fn the_authorization_url_carries_every_parameter() {
     assert_eq!(param(url, "resource").as_deref(), Some(MCP));
     assert_eq!(param(url, "code_verifier"), None);
 
-    // Two authorizations have different state and challenge.
-    let other = cache.begin_authorization(&resource(MCP), &empty()).unwrap();
+    // Two authorizations have different state and challenge. With no scope at all (API has
+    // no default scopes), no `scope` parameter is sent.
+    let other = cache.begin_authorization(&resource(API), &empty()).unwrap();
+    assert_eq!(param(other.url(), "scope"), None);
+    assert_eq!(param(other.url(), "resource").as_deref(), Some(API));
     assert_ne!(param(url, "state"), param(other.url(), "state"));
     assert_ne!(
         param(url, "code_challenge"),

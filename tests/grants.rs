@@ -858,3 +858,32 @@ fn an_http_token_endpoint_off_loopback_is_refused() {
     );
     assert_says(&error, &[ISSUER, "token endpoint", "use https"]);
 }
+
+#[tokio::test(start_paused = true)]
+#[ignore = "known bug outside this branch's files: exchange_token and token_for_account \
+            share a cache key (src/cache/mod.rs), so an exchange for an account returns a \
+            client credentials token cached for that account"]
+async fn an_exchanged_token_is_never_a_client_credentials_token_cached_for_the_account() {
+    let server = new_server();
+    let subject = subject_token(&server).await;
+    let cache = new_cache(&server, confidential(), [config(MCP)]);
+    let mcp = resource(MCP);
+    let service = cache
+        .token_for_account(&mcp, &empty(), "alice")
+        .await
+        .unwrap();
+    let exchanged = cache
+        .exchange_token(&mcp, &empty(), subject, "alice")
+        .await
+        .unwrap();
+    assert!(!exchanged.same_token_as(&service));
+    let grant_types: Vec<_> = server
+        .requests()
+        .into_iter()
+        .map(|r| r.grant_type.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        grant_types,
+        ["client_credentials", "client_credentials", TOKEN_EXCHANGE]
+    );
+}
