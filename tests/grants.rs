@@ -774,7 +774,8 @@ async fn an_absurd_expires_in_is_bounded_instead_of_overflowing() {
 async fn token_exchange_failures_map_like_the_other_grants() {
     // The crate builds and reads the RFC 8693 request itself (oauth2 has no token exchange), so
     // its answers are checked separately.
-    let cases: Vec<(Failure, fn(&Error) -> bool)> = vec![
+    type Expected = fn(&Error) -> bool;
+    let cases: Vec<(Failure, Expected)> = vec![
         (
             Failure::ServiceUnavailable,
             |e| matches!(e, Error::Unavailable { detail, .. } if detail == "HTTP 503"),
