@@ -204,7 +204,9 @@ pub enum BuildError {
         issuer: String,
     },
     /// Two resources have the same match key.
-    #[error("resource {resource}: configured twice")]
+    #[error(
+        "resource {resource}: configured twice; keep one ResourceConfig per resource (ask for extra scopes per call instead)"
+    )]
     DuplicateResource {
         /// The resource's match key.
         resource: String,
@@ -241,7 +243,9 @@ pub enum BuildError {
         reason: String,
     },
     /// The client id is empty.
-    #[error("client registration for {issuer:?}: the client id is empty")]
+    #[error(
+        "client registration for {issuer:?}: the client id is empty; set the client id the authorization server issued"
+    )]
     EmptyClientId {
         /// The issuer.
         issuer: String,
@@ -295,7 +299,10 @@ pub(crate) fn check_issuer(issuer: &str, options: &ParseOptions) -> Result<(), B
     };
     let parsed = ResourceUri::parse_with(issuer, options).map_err(|e| invalid(e.to_string()))?;
     if parsed.as_url().query().is_some() {
-        return Err(invalid("it has a query".to_owned()));
+        return Err(invalid(
+            "it has a query; remove it (RFC 8414 §2: an issuer has no query or fragment)"
+                .to_owned(),
+        ));
     }
     Ok(())
 }

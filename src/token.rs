@@ -12,6 +12,10 @@ use url::Url;
 
 use crate::{AudiencePolicy, CacheKey, Refusal, ResourceUri, ScopeSet, TokenAudience};
 
+/// The longest lifetime the cache believes a server: a year. A token is refreshed after that
+/// whatever its `expires_in` said.
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
 /// When a token stops being served and when its refresh starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timing {
@@ -38,7 +42,11 @@ impl Timing {
     /// The expiry and refresh instants of a token received at `received_at`. This is the only
     /// place the skew is applied (RFC 6749 §5.1 `expires_in`; digest §6.7).
     pub(crate) fn schedule(&self, received_at: Instant, expires_in: Option<Duration>) -> Schedule {
-        let lifetime = expires_in.unwrap_or(self.default_lifetime);
+        // `expires_in` is whatever number the server sent: bounded, so that adding it to an
+        // instant cannot overflow (which panics).
+        let lifetime = expires_in
+            .unwrap_or(self.default_lifetime)
+            .min(MAX_LIFETIME);
         let usable = lifetime - self.skew.min(lifetime / 2);
         let expires_at = received_at + usable;
         let refresh_at = expires_at - self.refresh_ahead.min(usable / 2);
@@ -192,5 +200,10 @@ mod tests {
         assert_eq!(absent.expires_at, now + Duration::from_secs(240));
         let zero = timing.schedule(now, Some(Duration::ZERO));
         assert_eq!(zero.expires_at, now);
+        let absurd = timing.schedule(now, Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(
+            absurd.expires_at,
+            now + MAX_LIFETIME - Duration::from_secs(60)
+        );
     }
 }

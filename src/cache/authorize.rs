@@ -76,9 +76,12 @@ impl TokenCache {
             });
         };
         let scopes = entry.config.scopes.union(scopes);
-        let start = entry
-            .client
-            .authorization_url(resource, &scopes, redirect_uri)?;
+        // The configured resource, not the caller's spelling of it: its wire form is what the
+        // token request sends, and the server compares the two as strings (RFC 8707 §2.2).
+        let start =
+            entry
+                .client
+                .authorization_url(&entry.config.resource, &scopes, redirect_uri)?;
         Ok(PendingAuthorization {
             url: start.url,
             state: start.state,
