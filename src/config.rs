@@ -258,6 +258,14 @@ pub enum BuildError {
         /// What is missing.
         reason: String,
     },
+    /// The client credentials grant is chosen for a client without a secret.
+    #[error(
+        "client registration for {issuer:?}: the client credentials grant needs a client secret; add one with client_secret_basic or client_secret_post, or use Grant::AuthorizationCode"
+    )]
+    MissingSecret {
+        /// The issuer.
+        issuer: String,
+    },
     /// A numeric setting is out of range.
     #[error("setting {setting}: {reason}")]
     Setting {

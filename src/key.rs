@@ -48,6 +48,7 @@ struct Inner {
     scopes: ScopeSet,
     client_id: Box<str>,
     account: Option<Box<str>>,
+    exchanged: bool,
     encoded: Box<[u8]>,
 }
 
@@ -57,7 +58,7 @@ const ENCODING_VERSION: u8 = 1;
 impl CacheKey {
     /// A key with no account discriminator.
     pub fn new(issuer: &str, resource: &ResourceUri, scopes: &ScopeSet, client_id: &str) -> Self {
-        Self::build(issuer, resource, scopes, client_id, None)
+        Self::build(issuer, resource, scopes, client_id, None, false)
     }
 
     /// The same key for one account (a user, a tenant, a subject): tokens for different
@@ -70,6 +71,22 @@ impl CacheKey {
             &inner.scopes,
             &inner.client_id,
             Some(account),
+            inner.exchanged,
+        )
+    }
+
+    /// The same key for a token obtained by RFC 8693 token exchange. Such a token acts for the
+    /// subject whose token was exchanged, so it is never shared with a token of the client's
+    /// own grant for the same account.
+    pub fn exchanged(self) -> Self {
+        let inner = &self.inner;
+        Self::build(
+            &inner.issuer,
+            &inner.resource,
+            &inner.scopes,
+            &inner.client_id,
+            inner.account.as_deref(),
+            true,
         )
     }
 
@@ -82,6 +99,7 @@ impl CacheKey {
             scopes,
             &inner.client_id,
             inner.account.as_deref(),
+            inner.exchanged,
         )
     }
 
@@ -91,8 +109,16 @@ impl CacheKey {
         scopes: &ScopeSet,
         client_id: &str,
         account: Option<&str>,
+        exchanged: bool,
     ) -> Self {
-        let encoded = encode(issuer, resource.key(), scopes.as_str(), client_id, account);
+        let encoded = encode(
+            issuer,
+            resource.key(),
+            scopes.as_str(),
+            client_id,
+            account,
+            exchanged,
+        );
         Self {
             inner: Arc::new(Inner {
                 issuer: issuer.into(),
@@ -100,6 +126,7 @@ impl CacheKey {
                 scopes: scopes.clone(),
                 client_id: client_id.into(),
                 account: account.map(Into::into),
+                exchanged,
                 encoded,
             }),
         }
@@ -130,9 +157,15 @@ impl CacheKey {
         self.inner.account.as_deref()
     }
 
+    /// Whether the key is for a token obtained by token exchange.
+    pub fn is_exchanged(&self) -> bool {
+        self.inner.exchanged
+    }
+
     /// The unambiguous encoding: a version byte, then each part as an 8-byte big-endian length
     /// and its bytes, in the order issuer, resource key, scope key, client id; then `0` for no
-    /// account or `1` followed by the account's length and bytes.
+    /// account or `1` followed by the account's length and bytes; then `1` for a token from
+    /// token exchange or `0` otherwise.
     pub fn encoded(&self) -> &[u8] {
         &self.inner.encoded
     }
@@ -144,6 +177,7 @@ fn encode(
     scopes: &str,
     client_id: &str,
     account: Option<&str>,
+    exchanged: bool,
 ) -> Box<[u8]> {
     let parts = [issuer, resource, scopes, client_id];
     let size =
@@ -160,6 +194,7 @@ fn encode(
             push_part(&mut out, account);
         }
     }
+    out.push(u8::from(exchanged));
     out.into_boxed_slice()
 }
 
@@ -191,6 +226,7 @@ impl fmt::Debug for CacheKey {
             .field("scopes", &self.scopes().as_str())
             .field("client_id", &self.client_id())
             .field("account", &self.account())
+            .field("exchanged", &self.is_exchanged())
             .finish()
     }
 }
@@ -208,6 +244,9 @@ impl fmt::Display for CacheKey {
         )?;
         if let Some(account) = self.account() {
             write!(f, ", account {account:?}")?;
+        }
+        if self.is_exchanged() {
+            f.write_str(", by token exchange")?;
         }
         Ok(())
     }

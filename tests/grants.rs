@@ -739,12 +739,19 @@ fn client_credentials_needs_a_secret() {
     let error = build_error(TokenCache::builder().client(
         ClientRegistration::new(ISSUER, token_endpoint(), APP).grant(Grant::ClientCredentials),
     ));
-    // Reported through the `AuthorizationCode` variant today (see the branch notes).
     assert!(
-        matches!(&error, BuildError::AuthorizationCode { issuer, .. } if issuer == ISSUER),
+        matches!(&error, BuildError::MissingSecret { issuer } if issuer == ISSUER),
         "{error:?}"
     );
-    assert_says(&error, &[ISSUER, "client credentials", "client secret"]);
+    assert_says(
+        &error,
+        &[
+            ISSUER,
+            "client credentials",
+            "client secret",
+            "client_secret_basic",
+        ],
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -861,9 +868,6 @@ fn an_http_token_endpoint_off_loopback_is_refused() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "known bug outside this branch's files: exchange_token and token_for_account \
-            share a cache key (src/cache/mod.rs), so an exchange for an account returns a \
-            client credentials token cached for that account"]
 async fn an_exchanged_token_is_never_a_client_credentials_token_cached_for_the_account() {
     let server = new_server();
     let subject = subject_token(&server).await;

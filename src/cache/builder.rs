@@ -242,6 +242,15 @@ pub(crate) fn check_client(
                 reason: "the authorization code grant needs an authorization endpoint".to_owned(),
             });
         }
+        // RFC 6749 §3.1.2: a redirect URI has no fragment.
+        if redirect_uri.fragment().is_some() {
+            return Err(BuildError::AuthorizationCode {
+                issuer,
+                reason: format!(
+                    "the redirect URI {redirect_uri} has a fragment; remove it (RFC 6749 §3.1.2)"
+                ),
+            });
+        }
         // MCP 2025-11-25 §11.3: redirect URIs are https or loopback.
         let loopback = matches!(
             redirect_uri.host_str(),
@@ -259,10 +268,7 @@ pub(crate) fn check_client(
     if registration.grant == Some(Grant::ClientCredentials)
         && matches!(registration.auth, ClientAuth::None)
     {
-        return Err(BuildError::AuthorizationCode {
-            issuer,
-            reason: "the client credentials grant needs a client secret".to_owned(),
-        });
+        return Err(BuildError::MissingSecret { issuer });
     }
     Ok(GrantClient::new(
         registration,

@@ -91,7 +91,8 @@ impl Shared {
         let started = Instant::now();
         let client = &entry.client;
         let resource = &entry.config.resource;
-        let result = match (acquire, Self::grant(entry)) {
+        let grant = Self::grant(entry);
+        let result = match (acquire, grant.clone()) {
             (Acquire::Exchange(subject), _) => {
                 self.counters.fetch();
                 client.token_exchange(subject, resource, key.scopes()).await
@@ -112,9 +113,19 @@ impl Shared {
                 self.backoff.succeeded(key);
                 Ok(self.store_response(entry, key, response, started).await)
             }
+            Err(error @ Error::AuthorizationRequired { .. }) => {
+                tracing::debug!(key = %key, "no token: {error}");
+                Err(error)
+            }
             Err(error) => {
-                if !matches!(error, Error::AuthorizationRequired { .. }) {
-                    self.counters.error();
+                self.counters.error();
+                // A refresh that failed for good has dropped its refresh token, so the next
+                // call answers AuthorizationRequired without asking the server: backing off
+                // would only hide that.
+                let refresh_spent = matches!(acquire, Acquire::Configured)
+                    && matches!(grant, Grant::AuthorizationCode { .. })
+                    && !error.is_transient();
+                if !refresh_spent {
                     self.backoff.failed(key, &error, Instant::now());
                 }
                 tracing::warn!(key = %key, "token request failed: {error}");

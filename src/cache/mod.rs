@@ -181,7 +181,11 @@ impl TokenCache {
     ) -> Result<BearerToken, Error> {
         let entry = self.shared.resource(resource)?;
         let scopes = entry.config.scopes.union(scopes);
-        let key = self.shared.key(&entry, &scopes, account);
+        let mut key = self.shared.key(&entry, &scopes, account);
+        if matches!(acquire, Acquire::Exchange(_)) {
+            // An exchanged token acts for the subject: never shared with the client's own.
+            key = key.exchanged();
+        }
         let token = self.shared.get(&entry, &key, acquire).await?;
         Ok(BearerToken::new(token, entry.policy.clone()))
     }

@@ -139,16 +139,22 @@ pub(crate) fn reject(
         ),
         RequestTokenError::Request(transport) => from_transport(transport, requested),
         // The body may hold a token: only the JSON path and the kind of error are kept.
-        RequestTokenError::Parse(error, _body) => requested.protocol(format!(
-            "the JSON {} at {}",
-            match error.inner().classify() {
-                serde_json::error::Category::Data =>
-                    "has a member of the wrong type or is missing one",
+        RequestTokenError::Parse(error, _body) => {
+            let what = match error.inner().classify() {
+                serde_json::error::Category::Data => {
+                    "has a member of the wrong type or is missing one"
+                }
                 serde_json::error::Category::Eof => "ends too early",
                 _ => "is malformed",
-            },
-            error.path()
-        )),
+            };
+            let path = error.path().to_string();
+            let place = if path.is_empty() || path == "." || path == "?" {
+                String::new()
+            } else {
+                format!(" (at {})", crate::resource::shorten(&path))
+            };
+            requested.protocol(format!("the token response's JSON {what}{place}"))
+        }
         RequestTokenError::Other(detail) => requested.protocol(crate::resource::shorten(&detail)),
     }
 }
