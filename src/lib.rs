@@ -41,6 +41,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod audience;
+mod discovery;
 mod key;
 mod resource;
 mod scope;
@@ -50,6 +51,12 @@ pub mod invariants;
 
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
+};
+pub use discovery::{
+    AddressClass, AuthorizationServerMetadata, DiscoveryError, DiscoveryOptions, Issuer,
+    ProtectedResourceMetadata, ResourceMatch, ValidatedAuthorizationServer,
+    ValidatedProtectedResource, authorization_server_metadata_urls, check_fetch_url,
+    check_resource_metadata_url, protected_resource_metadata_urls,
 };
 pub use key::CacheKey;
 pub use resource::{
