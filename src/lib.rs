@@ -42,6 +42,7 @@
 
 mod audience;
 mod discovery;
+mod http;
 mod key;
 mod resource;
 mod scope;
@@ -49,6 +50,10 @@ mod scope;
 #[doc(hidden)]
 pub mod invariants;
 
+pub use crate::http::{
+    Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
+    UntrustedText,
+};
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
