@@ -184,3 +184,98 @@ pub fn jwt_aud(data: &[u8]) {
         }
     }
 }
+
+/// `WWW-Authenticate` parsing and challenge selection: the input is header field values
+/// separated by `\n` (values the `http` crate refuses are skipped). No panic; parsing is
+/// deterministic; the limits hold; no returned challenge repeats a parameter name; displayed
+/// server text has no control characters; Debug never shows a token68; a selected
+/// `resource_metadata` is an absolute http(s) URL with a host that reads back as itself, and the
+/// strict guard accepts it only on the request's https origin.
+pub fn challenge(data: &[u8]) {
+    use crate::{Challenges, DiscoveryOptions, TokenType, check_resource_metadata_url};
+    use http::HeaderValue;
+
+    let values: Vec<HeaderValue> = data
+        .split(|&b| b == b'\n')
+        .filter_map(|value| HeaderValue::from_bytes(value).ok())
+        .collect();
+    let parsed = Challenges::parse(&values);
+    if parsed != Challenges::parse(&values) {
+        panic!("parsing the same header twice gave different results");
+    }
+    let challenges = match parsed {
+        Ok(challenges) => challenges,
+        Err(error) => {
+            let _ = format!("{error} {error:?}");
+            return;
+        }
+    };
+    if challenges.len() + challenges.rejected().len() > Challenges::MAX_CHALLENGES {
+        panic!("more than MAX_CHALLENGES challenges");
+    }
+    for challenge in &challenges {
+        let names: Vec<String> = challenge
+            .params()
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != names.len() {
+            panic!("challenge {challenge:?} repeats a parameter name");
+        }
+        if names.len() > Challenges::MAX_PARAMS {
+            panic!("challenge {challenge:?} has more than MAX_PARAMS parameters");
+        }
+        for text in [
+            challenge.error_description(),
+            challenge.realm(),
+            challenge.error_uri(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if text.to_string().chars().any(char::is_control) {
+                panic!("displayed server text keeps a control character: {text:?}");
+            }
+        }
+        if let Some(code) = challenge.error()
+            && code.to_string().chars().any(char::is_control)
+        {
+            panic!("displayed error code keeps a control character: {code:?}");
+        }
+        let _ = challenge.scope();
+        if let Some(token68) = challenge.token68()
+            && token68.len() >= 16
+            && format!("{challenge:?}").contains(token68)
+        {
+            panic!("Debug shows a token68");
+        }
+    }
+    let Ok(request) = Url::parse("https://mcp.example.com/mcp/x") else {
+        panic!("the fixed request must parse");
+    };
+    for token_type in [TokenType::Bearer, TokenType::DPoP] {
+        let selected = match challenges.select(&request, token_type) {
+            Ok(selected) => selected,
+            Err(error) => {
+                let _ = format!("{error} {error:?}");
+                continue;
+            }
+        };
+        let Some(url) = selected.resource_metadata() else {
+            continue;
+        };
+        let absolute = matches!(url.scheme(), "https" | "http")
+            && url.host().is_some()
+            && Url::parse(url.as_str()).as_ref() == Ok(url);
+        if !absolute {
+            panic!("selected resource_metadata {url} is not an absolute http(s) URL");
+        }
+        if check_resource_metadata_url(url, &request, &DiscoveryOptions::strict()).is_ok()
+            && (url.origin() != request.origin() || url.scheme() != "https")
+        {
+            panic!("the strict guard accepted {url} for {request}");
+        }
+    }
+}

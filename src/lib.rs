@@ -43,8 +43,10 @@
 mod audience;
 mod cache;
 mod config;
+mod discovery;
 mod error;
 mod grant;
+mod http;
 mod key;
 mod resource;
 mod scope;
@@ -58,11 +60,21 @@ pub mod invariants;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use crate::http::{
+    Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
+    UntrustedText,
+};
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
 pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 pub use config::{BuildError, ClientAuth, ClientRegistration, Grant, ResourceConfig};
+pub use discovery::{
+    AddressClass, AuthorizationServerMetadata, DiscoveryError, DiscoveryOptions, Issuer,
+    ProtectedResourceMetadata, ResourceMatch, ValidatedAuthorizationServer,
+    ValidatedProtectedResource, authorization_server_metadata_urls, check_fetch_url,
+    check_resource_metadata_url, protected_resource_metadata_urls,
+};
 pub use error::{Error, OAuthError};
 pub use grant::SubjectToken;
 pub use key::CacheKey;

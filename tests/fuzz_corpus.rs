@@ -42,3 +42,8 @@ fn coverage_corpus() {
 fn jwt_aud_corpus() {
     replay("jwt_aud", audience_cache::invariants::jwt_aud);
 }
+
+#[test]
+fn challenge_corpus() {
+    replay("challenge", audience_cache::invariants::challenge);
+}

@@ -1,0 +1,132 @@
+//! MCP discovery, the pure part: which URLs to fetch, whether they may be fetched, and whether
+//! the documents they return may be used (RFC 9728, RFC 8414, OpenID Connect Discovery,
+//! MCP 2025-11-25 §4).
+//!
+//! ```text
+//! 401 + WWW-Authenticate ──▶ Challenges::select ──▶ resource_metadata? ──▶ check_resource_metadata_url
+//!                                                        │ none
+//!                                                        ▼
+//!                                  protected_resource_metadata_urls ──▶ check_fetch_url
+//! PRM document ──▶ ProtectedResourceMetadata::validate(server URL) ──▶ resource + issuers
+//! issuer ──▶ authorization_server_metadata_urls ──▶ check_fetch_url
+//! AS document ──▶ AuthorizationServerMetadata::validate(issuer) ──▶ endpoints, PKCE check
+//! ```
+//!
+//! Nothing here opens a connection; fetching is the caller's. Every URL from a server goes
+//! through [`check_fetch_url`] before it is fetched, and every document is validated before any
+//! of it is used.
+
+mod authorization_server;
+mod error;
+mod guard;
+mod issuer;
+mod protected_resource;
+mod well_known;
+
+use serde::de::DeserializeOwned;
+
+pub use authorization_server::{AuthorizationServerMetadata, ValidatedAuthorizationServer};
+pub use error::{AddressClass, DiscoveryError};
+pub(crate) use guard::screen_url_text;
+pub use guard::{check_fetch_url, check_resource_metadata_url};
+pub use issuer::Issuer;
+pub use protected_resource::{ProtectedResourceMetadata, ValidatedProtectedResource};
+pub use well_known::{authorization_server_metadata_urls, protected_resource_metadata_urls};
+
+use crate::ParseOptions;
+use crate::resource::shorten;
+
+/// How a protected resource metadata `resource` must relate to the URL the client requested.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResourceMatch {
+    /// The default (P3): same scheme, host and port, and the `resource` path is a prefix of the
+    /// requested path on a segment boundary (draft-mcguinness-oauth-rfc9728bis). This is what
+    /// MCP's root well-known fallback needs (`resource: https://h` for `https://h/mcp`).
+    #[default]
+    Prefix,
+    /// The `resource` must have the same match key as the requested URL (RFC 9728 §3.3 read
+    /// strictly). Breaks servers that publish one metadata document for a whole origin.
+    Exact,
+}
+
+/// The rules discovery applies. The default is strict; each relaxation is named for what it
+/// gives up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiscoveryOptions {
+    loopback: bool,
+    cross_origin_resource_metadata: bool,
+    resource_match: ResourceMatch,
+}
+
+impl DiscoveryOptions {
+    /// Strict options: https only, no loopback or internal addresses, `resource_metadata` only
+    /// on the server's origin, prefix matching of `resource`. The same as `default()`.
+    pub fn strict() -> Self {
+        Self::default()
+    }
+
+    /// Also accept loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) for metadata, issuers,
+    /// endpoints and resources, over https or plain http. For development against servers you
+    /// run on this machine; anything else on the machine could answer there, and plain http can
+    /// be read on the way. Other internal addresses stay refused.
+    pub fn allow_loopback_for_development(mut self, allow: bool) -> Self {
+        self.loopback = allow;
+        self
+    }
+
+    /// Whether loopback hosts are accepted.
+    pub fn allows_loopback_for_development(&self) -> bool {
+        self.loopback
+    }
+
+    /// Accept a challenge's `resource_metadata` on another origin than the server's. RFC 9728
+    /// allows it; it is off by default because a server could then point the client at any host
+    /// (the document's `resource` is still checked against the server URL either way).
+    pub fn allow_cross_origin_resource_metadata(mut self, allow: bool) -> Self {
+        self.cross_origin_resource_metadata = allow;
+        self
+    }
+
+    /// Whether a cross-origin `resource_metadata` is accepted.
+    pub fn allows_cross_origin_resource_metadata(&self) -> bool {
+        self.cross_origin_resource_metadata
+    }
+
+    /// How a metadata `resource` must match the requested URL.
+    pub fn with_resource_match(mut self, mode: ResourceMatch) -> Self {
+        self.resource_match = mode;
+        self
+    }
+
+    /// The resource match mode.
+    pub fn resource_match(&self) -> ResourceMatch {
+        self.resource_match
+    }
+
+    /// The options used to parse resources and issuers: strict, or http on loopback when
+    /// [`allow_loopback_for_development`](Self::allow_loopback_for_development) is on.
+    pub fn parse_options(&self) -> ParseOptions {
+        ParseOptions::strict().allow_insecure_http_on_loopback(self.loopback)
+    }
+}
+
+/// The largest metadata document read: 64 KiB (real ones are a few KiB).
+const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
+
+fn from_json<T: DeserializeOwned>(
+    body: &[u8],
+    document: &'static str,
+) -> Result<T, DiscoveryError> {
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(DiscoveryError::DocumentTooLarge {
+            document,
+            len: body.len(),
+            max: MAX_DOCUMENT_BYTES,
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| DiscoveryError::InvalidDocument {
+        document,
+        reason: shorten(&e.to_string().escape_debug().to_string()),
+    })
+}
