@@ -134,6 +134,47 @@ pub enum Error {
         resource: String,
     },
 
+    /// Sending a request to a resource server failed (the crate's HTTP client or middleware
+    /// chain returned an error).
+    #[error("request to {url} failed: {detail}")]
+    Request {
+        /// The request URL, without its query.
+        url: String,
+        /// What happened.
+        detail: String,
+        /// Whether it was a connection error or a timeout.
+        transient: bool,
+    },
+
+    /// A request had to be sent again (to follow a 307/308 redirect, or to retry after a 401
+    /// `invalid_token` or a 403 `insufficient_scope`), but its body is a stream that cannot be
+    /// replayed. Use a body that can be cloned (bytes, a string, a form or JSON).
+    #[error(
+        "the request to {url} cannot be sent again because its body is a stream; use a body that can be cloned (bytes, text, form or JSON) to allow redirects and retries"
+    )]
+    NotReplayable {
+        /// The request URL, without its query.
+        url: String,
+    },
+
+    /// More redirects than the limit.
+    #[error("more than {limit} redirects from {url}; refusing to follow further")]
+    TooManyRedirects {
+        /// The URL of the last hop, without its query.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A redirect could not be followed (no usable `Location`, or a scheme other than http(s)).
+    #[error("the redirect from {url} cannot be followed: {detail}")]
+    Redirect {
+        /// The URL that redirected, without its query.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+
     /// The redirect that completes an authorization was not acceptable (a `state` that does not
     /// match, an `iss` from another server, an error from the server, no `code`).
     #[error("the authorization response was refused: {detail}")]
@@ -165,6 +206,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unavailable { .. } => true,
+            Self::Request { transient, .. } => *transient,
             Self::BackingOff { last, .. } => last.is_transient(),
             Self::Refused(_)
             | Self::NoResource { .. }
@@ -173,7 +215,10 @@ impl Error {
             | Self::OAuth { .. }
             | Self::Protocol { .. }
             | Self::AuthorizationRequired { .. }
-            | Self::AuthorizationResponse { .. } => false,
+            | Self::AuthorizationResponse { .. }
+            | Self::NotReplayable { .. }
+            | Self::TooManyRedirects { .. }
+            | Self::Redirect { .. } => false,
         }
     }
 

@@ -60,6 +60,9 @@ pub mod invariants;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "middleware")]
+pub use crate::http::AudienceMiddleware;
+pub use crate::http::AuthorizedClient;
 pub use crate::http::{
     Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
     UntrustedText,

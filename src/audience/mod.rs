@@ -328,7 +328,7 @@ impl fmt::Display for Refusal {
         match &self.kind {
             RefusalKind::NotCovered => write!(
                 f,
-                "token for {resource} does not cover {request}; refusing to send it (configure a resource that covers this URL)"
+                "token for {resource} is refused for {request}, which that resource does not cover; use a token for the resource that covers it"
             ),
             RefusalKind::RequestRefused(reason) => write!(
                 f,

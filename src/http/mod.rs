@@ -1,8 +1,339 @@
-//! The HTTP side of the pipeline: reading what servers say about authorization.
+//! The HTTP side of the pipeline: reading what servers say about authorization
+//! (`WWW-Authenticate`), and sending requests with audience-checked tokens: a wrapper around
+//! `reqwest::Client` and (with the `middleware` feature) a `reqwest_middleware::Middleware`,
+//! sharing one loop that attaches the token, follows redirects itself deciding again at every
+//! hop, and retries once after a 401 `invalid_token` or a 403 `insufficient_scope`.
 
 mod challenge;
+#[cfg(feature = "middleware")]
+mod middleware;
+mod redirect;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+use reqwest::{Request, Response};
+use url::Url;
+
+use crate::{BearerToken, Error, ScopeSet, TokenCache};
 
 pub use challenge::{
     Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
     UntrustedText,
 };
+#[cfg(feature = "middleware")]
+pub use middleware::AudienceMiddleware;
+
+/// The most redirects followed for one request.
+const DEFAULT_MAX_REDIRECTS: usize = 10;
+
+/// A `reqwest::Client` that attaches audience-checked tokens from a [`TokenCache`].
+///
+/// For every request it picks the configured resource that covers the URL, gets a token for
+/// it and attaches `Authorization: Bearer` (marked sensitive) only if the audience decision
+/// allows that token for that exact URL; otherwise the request fails with the crate's error and
+/// is not sent. An `Authorization` header set by the caller is left alone. Redirects are
+/// followed by the crate, a bounded number of hops, deciding again at each: the token goes
+/// along only where the same resource covers the new URL. A 401 `invalid_token` evicts the
+/// rejected token and retries once with a new one; a 403 `insufficient_scope` retries once with
+/// the challenged scopes added (and remembers them for the resource).
+///
+/// ```no_run
+/// # async fn run(cache: audience_cache::TokenCache) -> Result<(), Box<dyn std::error::Error>> {
+/// use audience_cache::AuthorizedClient;
+///
+/// let client = AuthorizedClient::new(cache)?;
+/// let request = client.get("https://mcp.example.com/mcp/tools").build()?;
+/// let response = client.execute(request).await?;
+/// # let _ = response;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AuthorizedClient {
+    inner: reqwest::Client,
+    policy: Arc<Policy>,
+}
+
+/// What the wrapper and the middleware share.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) cache: TokenCache,
+    pub(crate) max_redirects: usize,
+    /// Scopes added after a 403 `insufficient_scope`, per resource (match key).
+    step_up: Mutex<HashMap<String, ScopeSet>>,
+}
+
+impl Policy {
+    pub(crate) fn new(cache: TokenCache) -> Self {
+        Self {
+            cache,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            step_up: Mutex::default(),
+        }
+    }
+}
+
+impl AuthorizedClient {
+    /// A client for `cache`, over a reqwest client built with automatic redirects off.
+    pub fn new(cache: TokenCache) -> Result<Self, Error> {
+        let inner = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Request {
+                url: String::new(),
+                detail: format!("the HTTP client could not be built: {e}"),
+                transient: false,
+            })?;
+        Ok(Self {
+            inner,
+            policy: Arc::new(Policy::new(cache)),
+        })
+    }
+
+    /// Follows at most `max` redirects per request (default 10).
+    pub fn max_redirects(mut self, max: usize) -> Self {
+        if let Some(policy) = Arc::get_mut(&mut self.policy) {
+            policy.max_redirects = max;
+        } else {
+            let cache = self.policy.cache.clone();
+            let mut policy = Policy::new(cache);
+            policy.max_redirects = max;
+            self.policy = Arc::new(policy);
+        }
+        self
+    }
+
+    /// Starts a GET request (build it with `.build()` and pass it to
+    /// [`execute`](Self::execute)).
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.inner.get(url)
+    }
+
+    /// Starts a POST request.
+    pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.inner.post(url)
+    }
+
+    /// Starts a request with any method.
+    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.inner.request(method, url)
+    }
+
+    /// Sends `request` with a token for its URL, following redirects and retrying once on
+    /// 401 `invalid_token` or 403 `insufficient_scope`, as described on the type.
+    pub async fn execute(&self, request: Request) -> Result<Response, Error> {
+        let inner = self.inner.clone();
+        run(&self.policy, request, move |request| {
+            let inner = inner.clone();
+            async move { inner.execute(request).await.map_err(SendError::Reqwest) }
+        })
+        .await
+        .map_err(|e| match e {
+            RunError::Crate(e) => e,
+            RunError::Send(SendError::Reqwest(e)) => request_error(&e),
+            #[cfg(feature = "middleware")]
+            RunError::Send(SendError::Middleware(e)) => Error::Request {
+                url: String::new(),
+                detail: e.to_string(),
+                transient: false,
+            },
+        })
+    }
+}
+
+/// A failure of the underlying client.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    Reqwest(reqwest::Error),
+    #[cfg(feature = "middleware")]
+    Middleware(reqwest_middleware::Error),
+}
+
+pub(crate) enum RunError {
+    Crate(Error),
+    Send(SendError),
+}
+
+impl From<Error> for RunError {
+    fn from(error: Error) -> Self {
+        Self::Crate(error)
+    }
+}
+
+pub(crate) fn request_error(error: &reqwest::Error) -> Error {
+    Error::Request {
+        url: error
+            .url()
+            .map(crate::audience::redacted_url)
+            .unwrap_or_default(),
+        detail: {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        },
+        transient: error.is_connect() || error.is_timeout(),
+    }
+}
+
+/// What the loop decided about a response.
+enum Next {
+    Done,
+    Redirect(redirect::Hop),
+    RetryWithNewToken,
+    RetryWithScopes(ScopeSet),
+}
+
+/// The one loop: attach, send, and decide about redirects and challenges.
+pub(crate) async fn run<S, F>(
+    policy: &Policy,
+    request: Request,
+    mut send: S,
+) -> Result<Response, RunError>
+where
+    S: FnMut(Request) -> F,
+    F: Future<Output = Result<Response, SendError>>,
+{
+    let caller_authorized = request.headers().contains_key(AUTHORIZATION);
+    let mut request = request;
+    let mut hops = 0;
+    let mut retried = false;
+    // The resource the first hop's token is for: a later hop gets a token only where that
+    // same resource covers the new URL.
+    let mut bound: Option<crate::ResourceUri> = None;
+    loop {
+        let attached = if caller_authorized {
+            None
+        } else {
+            attach(policy, &mut request, &mut bound, hops == 0).await?
+        };
+        // A copy to follow a 307/308 or to retry; a streaming body cannot be copied.
+        let replay = request.try_clone();
+        let url = request.url().clone();
+        let response = send(request).await.map_err(RunError::Send)?;
+        let next = decide(policy, &response, &url, attached.as_ref(), retried, hops)?;
+        let not_replayable = || {
+            RunError::Crate(Error::NotReplayable {
+                url: crate::audience::redacted_url(&url),
+            })
+        };
+        request = match next {
+            Next::Done => return Ok(response),
+            Next::Redirect(hop) => {
+                hops += 1;
+                redirect::follow(hop, replay).ok_or_else(not_replayable)?
+            }
+            Next::RetryWithNewToken => {
+                if let Some(token) = &attached {
+                    policy.cache.invalidate(token).await;
+                }
+                retried = true;
+                replay.ok_or_else(not_replayable)?
+            }
+            Next::RetryWithScopes(scopes) => {
+                if let Some(token) = &attached {
+                    let mut step_up = policy.step_up.lock().unwrap_or_else(|p| p.into_inner());
+                    let entry = step_up
+                        .entry(token.resource().key().to_owned())
+                        .or_default();
+                    *entry = entry.union(&scopes);
+                }
+                retried = true;
+                replay.ok_or_else(not_replayable)?
+            }
+        };
+    }
+}
+
+/// Attaches a token for the request's URL. The first hop must get one (fail closed); a later
+/// hop gets one only where the first hop's resource covers the new URL, and goes without one
+/// elsewhere.
+async fn attach(
+    policy: &Policy,
+    request: &mut Request,
+    bound: &mut Option<crate::ResourceUri>,
+    first: bool,
+) -> Result<Option<BearerToken>, Error> {
+    request.headers_mut().remove(AUTHORIZATION);
+    let url = request.url().clone();
+    let extra = |resource: &crate::ResourceUri| {
+        let step_up = policy.step_up.lock().unwrap_or_else(|p| p.into_inner());
+        step_up.get(resource.key()).cloned().unwrap_or_default()
+    };
+    let token = if first {
+        let Some(resource) = policy.cache.resource_for(&url) else {
+            // Let the cache produce the precise error (no resource, or a refused URL).
+            return policy.cache.token_for(&url).await.map(Some);
+        };
+        let token = policy
+            .cache
+            .token_for_scopes(&url, &extra(&resource))
+            .await?;
+        *bound = Some(token.resource().clone());
+        token
+    } else {
+        match bound.as_ref() {
+            Some(resource) if resource.covers(&url).is_covered() => {
+                policy.cache.token(resource, &extra(resource)).await?
+            }
+            _ => return Ok(None),
+        }
+    };
+    let header: HeaderValue = token.header_for(&url)?;
+    request.headers_mut().insert(AUTHORIZATION, header);
+    Ok(Some(token))
+}
+
+fn decide(
+    policy: &Policy,
+    response: &Response,
+    url: &Url,
+    attached: Option<&BearerToken>,
+    retried: bool,
+    hops: usize,
+) -> Result<Next, Error> {
+    let status = response.status();
+    if let Some(hop) = redirect::hop(url, status, response.headers()) {
+        if hops >= policy.max_redirects {
+            return Err(Error::TooManyRedirects {
+                url: crate::audience::redacted_url(url),
+                limit: policy.max_redirects,
+            });
+        }
+        return hop.map(Next::Redirect);
+    }
+    let Some(token) = attached else {
+        return Ok(Next::Done);
+    };
+    if retried || !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Ok(Next::Done);
+    }
+    let Ok(challenges) = Challenges::parse(response.headers().get_all(WWW_AUTHENTICATE)) else {
+        return Ok(Next::Done);
+    };
+    let Ok(selected) = challenges.select(url, TokenType::Bearer) else {
+        return Ok(Next::Done);
+    };
+    match (status, selected.error()) {
+        (StatusCode::UNAUTHORIZED, Some(ChallengeErrorCode::InvalidToken)) => {
+            Ok(Next::RetryWithNewToken)
+        }
+        (StatusCode::FORBIDDEN, Some(ChallengeErrorCode::InsufficientScope)) => {
+            match selected.scope() {
+                // Never loop: only a challenge asking for more than the token has.
+                Some(scope) if !token.scopes().is_superset_of(scope) => {
+                    Ok(Next::RetryWithScopes(scope.clone()))
+                }
+                _ => Ok(Next::Done),
+            }
+        }
+        _ => Ok(Next::Done),
+    }
+}
