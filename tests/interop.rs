@@ -439,9 +439,26 @@ fn code_registration(
     }
 }
 
+/// A cache for a code client whose tokens, when the server gives them 2 s, are served for 1 s
+/// (the skew); no refresh ahead, so every refresh happens on a miss, where a test sees it.
+fn code_cache(
+    server: &AuthServer,
+    client_id: &str,
+    secret: Option<&str>,
+    resource: &ResourceUri,
+) -> TokenCache {
+    TokenCache::builder()
+        .client(code_registration(server, client_id, secret))
+        .resource(ResourceConfig::new(resource.clone(), server.issuer()))
+        .allow_insecure_http_on_loopback(true)
+        .request_timeout(Duration::from_secs(10))
+        .skew(Duration::from_secs(1))
+        .refresh_ahead(Duration::ZERO)
+        .build()
+        .expect("a valid configuration")
+}
+
 async fn authorization_code(client_id: &str, secret: Option<&str>) {
-    // Tokens live 2 s; with a skew of 1 s the cache stops serving them after 1 s. No refresh
-    // ahead, so every refresh below happens on a miss, where the test can see it.
     let server = AuthServer::start_with(Settings {
         access_token_ttl: Some(2),
     })
@@ -451,15 +468,7 @@ async fn authorization_code(client_id: &str, secret: Option<&str>) {
     assert_eq!(metadata.code_challenge_methods_supported, ["S256"]);
     assert!(metadata.authorization_response_iss_parameter_supported);
     let resource = loopback("http://127.0.0.1:8001/mcp");
-    let cache = TokenCache::builder()
-        .client(code_registration(&server, client_id, secret))
-        .resource(ResourceConfig::new(resource.clone(), server.issuer()))
-        .allow_insecure_http_on_loopback(true)
-        .request_timeout(Duration::from_secs(10))
-        .skew(Duration::from_secs(1))
-        .refresh_ahead(Duration::ZERO)
-        .build()
-        .expect("a valid configuration");
+    let cache = code_cache(&server, client_id, secret, &resource);
     let client_auth = if secret.is_some() {
         "client_secret_basic"
     } else {
@@ -723,5 +732,63 @@ async fn a_redirect_with_the_wrong_state_or_iss_is_refused() {
             None,
             "none"
         )]
+    );
+}
+
+/// `openid` is part of the grant but not of the access token: oidc-provider answers the code
+/// exchange for `openid mcp:read` with `"scope": "mcp:read"`, the token restricted to the
+/// resource's scopes (RFC 8707 §2.2), while the refresh token keeps `openid`. The key the user
+/// authorized must stay refreshable.
+#[tokio::test]
+async fn a_grant_with_scopes_beyond_the_resource_stays_refreshable() {
+    let server = AuthServer::start_with(Settings {
+        access_token_ttl: Some(2),
+    })
+    .await;
+    let resource = loopback("http://127.0.0.1:8001/mcp");
+    let cache = code_cache(&server, "code-client", None, &resource);
+    let asked = scopes("openid mcp:read");
+
+    let pending = cache
+        .begin_authorization(&resource, &asked)
+        .expect("started");
+    let redirect = browser::authorize(pending.url(), &redirect_uri()).await;
+    let token = cache
+        .complete_authorization(pending, &redirect)
+        .await
+        .expect("the code is exchanged");
+    assert_eq!(
+        token.scopes(),
+        &scopes("mcp:read"),
+        "the token's scope, as the server said"
+    );
+    assert!(
+        cache
+            .token(&resource, &asked)
+            .await
+            .expect("cached")
+            .same_token_as(&token)
+    );
+
+    tokio::time::sleep(token.expires_in() + Duration::from_millis(100)).await;
+    let refreshed = cache
+        .token(&resource, &asked)
+        .await
+        .expect("the authorized key is refreshed with the grant's refresh token");
+    assert!(!refreshed.same_token_as(&token));
+    assert_eq!(jwt(refreshed.expose_secret()).1["scope"], json!("mcp:read"));
+
+    let stats = server.stats().await;
+    assert_eq!(
+        stats.requests,
+        [
+            TokenRequest::ok("authorization_code", resource.wire(), None, "none"),
+            TokenRequest::ok(
+                "refresh_token",
+                resource.wire(),
+                Some("mcp:read openid"),
+                "none"
+            ),
+        ]
     );
 }
