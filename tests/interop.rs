@@ -792,3 +792,66 @@ async fn a_grant_with_scopes_beyond_the_resource_stays_refreshable() {
         ]
     );
 }
+
+/// oidc-provider leaves `offline_access` out of the grant when the authorization request has no
+/// `prompt=consent` (OpenID Connect Core §11) and says so only through the token's `scope`,
+/// which cannot tell "not granted" from "not for this resource". Refreshing the authorized key
+/// then asks for it and the server answers `invalid_scope`: final for that key, but the refresh
+/// token is not spent (the server checks scope before it rotates) and still serves the scopes
+/// the grant has.
+#[tokio::test]
+async fn a_scope_left_out_of_the_grant_is_invalid_scope_on_refresh() {
+    let server = AuthServer::start_with(Settings {
+        access_token_ttl: Some(2),
+    })
+    .await;
+    let resource = loopback("http://127.0.0.1:8001/mcp");
+    let cache = code_cache(&server, "code-client", None, &resource);
+    let asked = scopes("offline_access mcp:read");
+
+    let pending = cache
+        .begin_authorization(&resource, &asked)
+        .expect("started");
+    let redirect = browser::authorize(pending.url(), &redirect_uri()).await;
+    let token = cache
+        .complete_authorization(pending, &redirect)
+        .await
+        .expect("the code is exchanged");
+    assert_eq!(token.scopes(), &scopes("mcp:read"));
+
+    tokio::time::sleep(token.expires_in() + Duration::from_millis(100)).await;
+    let error = cache
+        .token(&resource, &asked)
+        .await
+        .expect_err("invalid_scope");
+    let oauth = error.oauth_error().expect("an OAuth error");
+    assert_eq!(oauth.code, "invalid_scope");
+    assert_eq!(
+        oauth.description.as_deref(),
+        Some("refresh token missing requested scope")
+    );
+    assert!(!error.is_transient());
+    let read = cache
+        .token(&resource, &scopes("mcp:read"))
+        .await
+        .expect("the refresh token still works for the granted scope");
+    assert_eq!(jwt(read.expose_secret()).1["scope"], json!("mcp:read"));
+
+    let stats = server.stats().await;
+    assert_eq!(
+        stats.requests,
+        [
+            TokenRequest::ok("authorization_code", resource.wire(), None, "none"),
+            TokenRequest {
+                status: 400,
+                ..TokenRequest::ok(
+                    "refresh_token",
+                    resource.wire(),
+                    Some("mcp:read offline_access"),
+                    "none"
+                )
+            },
+            TokenRequest::ok("refresh_token", resource.wire(), Some("mcp:read"), "none"),
+        ]
+    );
+}
