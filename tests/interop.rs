@@ -233,6 +233,68 @@ async fn two_resources_get_two_tokens_that_never_cross() {
     assert!(stats.requests.iter().all(|r| r.status == 200));
 }
 
+/// Concurrent misses on one key share one token request over real HTTP; `invalidate` (after a
+/// 401 from the resource server, say) makes the next hand-out fetch a new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_request_and_invalidate_fetches_anew() {
+    let server = AuthServer::start().await;
+    let a = loopback("http://127.0.0.1:8001/mcp-a");
+    let b = loopback("http://127.0.0.1:8002/mcp-b");
+    let cache = cache(
+        server
+            .registration("cc-client")
+            .client_secret_basic("cc-secret".into()),
+        [
+            ResourceConfig::new(a.clone(), server.issuer()),
+            ResourceConfig::new(b.clone(), server.issuer()),
+        ],
+    );
+    let a_url = url("http://127.0.0.1:8001/mcp-a/tools");
+    let b_url = url("http://127.0.0.1:8002/mcp-b/tools");
+
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let cache = cache.clone();
+            let request = if i % 2 == 0 {
+                a_url.clone()
+            } else {
+                b_url.clone()
+            };
+            tokio::spawn(async move { cache.token_for(&request).await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.expect("the task ran").expect("a token"));
+    }
+    let (a_token, b_token) = (&tokens[0], &tokens[1]);
+    for (i, token) in tokens.iter().enumerate() {
+        let expected = if i % 2 == 0 { a_token } else { b_token };
+        assert!(token.same_token_as(expected));
+    }
+    assert!(!a_token.same_token_as(b_token));
+    assert_eq!(server.stats().await.token_requests, 2);
+
+    assert!(cache.invalidate(a_token).await);
+    assert!(!cache.invalidate(a_token).await, "already gone");
+    let fresh = cache.token_for(&a_url).await.expect("a new token");
+    assert!(!fresh.same_token_as(a_token));
+    assert!(
+        cache
+            .token_for(&b_url)
+            .await
+            .expect("B's token")
+            .same_token_as(b_token)
+    );
+    let stats = server.stats().await;
+    assert_eq!(stats.token_requests, 3);
+    // The first two in whichever order the tasks ran.
+    let mut first_two = stats.resources[..2].to_vec();
+    first_two.sort();
+    assert_eq!(first_two, [a.wire(), b.wire()]);
+    assert_eq!(stats.resources[2], a.wire());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. The audience decision on oidc-provider's tokens.
 //
