@@ -159,7 +159,7 @@ async fn a_wrong_client_secret_is_invalid_client_and_backs_off() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. Two resources: two tokens, each only for its own resource.
+// 2. Several resources and callers: a token per resource, one token request per key.
 
 #[tokio::test]
 async fn two_resources_get_two_tokens_that_never_cross() {
@@ -520,6 +520,9 @@ fn code_cache(
         .expect("a valid configuration")
 }
 
+/// Begin (the URL's parameters), the user's login and consent followed headlessly, complete
+/// (a token for the resource), then refreshes on expiry: without `scope` and with it, with the
+/// rotated refresh token each time, and concurrently for two keys of the one grant.
 async fn authorization_code(client_id: &str, secret: Option<&str>) {
     let server = AuthServer::start_with(Settings {
         access_token_ttl: Some(2),
@@ -707,96 +710,6 @@ async fn authorization_code(client_id: &str, secret: Option<&str>) {
     assert_eq!((counters.fetches, counters.refreshes), (6, 5));
 }
 
-// ---------------------------------------------------------------------------------------------
-// 6. Redirects that must not complete an authorization.
-
-#[tokio::test]
-async fn a_redirect_with_the_wrong_state_or_iss_is_refused() {
-    let server = AuthServer::start().await;
-    let resource = loopback("http://127.0.0.1:8001/mcp");
-    let refused = loopback("http://127.0.0.1:8001/unknown-mcp");
-    let cache = cache(
-        code_registration(&server, "code-client", None),
-        [
-            ResourceConfig::new(resource.clone(), server.issuer()).scopes(scopes("mcp:read")),
-            ResourceConfig::new(refused.clone(), server.issuer()).scopes(scopes("mcp:read")),
-        ],
-    );
-    let none = audience_cache::ScopeSet::empty();
-
-    // Two authorizations in flight: the redirect of the second does not complete the first.
-    let first = cache
-        .begin_authorization(&resource, &none)
-        .expect("started");
-    let second = cache
-        .begin_authorization(&resource, &none)
-        .expect("started");
-    let second_redirect = browser::authorize(second.url(), &redirect_uri()).await;
-    let error = cache
-        .complete_authorization(first, &second_redirect)
-        .await
-        .expect_err("another request's state");
-    let Error::AuthorizationResponse { detail } = &error else {
-        panic!("expected AuthorizationResponse, got {error:?}");
-    };
-    assert!(detail.contains("state"), "{detail}");
-    assert!(!error.is_transient());
-    // Refused before the code was sent anywhere: it still completes its own request.
-    assert_eq!(server.stats().await.token_requests, 0);
-    cache
-        .complete_authorization(second, &second_redirect)
-        .await
-        .expect("the right state completes");
-
-    // A redirect whose `iss` names another server (RFC 9207 mix-up) is refused.
-    let third = cache
-        .begin_authorization(&resource, &none)
-        .expect("started");
-    let third_redirect = browser::authorize(third.url(), &redirect_uri()).await;
-    let mixed_up = with_param(&third_redirect, "iss", "http://127.0.0.1:9/");
-    assert_eq!(param(&mixed_up, "state"), param(&third_redirect, "state"));
-    let error = cache
-        .complete_authorization(third, &mixed_up)
-        .await
-        .expect_err("another issuer");
-    let Error::AuthorizationResponse { detail } = &error else {
-        panic!("expected AuthorizationResponse, got {error:?}");
-    };
-    assert!(detail.contains("iss"), "{detail}");
-
-    // A refused resource comes back as an error redirect, with the server's words.
-    let fourth = cache.begin_authorization(&refused, &none).expect("started");
-    let error_redirect = browser::authorize(fourth.url(), &redirect_uri()).await;
-    assert_eq!(
-        param(&error_redirect, "error").as_deref(),
-        Some("invalid_target")
-    );
-    let error = cache
-        .complete_authorization(fourth, &error_redirect)
-        .await
-        .expect_err("an error redirect");
-    let Error::AuthorizationResponse { detail } = &error else {
-        panic!("expected AuthorizationResponse, got {error:?}");
-    };
-    assert!(detail.contains("invalid_target"), "{detail}");
-    let error = cache.token(&refused, &none).await.expect_err("no grant");
-    assert!(
-        matches!(error, Error::AuthorizationRequired { .. }),
-        "{error:?}"
-    );
-
-    let stats = server.stats().await;
-    assert_eq!(
-        stats.requests,
-        [TokenRequest::ok(
-            "authorization_code",
-            resource.wire(),
-            None,
-            "none"
-        )]
-    );
-}
-
 /// `openid` is part of the grant but not of the access token: oidc-provider answers the code
 /// exchange for `openid mcp:read` with `"scope": "mcp:read"`, the token restricted to the
 /// resource's scopes (RFC 8707 §2.2), while the refresh token keeps `openid`. The key the user
@@ -915,5 +828,95 @@ async fn a_scope_left_out_of_the_grant_is_invalid_scope_on_refresh() {
             },
             TokenRequest::ok("refresh_token", resource.wire(), Some("mcp:read"), "none"),
         ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Redirects that must not complete an authorization.
+
+#[tokio::test]
+async fn a_redirect_with_the_wrong_state_or_iss_is_refused() {
+    let server = AuthServer::start().await;
+    let resource = loopback("http://127.0.0.1:8001/mcp");
+    let refused = loopback("http://127.0.0.1:8001/unknown-mcp");
+    let cache = cache(
+        code_registration(&server, "code-client", None),
+        [
+            ResourceConfig::new(resource.clone(), server.issuer()).scopes(scopes("mcp:read")),
+            ResourceConfig::new(refused.clone(), server.issuer()).scopes(scopes("mcp:read")),
+        ],
+    );
+    let none = audience_cache::ScopeSet::empty();
+
+    // Two authorizations in flight: the redirect of the second does not complete the first.
+    let first = cache
+        .begin_authorization(&resource, &none)
+        .expect("started");
+    let second = cache
+        .begin_authorization(&resource, &none)
+        .expect("started");
+    let second_redirect = browser::authorize(second.url(), &redirect_uri()).await;
+    let error = cache
+        .complete_authorization(first, &second_redirect)
+        .await
+        .expect_err("another request's state");
+    let Error::AuthorizationResponse { detail } = &error else {
+        panic!("expected AuthorizationResponse, got {error:?}");
+    };
+    assert!(detail.contains("state"), "{detail}");
+    assert!(!error.is_transient());
+    // Refused before the code was sent anywhere: it still completes its own request.
+    assert_eq!(server.stats().await.token_requests, 0);
+    cache
+        .complete_authorization(second, &second_redirect)
+        .await
+        .expect("the right state completes");
+
+    // A redirect whose `iss` names another server (RFC 9207 mix-up) is refused.
+    let third = cache
+        .begin_authorization(&resource, &none)
+        .expect("started");
+    let third_redirect = browser::authorize(third.url(), &redirect_uri()).await;
+    let mixed_up = with_param(&third_redirect, "iss", "http://127.0.0.1:9/");
+    assert_eq!(param(&mixed_up, "state"), param(&third_redirect, "state"));
+    let error = cache
+        .complete_authorization(third, &mixed_up)
+        .await
+        .expect_err("another issuer");
+    let Error::AuthorizationResponse { detail } = &error else {
+        panic!("expected AuthorizationResponse, got {error:?}");
+    };
+    assert!(detail.contains("iss"), "{detail}");
+
+    // A refused resource comes back as an error redirect, with the server's words.
+    let fourth = cache.begin_authorization(&refused, &none).expect("started");
+    let error_redirect = browser::authorize(fourth.url(), &redirect_uri()).await;
+    assert_eq!(
+        param(&error_redirect, "error").as_deref(),
+        Some("invalid_target")
+    );
+    let error = cache
+        .complete_authorization(fourth, &error_redirect)
+        .await
+        .expect_err("an error redirect");
+    let Error::AuthorizationResponse { detail } = &error else {
+        panic!("expected AuthorizationResponse, got {error:?}");
+    };
+    assert!(detail.contains("invalid_target"), "{detail}");
+    let error = cache.token(&refused, &none).await.expect_err("no grant");
+    assert!(
+        matches!(error, Error::AuthorizationRequired { .. }),
+        "{error:?}"
+    );
+
+    let stats = server.stats().await;
+    assert_eq!(
+        stats.requests,
+        [TokenRequest::ok(
+            "authorization_code",
+            resource.wire(),
+            None,
+            "none"
+        )]
     );
 }
