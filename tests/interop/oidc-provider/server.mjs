@@ -137,7 +137,8 @@ const clients = [
 // token_requests: every POST /token; by_grant: counts per grant_type;
 // resources: the `resource` value of every request that had one (an array for
 // a request that repeated the parameter); requests: one entry per POST /token
-// in order, {grant_type, resource, scope, status} (no secrets or tokens).
+// in order, {grant_type, resource, scope, client_auth, status} (no secrets or
+// tokens).
 const stats = { token_requests: 0, by_grant: {}, resources: [], requests: [] };
 
 function resetStats() {
@@ -147,7 +148,16 @@ function resetStats() {
   stats.requests = [];
 }
 
-function recordTokenRequest(body, status) {
+// How the client authenticated, as far as the request shows it (not whether it
+// succeeded): Basic header, form secret, or neither.
+function clientAuthMethod(ctx) {
+  const authorization = ctx.get('authorization');
+  if (/^basic /i.test(authorization)) return 'client_secret_basic';
+  if (typeof ctx.oidc?.body?.client_secret === 'string') return 'client_secret_post';
+  return 'none';
+}
+
+function recordTokenRequest(body, status, clientAuth) {
   stats.token_requests += 1;
   const grant = typeof body?.grant_type === 'string' ? body.grant_type : '(none)';
   stats.by_grant[grant] = (stats.by_grant[grant] || 0) + 1;
@@ -160,6 +170,7 @@ function recordTokenRequest(body, status) {
     grant_type: grant,
     resource: resource ?? null,
     scope: body?.scope ?? null,
+    client_auth: clientAuth,
     status,
   });
 }
@@ -337,7 +348,7 @@ provider.use(async (ctx, next) => {
     } finally {
       // ctx.oidc.body is the parsed form body; undefined when it could not be
       // parsed (still counted, under grant "(none)").
-      recordTokenRequest(ctx.oidc?.body, ctx.status);
+      recordTokenRequest(ctx.oidc?.body, ctx.status, clientAuthMethod(ctx));
       log(`token grant_type=${ctx.oidc?.body?.grant_type} resource=${JSON.stringify(ctx.oidc?.body?.resource)} -> ${ctx.status}`);
     }
     return;
@@ -361,6 +372,21 @@ const shutdown = (signal) => {
 };
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));
+
+// EXIT_ON_STDIN_CLOSE=1: a harness that spawns the server with a pipe on stdin
+// (the Rust interop tests) gets it stopped when the harness process ends, even
+// if that process is killed and never runs its cleanup. Opt-in, because
+// start.sh runs the server with stdin from /dev/null.
+if (process.env.EXIT_ON_STDIN_CLOSE === '1') {
+  const stdinClosed = () => {
+    log('stdin closed, exiting');
+    process.exit(0);
+  };
+  process.stdin.on('end', stdinClosed);
+  process.stdin.on('close', stdinClosed);
+  process.stdin.on('error', stdinClosed);
+  process.stdin.resume();
+}
 
 log(`issuer ${ISSUER}; access token ttl ${ACCESS_TOKEN_TTL}s; refresh token ttl ${REFRESH_TOKEN_TTL}s`);
 process.stdout.write(`LISTENING ${port}\n`);
