@@ -49,6 +49,45 @@ pub enum Grant {
     },
 }
 
+/// A client registered in advance at authorization servers that discovery will find: its id
+/// and how it authenticates (MCP 2025-11-25 "pre-registration"). Discovery turns it into a
+/// [`ClientRegistration`] at the issuer it finds.
+#[derive(Debug, Clone)]
+pub struct PreRegistered {
+    pub(crate) client_id: String,
+    pub(crate) auth: ClientAuth,
+    pub(crate) redirect_uri: Option<Url>,
+}
+
+impl PreRegistered {
+    /// A confidential client using `client_secret_basic` and the client credentials grant.
+    pub fn client_secret_basic(client_id: impl Into<String>, secret: SecretString) -> Self {
+        Self {
+            client_id: client_id.into(),
+            auth: ClientAuth::Basic(secret),
+            redirect_uri: None,
+        }
+    }
+
+    /// A confidential client using `client_secret_post` and the client credentials grant.
+    pub fn client_secret_post(client_id: impl Into<String>, secret: SecretString) -> Self {
+        Self {
+            client_id: client_id.into(),
+            auth: ClientAuth::Post(secret),
+            redirect_uri: None,
+        }
+    }
+
+    /// A public client using the authorization code grant with PKCE and this redirect URI.
+    pub fn public(client_id: impl Into<String>, redirect_uri: Url) -> Self {
+        Self {
+            client_id: client_id.into(),
+            auth: ClientAuth::None,
+            redirect_uri: Some(redirect_uri),
+        }
+    }
+}
+
 /// A client's registration at one authorization server: where its token endpoint is, who the
 /// client is and how it authenticates.
 ///
@@ -265,6 +304,16 @@ pub enum BuildError {
     MissingSecret {
         /// The issuer.
         issuer: String,
+    },
+    /// Discovery found a resource already configured with another issuer.
+    #[error("resource {resource}: configured with the issuer {configured:?}, but its metadata now names {discovered:?}; rebuild the cache (or unregister the resource) to move it to the new authorization server")]
+    IssuerChanged {
+        /// The resource's match key.
+        resource: String,
+        /// The issuer configured.
+        configured: String,
+        /// The issuer discovered.
+        discovered: String,
     },
     /// A numeric setting is out of range.
     #[error("setting {setting}: {reason}")]

@@ -134,6 +134,15 @@ pub enum Error {
         resource: String,
     },
 
+    /// A registration made at run time (from discovery) was refused.
+    #[error(transparent)]
+    Configuration(crate::BuildError),
+
+    /// Discovery found no usable metadata, or refused what it found (a URL it must not fetch,
+    /// a document for another resource or issuer).
+    #[error(transparent)]
+    Discovery(crate::DiscoveryError),
+
     /// Sending a request to a resource server failed (the crate's HTTP client or middleware
     /// chain returned an error).
     #[error("request to {url} failed: {detail}")]
@@ -216,6 +225,8 @@ impl Error {
             | Self::Protocol { .. }
             | Self::AuthorizationRequired { .. }
             | Self::AuthorizationResponse { .. }
+            | Self::Discovery(_)
+            | Self::Configuration(_)
             | Self::NotReplayable { .. }
             | Self::TooManyRedirects { .. }
             | Self::Redirect { .. } => false,

@@ -71,9 +71,12 @@ pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
 pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
-pub use config::{BuildError, ClientAuth, ClientRegistration, Grant, ResourceConfig};
+pub use config::{
+    BuildError, ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig,
+};
 pub use discovery::{
-    AddressClass, AuthorizationServerMetadata, DiscoveryError, DiscoveryOptions, Issuer,
+    AddressClass, AuthorizationServerMetadata, Discovered, Discovery, DiscoveryError,
+    DiscoveryOptions, Issuer,
     ProtectedResourceMetadata, ResourceMatch, ValidatedAuthorizationServer,
     ValidatedProtectedResource, authorization_server_metadata_urls, check_fetch_url,
     check_resource_metadata_url, protected_resource_metadata_urls,

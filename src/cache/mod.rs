@@ -203,6 +203,42 @@ impl TokenCache {
         self.shared.add_resource(resource)
     }
 
+    /// Registers what discovery found: the client at the discovered authorization server
+    /// (unless one is registered for that issuer already) and the resource (unless it is
+    /// configured already, with the same issuer). A resource configured with another issuer is
+    /// an error: the resource server now names a different authorization server (RFC 9728
+    /// §5.2), and its old tokens must not be mixed with new ones.
+    pub fn register_discovered(
+        &self,
+        discovered: &crate::Discovered,
+        client: &crate::PreRegistered,
+    ) -> Result<(), Error> {
+        let issuer = discovered.authorization_server().issuer().as_str();
+        let known_client = {
+            let clients = self.shared.clients.read().unwrap_or_else(|p| p.into_inner());
+            clients.contains_key(issuer)
+        };
+        if !known_client {
+            let registration = discovered.registration_for(client)?;
+            match self.shared.add_client(registration) {
+                Ok(()) | Err(BuildError::DuplicateClient { .. }) => {}
+                Err(error) => return Err(Error::Configuration(error)),
+            }
+        }
+        match self.shared.resource(discovered.resource()) {
+            Ok(existing) if existing.config.issuer == issuer => Ok(()),
+            Ok(existing) => Err(Error::Configuration(BuildError::IssuerChanged {
+                resource: discovered.resource().key().to_owned(),
+                configured: existing.config.issuer.clone(),
+                discovered: issuer.to_owned(),
+            })),
+            Err(_) => match self.shared.add_resource(discovered.resource_config()) {
+                Ok(()) | Err(BuildError::DuplicateResource { .. }) => Ok(()),
+                Err(error) => Err(Error::Configuration(error)),
+            },
+        }
+    }
+
     /// Adds a client registration after the cache was built.
     pub fn register_client(&self, registration: ClientRegistration) -> Result<(), BuildError> {
         self.shared.add_client(registration)

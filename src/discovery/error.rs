@@ -238,6 +238,15 @@ pub enum DiscoveryError {
         /// The limit.
         max: usize,
     },
+
+    /// None of the well-known (or challenge) URLs served the document.
+    #[error("no {document} was found; tried {tried} (check the server URL, or configure the resource and authorization server by hand)")]
+    NotFound {
+        /// Which document.
+        document: &'static str,
+        /// The URLs tried and what each answered.
+        tried: String,
+    },
 }
 
 /// The kind of internal address a URL's host was refused for.

@@ -18,6 +18,7 @@
 
 mod authorization_server;
 mod error;
+mod fetch;
 mod guard;
 mod issuer;
 mod protected_resource;
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 
 pub use authorization_server::{AuthorizationServerMetadata, ValidatedAuthorizationServer};
 pub use error::{AddressClass, DiscoveryError};
+pub use fetch::{Discovered, Discovery};
 pub(crate) use guard::screen_url_text;
 pub use guard::{check_fetch_url, check_resource_metadata_url};
 pub use issuer::Issuer;

@@ -64,6 +64,8 @@ pub(crate) struct Policy {
     pub(crate) max_redirects: usize,
     /// Scopes added after a 403 `insufficient_scope`, per resource (match key).
     step_up: Mutex<HashMap<String, ScopeSet>>,
+    /// Discovery for URLs no configured resource covers, with the client to register.
+    pub(crate) discovery: Option<(crate::Discovery, crate::PreRegistered)>,
 }
 
 impl Policy {
@@ -72,6 +74,7 @@ impl Policy {
             cache,
             max_redirects: DEFAULT_MAX_REDIRECTS,
             step_up: Mutex::default(),
+            discovery: None,
         }
     }
 }
@@ -95,15 +98,29 @@ impl AuthorizedClient {
 
     /// Follows at most `max` redirects per request (default 10).
     pub fn max_redirects(mut self, max: usize) -> Self {
-        if let Some(policy) = Arc::get_mut(&mut self.policy) {
-            policy.max_redirects = max;
-        } else {
-            let cache = self.policy.cache.clone();
-            let mut policy = Policy::new(cache);
-            policy.max_redirects = max;
-            self.policy = Arc::new(policy);
-        }
+        self.policy_mut().max_redirects = max;
         self
+    }
+
+    /// Discovers the resource and authorization server of URLs that no configured resource
+    /// covers, the way MCP clients must (MCP 2025-11-25 §4): the request is sent once without a
+    /// token; if the answer is 401, its challenge leads to the protected resource metadata and
+    /// the authorization server's metadata, `client` is registered there, the resource is added
+    /// to the cache, and the request is sent again with a token. Any other answer is returned
+    /// as it is.
+    pub fn with_discovery(mut self, discovery: crate::Discovery, client: crate::PreRegistered) -> Self {
+        self.policy_mut().discovery = Some((discovery, client));
+        self
+    }
+
+    fn policy_mut(&mut self) -> &mut Policy {
+        if Arc::get_mut(&mut self.policy).is_none() {
+            let mut fresh = Policy::new(self.policy.cache.clone());
+            fresh.max_redirects = self.policy.max_redirects;
+            fresh.discovery = self.policy.discovery.clone();
+            self.policy = Arc::new(fresh);
+        }
+        Arc::get_mut(&mut self.policy).unwrap_or_else(|| unreachable!("made unique above"))
     }
 
     /// Starts a GET request (build it with `.build()` and pass it to
@@ -202,6 +219,28 @@ where
     F: Future<Output = Result<Response, SendError>>,
 {
     let caller_authorized = request.headers().contains_key(AUTHORIZATION);
+    if !caller_authorized
+        && let Some((discovery, client)) = &policy.discovery
+        && policy.cache.resource_for(request.url()).is_none()
+    {
+        let url = request.url().clone();
+        let probe = request.try_clone().ok_or_else(|| {
+            RunError::Crate(Error::NotReplayable {
+                url: crate::audience::redacted_url(&url),
+            })
+        })?;
+        let response = send(probe).await.map_err(RunError::Send)?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let discovered = discovery.discover_from(&url, response.headers()).await?;
+        policy.cache.register_discovered(&discovered, client)?;
+        tracing::info!(
+            resource = discovered.resource().wire(),
+            issuer = discovered.authorization_server().issuer().as_str(),
+            "discovered the resource and its authorization server"
+        );
+    }
     let mut request = request;
     let mut hops = 0;
     let mut retried = false;

@@ -1,0 +1,393 @@
+//! MCP discovery over the network: from a server URL (and, when there is one, its 401) to a
+//! validated resource identifier and authorization server, with every URL checked before it is
+//! fetched, bodies bounded, no redirects followed, and documents cached as `Cache-Control`
+//! allows (bounded).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
+use url::Url;
+
+use super::{
+    AuthorizationServerMetadata, DiscoveryError, DiscoveryOptions, Issuer,
+    ProtectedResourceMetadata, ValidatedAuthorizationServer, ValidatedProtectedResource,
+    authorization_server_metadata_urls, check_fetch_url, check_resource_metadata_url,
+    protected_resource_metadata_urls,
+};
+use crate::config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
+use crate::http::{Challenges, TokenType};
+use crate::{Error, ResourceUri, ScopeSet};
+
+/// The largest metadata body read.
+const MAX_BODY: usize = 64 * 1024;
+/// How long a document is kept when the server says nothing (and the most it may ask for).
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// What discovery found for a server URL: the resource to request tokens for (its wire form is
+/// the metadata's `resource`, verbatim), the authorization server that issues them, and the
+/// scopes to ask for first (MCP 2025-11-25 §6: the challenge's `scope`, else the metadata's
+/// `scopes_supported`, else none).
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    protected_resource: ValidatedProtectedResource,
+    authorization_server: ValidatedAuthorizationServer,
+    scopes: ScopeSet,
+}
+
+impl Discovered {
+    /// The resource, from the protected resource metadata.
+    pub fn resource(&self) -> &ResourceUri {
+        self.protected_resource.resource()
+    }
+
+    /// The authorization server chosen (the first one the metadata lists whose own metadata
+    /// validates).
+    pub fn authorization_server(&self) -> &ValidatedAuthorizationServer {
+        &self.authorization_server
+    }
+
+    /// The protected resource metadata.
+    pub fn protected_resource(&self) -> &ValidatedProtectedResource {
+        &self.protected_resource
+    }
+
+    /// The scopes to request first.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.scopes
+    }
+
+    /// A client registration at the discovered authorization server, with its endpoints, for
+    /// a client registered in advance (`client_id` and how it authenticates). A client without
+    /// a secret gets the authorization code grant, which needs `redirect_uri` and S256 PKCE
+    /// support in the server's metadata.
+    pub fn client_registration(
+        &self,
+        client_id: &str,
+        auth: ClientAuth,
+        redirect_uri: Option<Url>,
+    ) -> Result<ClientRegistration, Error> {
+        let server = &self.authorization_server;
+        let mut registration = ClientRegistration::new(
+            server.issuer().as_str(),
+            server.token_endpoint().clone(),
+            client_id,
+        );
+        registration.auth = auth;
+        if let Some(endpoint) = server.authorization_endpoint() {
+            registration = registration.authorization_endpoint(endpoint.clone());
+        }
+        if let Some(redirect_uri) = redirect_uri {
+            // MCP 2025-11-25 §11.4: no authorization code grant without S256.
+            server
+                .require_pkce_s256()
+                .map_err(Error::Discovery)?;
+            registration = registration.grant(Grant::AuthorizationCode { redirect_uri });
+        }
+        Ok(registration)
+    }
+
+    /// The registration for a client registered in advance.
+    pub fn registration_for(&self, client: &PreRegistered) -> Result<ClientRegistration, Error> {
+        self.client_registration(&client.client_id, client.auth.clone(), client.redirect_uri.clone())
+    }
+
+    /// The resource's configuration for the cache: this resource, this issuer, the first
+    /// scopes.
+    pub fn resource_config(&self) -> ResourceConfig {
+        ResourceConfig::new(
+            self.resource().clone(),
+            self.authorization_server.issuer().as_str(),
+        )
+        .scopes(self.scopes.clone())
+    }
+}
+
+/// Fetches and validates discovery documents.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use audience_cache::{Discovery, DiscoveryOptions};
+/// use url::Url;
+///
+/// let discovery = Discovery::new(DiscoveryOptions::strict())?;
+/// let found = discovery.discover(&Url::parse("https://mcp.example.com/mcp")?).await?;
+/// println!("{} is protected by {}", found.resource().wire(), found.authorization_server().issuer().as_str());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Discovery {
+    http: reqwest::Client,
+    options: DiscoveryOptions,
+    documents: moka::future::Cache<Url, Arc<Document>>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("options", &self.options)
+            .field("cached_documents", &self.documents.entry_count())
+            .finish()
+    }
+}
+
+/// A fetched body and how long it may be reused.
+struct Document {
+    body: Vec<u8>,
+    max_age: Duration,
+}
+
+/// The outcome of fetching one candidate URL.
+enum Fetched {
+    Found(Arc<Document>),
+    /// Not there (404, another status, a redirect): try the next candidate.
+    Missing(String),
+}
+
+impl Discovery {
+    /// A discovery client with its own HTTP client (no redirects, 10 s timeout).
+    pub fn new(options: DiscoveryOptions) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Request {
+                url: String::new(),
+                detail: format!("the HTTP client could not be built: {e}"),
+                transient: false,
+            })?;
+        let documents = moka::future::Cache::builder()
+            .max_capacity(256)
+            .expire_after(DocumentExpiry)
+            .build();
+        Ok(Self {
+            http,
+            options,
+            documents,
+        })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &DiscoveryOptions {
+        &self.options
+    }
+
+    /// Discovers from nothing but the server URL: an unauthenticated GET, and its 401's
+    /// challenge (or the well-known URLs when it has none).
+    pub async fn discover(&self, server_url: &Url) -> Result<Discovered, Error> {
+        check_fetch_url(server_url, &self.options).map_err(Error::Discovery)?;
+        let response = self
+            .http
+            .get(server_url.clone())
+            .send()
+            .await
+            .map_err(|e| crate::http::request_error(&e))?;
+        self.discover_from(server_url, response.headers()).await
+    }
+
+    /// Discovers from a response the caller already has (usually a 401): its
+    /// `WWW-Authenticate` `resource_metadata` is used when present (same origin as the server
+    /// unless the options allow otherwise), else the well-known URLs in the MCP order.
+    pub async fn discover_from(
+        &self,
+        server_url: &Url,
+        headers: &HeaderMap,
+    ) -> Result<Discovered, Error> {
+        let challenges = Challenges::parse(headers.get_all(WWW_AUTHENTICATE)).ok();
+        let selected = challenges
+            .as_ref()
+            .and_then(|c| c.select(server_url, TokenType::Bearer).ok());
+        let challenge_scope = selected.as_ref().and_then(|s| s.scope().cloned());
+        let candidates = match selected.as_ref().and_then(|s| s.resource_metadata()) {
+            Some(url) => {
+                check_resource_metadata_url(url, server_url, &self.options)
+                    .map_err(Error::Discovery)?;
+                vec![url.clone()]
+            }
+            None => protected_resource_metadata_urls(server_url).map_err(Error::Discovery)?,
+        };
+        let protected_resource = self.protected_resource(server_url, &candidates).await?;
+        let authorization_server = self.authorization_server(&protected_resource).await?;
+        let scopes = challenge_scope
+            .or_else(|| protected_resource.scopes_supported().cloned())
+            .unwrap_or_default();
+        Ok(Discovered {
+            protected_resource,
+            authorization_server,
+            scopes,
+        })
+    }
+
+    async fn protected_resource(
+        &self,
+        server_url: &Url,
+        candidates: &[Url],
+    ) -> Result<ValidatedProtectedResource, Error> {
+        let mut misses = Vec::new();
+        for candidate in candidates {
+            match self.fetch(candidate).await? {
+                Fetched::Found(document) => {
+                    // A document that is there but wrong is an error, not a reason to look on.
+                    let metadata = ProtectedResourceMetadata::from_json(&document.body)
+                        .map_err(Error::Discovery)?;
+                    return metadata
+                        .validate(server_url, &self.options)
+                        .map_err(Error::Discovery);
+                }
+                Fetched::Missing(why) => misses.push(format!("{candidate}: {why}")),
+            }
+        }
+        Err(Error::Discovery(DiscoveryError::NotFound {
+            document: "protected resource metadata",
+            tried: misses.join("; "),
+        }))
+    }
+
+    async fn authorization_server(
+        &self,
+        protected_resource: &ValidatedProtectedResource,
+    ) -> Result<ValidatedAuthorizationServer, Error> {
+        let mut last = None;
+        for issuer in protected_resource.authorization_servers() {
+            match self.authorization_server_of(issuer).await {
+                Ok(server) => return Ok(server),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or(Error::Discovery(DiscoveryError::NoAuthorizationServer {
+            resource: protected_resource.resource().wire().to_owned(),
+        })))
+    }
+
+    /// RFC 8414 / OpenID Connect discovery in the MCP 2025-11-25 §4.3 order; the document's
+    /// `issuer` must be the issuer the URL was built from.
+    pub async fn authorization_server_of(
+        &self,
+        issuer: &Issuer,
+    ) -> Result<ValidatedAuthorizationServer, Error> {
+        let mut misses = Vec::new();
+        for candidate in authorization_server_metadata_urls(issuer) {
+            match self.fetch(&candidate).await? {
+                Fetched::Found(document) => {
+                    let metadata = AuthorizationServerMetadata::from_json(&document.body)
+                        .map_err(Error::Discovery)?;
+                    return metadata
+                        .validate(issuer, &self.options)
+                        .map_err(Error::Discovery);
+                }
+                Fetched::Missing(why) => misses.push(format!("{candidate}: {why}")),
+            }
+        }
+        Err(Error::Discovery(DiscoveryError::NotFound {
+            document: "authorization server metadata",
+            tried: misses.join("; "),
+        }))
+    }
+
+    async fn fetch(&self, url: &Url) -> Result<Fetched, Error> {
+        check_fetch_url(url, &self.options).map_err(Error::Discovery)?;
+        if let Some(document) = self.documents.get(url).await {
+            return Ok(Fetched::Found(document));
+        }
+        let mut response = self
+            .http
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| crate::http::request_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Ok(Fetched::Missing(format!("HTTP {}", status.as_u16())));
+        }
+        if let Some(len) = response.content_length().filter(|&n| n > MAX_BODY as u64) {
+            return Err(too_large(usize::try_from(len).unwrap_or(usize::MAX)));
+        }
+        let max_age = max_age(response.headers());
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| crate::http::request_error(&e))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large(body.len() + chunk.len()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let document = Arc::new(Document {
+            body,
+            max_age: max_age.unwrap_or(DEFAULT_MAX_AGE),
+        });
+        if max_age != Some(Duration::ZERO) {
+            self.documents.insert(url.clone(), document.clone()).await;
+        }
+        Ok(Fetched::Found(document))
+    }
+}
+
+fn too_large(len: usize) -> Error {
+    Error::Discovery(DiscoveryError::DocumentTooLarge {
+        document: "metadata document",
+        len,
+        max: MAX_BODY,
+    })
+}
+
+/// `Cache-Control`: `no-store` or `no-cache` mean zero; `max-age=N` is bounded to an hour.
+fn max_age(headers: &HeaderMap) -> Option<Duration> {
+    let mut found = None;
+    for value in headers.get_all(CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',').map(str::trim) {
+            let lower = directive.to_ascii_lowercase();
+            if lower == "no-store" || lower == "no-cache" {
+                return Some(Duration::ZERO);
+            }
+            if let Some(seconds) = lower.strip_prefix("max-age=")
+                && let Ok(seconds) = seconds.trim_matches('"').parse::<u64>()
+            {
+                found = Some(Duration::from_secs(seconds).min(MAX_MAX_AGE));
+            }
+        }
+    }
+    found
+}
+
+struct DocumentExpiry;
+
+impl moka::Expiry<Url, Arc<Document>> for DocumentExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Url,
+        document: &Arc<Document>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(document.max_age)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(CACHE_CONTROL, v.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn cache_control_is_honoured_and_bounded() {
+        assert_eq!(max_age(&headers(&[])), None);
+        assert_eq!(max_age(&headers(&["public, max-age=60"])), Some(Duration::from_secs(60)));
+        assert_eq!(max_age(&headers(&["max-age=999999"])), Some(MAX_MAX_AGE));
+        assert_eq!(max_age(&headers(&["max-age=60", "no-store"])), Some(Duration::ZERO));
+        assert_eq!(max_age(&headers(&["max-age=abc"])), None);
+    }
+}
