@@ -129,6 +129,19 @@ fn from_json<T: DeserializeOwned>(
     }
     serde_json::from_slice(body).map_err(|e| DiscoveryError::InvalidDocument {
         document,
-        reason: shorten(&e.to_string().escape_debug().to_string()),
+        reason: shorten(&escape_controls(&e.to_string())),
     })
+}
+
+/// Server text for an error message: control characters escaped, the rest kept.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

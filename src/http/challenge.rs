@@ -29,13 +29,18 @@ use crate::resource::shorten;
 ///
 /// ```
 /// use audience_cache::{Challenges, TokenType};
-/// use http::HeaderValue;
+/// use http::{HeaderValue, header::WWW_AUTHENTICATE};
 /// use url::Url;
 ///
-/// let header = HeaderValue::from_static(
-///     r#"DPoP algs="ES256", Bearer resource_metadata="/.well-known/oauth-protected-resource/mcp", scope="files:read""#,
+/// let mut headers = http::HeaderMap::new();
+/// headers.append(WWW_AUTHENTICATE, HeaderValue::from_static(r#"DPoP algs="ES256""#));
+/// headers.append(
+///     WWW_AUTHENTICATE,
+///     HeaderValue::from_static(
+///         r#"Bearer resource_metadata="/.well-known/oauth-protected-resource/mcp", scope="files:read""#,
+///     ),
 /// );
-/// let challenges = Challenges::parse([&header])?;
+/// let challenges = Challenges::parse(headers.get_all(WWW_AUTHENTICATE))?;
 /// assert_eq!(challenges.len(), 2);
 ///
 /// let request = Url::parse("https://mcp.example.com/mcp")?;
@@ -427,7 +432,7 @@ impl fmt::Display for UntrustedText<'_> {
             if i == Self::MAX_SHOWN {
                 return f.write_str("…");
             }
-            if c.is_control() || c == '\u{7f}' {
+            if c.is_control() {
                 write!(f, "{}", c.escape_debug())?;
             } else {
                 write!(f, "{c}")?;
