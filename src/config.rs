@@ -306,7 +306,9 @@ pub enum BuildError {
         issuer: String,
     },
     /// Discovery found a resource already configured with another issuer.
-    #[error("resource {resource}: configured with the issuer {configured:?}, but its metadata now names {discovered:?}; rebuild the cache (or unregister the resource) to move it to the new authorization server")]
+    #[error(
+        "resource {resource}: configured with the issuer {configured:?}, but its metadata now names {discovered:?}; rebuild the cache (or unregister the resource) to move it to the new authorization server"
+    )]
     IssuerChanged {
         /// The resource's match key.
         resource: String,

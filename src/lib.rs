@@ -76,10 +76,9 @@ pub use config::{
 };
 pub use discovery::{
     AddressClass, AuthorizationServerMetadata, Discovered, Discovery, DiscoveryError,
-    DiscoveryOptions, Issuer,
-    ProtectedResourceMetadata, ResourceMatch, ValidatedAuthorizationServer,
-    ValidatedProtectedResource, authorization_server_metadata_urls, check_fetch_url,
-    check_resource_metadata_url, protected_resource_metadata_urls,
+    DiscoveryOptions, Issuer, ProtectedResourceMetadata, ResourceMatch,
+    ValidatedAuthorizationServer, ValidatedProtectedResource, authorization_server_metadata_urls,
+    check_fetch_url, check_resource_metadata_url, protected_resource_metadata_urls,
 };
 pub use error::{Error, OAuthError};
 pub use grant::SubjectToken;

@@ -215,7 +215,11 @@ impl TokenCache {
     ) -> Result<(), Error> {
         let issuer = discovered.authorization_server().issuer().as_str();
         let known_client = {
-            let clients = self.shared.clients.read().unwrap_or_else(|p| p.into_inner());
+            let clients = self
+                .shared
+                .clients
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
             clients.contains_key(issuer)
         };
         if !known_client {

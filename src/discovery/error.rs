@@ -240,7 +240,9 @@ pub enum DiscoveryError {
     },
 
     /// None of the well-known (or challenge) URLs served the document.
-    #[error("no {document} was found; tried {tried} (check the server URL, or configure the resource and authorization server by hand)")]
+    #[error(
+        "no {document} was found; tried {tried} (check the server URL, or configure the resource and authorization server by hand)"
+    )]
     NotFound {
         /// Which document.
         document: &'static str,

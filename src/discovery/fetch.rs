@@ -81,9 +81,7 @@ impl Discovered {
         }
         if let Some(redirect_uri) = redirect_uri {
             // MCP 2025-11-25 §11.4: no authorization code grant without S256.
-            server
-                .require_pkce_s256()
-                .map_err(Error::Discovery)?;
+            server.require_pkce_s256().map_err(Error::Discovery)?;
             registration = registration.grant(Grant::AuthorizationCode { redirect_uri });
         }
         Ok(registration)
@@ -91,7 +89,11 @@ impl Discovered {
 
     /// The registration for a client registered in advance.
     pub fn registration_for(&self, client: &PreRegistered) -> Result<ClientRegistration, Error> {
-        self.client_registration(&client.client_id, client.auth.clone(), client.redirect_uri.clone())
+        self.client_registration(
+            &client.client_id,
+            client.auth.clone(),
+            client.redirect_uri.clone(),
+        )
     }
 
     /// The resource's configuration for the cache: this resource, this issuer, the first
@@ -257,9 +259,11 @@ impl Discovery {
                 Err(error) => last = Some(error),
             }
         }
-        Err(last.unwrap_or(Error::Discovery(DiscoveryError::NoAuthorizationServer {
-            resource: protected_resource.resource().wire().to_owned(),
-        })))
+        Err(
+            last.unwrap_or(Error::Discovery(DiscoveryError::NoAuthorizationServer {
+                resource: protected_resource.resource().wire().to_owned(),
+            })),
+        )
     }
 
     /// RFC 8414 / OpenID Connect discovery in the MCP 2025-11-25 §4.3 order; the document's
@@ -385,9 +389,15 @@ mod tests {
     #[test]
     fn cache_control_is_honoured_and_bounded() {
         assert_eq!(max_age(&headers(&[])), None);
-        assert_eq!(max_age(&headers(&["public, max-age=60"])), Some(Duration::from_secs(60)));
+        assert_eq!(
+            max_age(&headers(&["public, max-age=60"])),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(max_age(&headers(&["max-age=999999"])), Some(MAX_MAX_AGE));
-        assert_eq!(max_age(&headers(&["max-age=60", "no-store"])), Some(Duration::ZERO));
+        assert_eq!(
+            max_age(&headers(&["max-age=60", "no-store"])),
+            Some(Duration::ZERO)
+        );
         assert_eq!(max_age(&headers(&["max-age=abc"])), None);
     }
 }

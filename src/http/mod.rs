@@ -108,7 +108,11 @@ impl AuthorizedClient {
     /// the authorization server's metadata, `client` is registered there, the resource is added
     /// to the cache, and the request is sent again with a token. Any other answer is returned
     /// as it is.
-    pub fn with_discovery(mut self, discovery: crate::Discovery, client: crate::PreRegistered) -> Self {
+    pub fn with_discovery(
+        mut self,
+        discovery: crate::Discovery,
+        client: crate::PreRegistered,
+    ) -> Self {
         self.policy_mut().discovery = Some((discovery, client));
         self
     }
