@@ -55,6 +55,11 @@ mod token;
 #[doc(hidden)]
 pub mod invariants;
 
+/// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Embedded OAuth 2.0 authorization and resource servers on 127.0.0.1 (or in process, with no
 /// socket) for testing code that uses this crate; enabled by the `testing` feature.
 #[cfg(feature = "testing")]
