@@ -10,6 +10,8 @@
 //!
 //! ```text
 //! request URL ──▶ resource (which audience?) ──▶ cache key ──▶ cache (hit / single-flight fetch)
+//!                                                                 │
+//!                       token endpoint (grants, RFC 8707) ◀───────┘
 //! token ──▶ audience check against the request URL ──▶ Authorization header (or a refusal)
 //! ```
 //!
@@ -24,6 +26,32 @@
 //! - [`CacheKey`]: the one identity used for storage and for merging concurrent fetches.
 //! - [`AudiencePolicy`]: the decision that runs before a token is attached: provenance always,
 //!   a readable JWT `aud` as a deny-only second check.
+//! - [`TokenCache`]: the cache. A miss fetches with the client's grant (client credentials,
+//!   a refresh token from an authorization code grant with PKCE, or token exchange), always
+//!   with `resource`; concurrent misses on one key make one request; a hit inside the refresh
+//!   window is served at once while one refresh runs behind; failures back off.
+//! - [`AuthorizedClient`] and (feature `middleware`) `AudienceMiddleware`: reqwest with the
+//!   decision before every send, redirects followed by the crate with a decision per hop, and
+//!   one retry after `invalid_token` or `insufficient_scope`.
+//! - [`Discovery`]: MCP discovery (RFC 9728 protected resource metadata from a 401, RFC 8414 /
+//!   OpenID discovery), every URL checked before it is fetched and every document validated
+//!   before it is used.
+//!
+//! # Getting started
+//!
+//! Configure the client's registration at its authorization server and the resources, build
+//! a [`TokenCache`], and send requests through an [`AuthorizedClient`] (see the README and
+//! `examples/quickstart.rs`, which runs against the embedded servers of the `testing`
+//! feature). Or, for an MCP server known only by its URL, give the client a [`Discovery`]
+//! with [`AuthorizedClient::with_discovery`] (`examples/mcp_client.rs`).
+//!
+//! # Errors
+//!
+//! Three families, by when they happen: [`ResourceError`] and [`ScopeError`] when a value is
+//! parsed, [`BuildError`] when the cache is configured, and [`Error`] at run time, which says
+//! whether trying again can help ([`Error::is_transient`], [`Error::retry_after`]) and carries
+//! the [`Refusal`] when the audience decision said no. Every message names the resource,
+//! issuer or endpoint concerned and what to do next; none contains a token or a secret.
 //!
 //! # What the crate refuses
 //!
@@ -33,7 +61,8 @@
 //! control or invisible characters, or more than 2048 bytes. Request URLs with userinfo, or
 //! whose path a server could route differently after decoding it. Tokens whose `aud` names
 //! other URLs, unverifiable logical audiences (unless configured as aliases) and malformed
-//! `aud` claims. No error message or `Debug` output contains a token.
+//! `aud` claims. Token-bearing requests to URLs no resource covers. No error message, log line
+//! or `Debug` output contains a token.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
