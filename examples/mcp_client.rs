@@ -51,12 +51,18 @@ async fn run() -> Result<(), String> {
         .allow_insecure_http_on_loopback(loopback)
         .build()
         .map_err(|e| e.to_string())?;
-    let discovery = Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(loopback))
-        .map_err(|e| e.to_string())?;
+    let discovery =
+        Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(loopback))
+            .map_err(|e| e.to_string())?;
     let http = AuthorizedClient::new(cache.clone())
         .map_err(|e| e.to_string())?
         .with_discovery(discovery, client);
-    let mut session = Session { http, server, id: None, next_id: 1 };
+    let mut session = Session {
+        http,
+        server,
+        id: None,
+        next_id: 1,
+    };
 
     let init = session
         .request(
@@ -69,7 +75,10 @@ async fn run() -> Result<(), String> {
         )
         .await?;
     let name = init["serverInfo"]["name"].as_str().unwrap_or("(unnamed)");
-    println!("connected to {name} (protocol {})", init["protocolVersion"].as_str().unwrap_or("?"));
+    println!(
+        "connected to {name} (protocol {})",
+        init["protocolVersion"].as_str().unwrap_or("?")
+    );
     if let Some(resource) = cache.resource_for(&session.server) {
         println!("resource {} (sent as {})", resource.key(), resource.wire());
     }
@@ -116,8 +125,16 @@ impl Session {
         self.next_id += 1;
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         let request = self.post(&body).build().map_err(|e| e.to_string())?;
-        let response = self.http.execute(request).await.map_err(|e| e.to_string())?;
-        if let Some(session) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(session) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
             self.id = Some(session.to_owned());
         }
         let status = response.status();
@@ -130,7 +147,11 @@ impl Session {
         if !status.is_success() {
             return Err(format!("{method}: HTTP {}", status.as_u16()));
         }
-        let reply = if is_sse { sse_reply(&text, id)? } else { parse(&text)? };
+        let reply = if is_sse {
+            sse_reply(&text, id)?
+        } else {
+            parse(&text)?
+        };
         if let Some(error) = reply.get("error") {
             return Err(format!("{method}: {error}"));
         }
@@ -143,7 +164,11 @@ impl Session {
     async fn notify(&mut self, method: &str) -> Result<(), String> {
         let body = json!({ "jsonrpc": "2.0", "method": method });
         let request = self.post(&body).build().map_err(|e| e.to_string())?;
-        let response = self.http.execute(request).await.map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("{method}: HTTP {}", response.status().as_u16()));
         }
