@@ -1,6 +1,7 @@
 //! Helpers for the interop tests against oidc-provider (tests/interop/oidc-provider).
 
 pub mod browser;
+pub mod mcp;
 pub mod server;
 
 use audience_cache::{ParseOptions, ResourceUri, ScopeSet};

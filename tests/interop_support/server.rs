@@ -266,11 +266,23 @@ fn server_dir() -> PathBuf {
 
 /// Checks for Node.js and runs `npm ci` if `node_modules` is missing, once per test process.
 fn prepare(dir: &Path) {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
+    prepare_node_project(dir, "oidc-provider");
+}
+
+/// Checks for Node.js and runs `npm ci` in `dir` if `node_modules/<marker>` is missing, once
+/// per folder and test process.
+pub fn prepare_node_project(dir: &Path, marker: &str) {
+    static READY: OnceLock<Mutex<BTreeMap<PathBuf, Result<(), String>>>> = OnceLock::new();
+    let mut ready = READY
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let result = ready.entry(dir.to_owned()).or_insert_with(|| {
         check_node()?;
         if dir
-            .join("node_modules/oidc-provider/package.json")
+            .join("node_modules")
+            .join(marker)
+            .join("package.json")
             .is_file()
         {
             return Ok(());
@@ -282,8 +294,8 @@ fn prepare(dir: &Path) {
             )
         })
     });
-    if let Err(why) = ready {
-        panic!("the interop tests need the oidc-provider test server: {why}");
+    if let Err(why) = result {
+        panic!("the interop tests need the Node test servers: {why}");
     }
 }
 
