@@ -168,7 +168,7 @@ async function fetchAsMetadata() {
         if (res.ok) return { url, metadata: await res.json() };
         lastError = `${url}: HTTP ${res.status}`;
       } catch (err) {
-        lastError = `${url}: ${err.cause?.code ?? err.message}`;
+        lastError = `${url}: ${err.cause?.code ?? err.cause?.message ?? err.message}`;
       }
     }
     if (Date.now() >= deadline) fail(`cannot fetch authorization server metadata (${lastError})`);
