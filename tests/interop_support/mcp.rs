@@ -74,7 +74,8 @@ impl McpServer {
             }
         };
         let mut words = line.split_whitespace();
-        let (Some("LISTENING"), Some(port), Some(resource)) = (words.next(), words.next(), words.next())
+        let (Some("LISTENING"), Some(port), Some(resource)) =
+            (words.next(), words.next(), words.next())
         else {
             let _ = child.kill();
             panic!("unexpected first line from the MCP server: {line:?}");
@@ -198,8 +199,16 @@ impl<'a> Session<'a> {
             request = request.header("mcp-session-id", id);
         }
         let request = request.build().map_err(|e| e.to_string())?;
-        let response = self.http.execute(request).await.map_err(|e| e.to_string())?;
-        if let Some(id) = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
             self.id = Some(id.to_owned());
         }
         let status = response.status().as_u16();

@@ -1,4 +1,8 @@
-//! Helpers for the interop tests against oidc-provider (tests/interop/oidc-provider).
+//! Helpers for the interop tests against oidc-provider (tests/interop/oidc-provider) and the
+//! MCP SDK server (tests/interop/mcp-server).
+
+// Each test binary uses part of these helpers.
+#![allow(dead_code)]
 
 pub mod browser;
 pub mod mcp;

@@ -1,0 +1,153 @@
+//! The crate against real components: the MCP TypeScript SDK's streamable-HTTP server
+//! (`requireBearerAuth`, `mcpAuthMetadataRouter`, JWTs verified against the authorization
+//! server's JWKS with `aud` = its own resource) and oidc-provider as the authorization server.
+//! From a bare server URL and client credentials to tool calls.
+
+mod interop_support;
+
+use audience_cache::{AuthorizedClient, Discovery, DiscoveryOptions, PreRegistered, TokenCache};
+use interop_support::mcp::{McpServer, Reply, Session};
+use interop_support::server::AuthServer;
+use serde_json::json;
+
+fn client(cache: &TokenCache) -> AuthorizedClient {
+    AuthorizedClient::new(cache.clone())
+        .unwrap()
+        .with_discovery(
+            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+                .unwrap(),
+            PreRegistered::client_secret_basic("cc-client", "cc-secret".into()),
+        )
+}
+
+fn cache() -> TokenCache {
+    TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn from_a_bare_server_url_to_tools_list() {
+    let auth = AuthServer::start().await;
+    let mcp = McpServer::start(auth.issuer(), "/mcp", "");
+    let cache = cache();
+    let http = client(&cache);
+    let mut session = Session::new(&http, mcp.resource());
+    let init = session.initialize().await.unwrap();
+    assert_eq!(init["protocolVersion"], "2025-11-25");
+    let Reply::Result(tools) = session.call("tools/list", json!({})).await.unwrap() else {
+        panic!("tools/list failed");
+    };
+    let names: Vec<_> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert!(names.contains(&json!("whoami")), "{names:?}");
+    let Reply::Result(who) = session
+        .call("tools/call", json!({ "name": "whoami", "arguments": {} }))
+        .await
+        .unwrap()
+    else {
+        panic!("whoami failed");
+    };
+    assert!(who.to_string().contains(mcp.resource()), "{who}");
+
+    // One token request, for the server's canonical resource, sent verbatim.
+    let stats = auth.stats().await;
+    assert_eq!(stats.token_requests, 1);
+    assert_eq!(stats.resources, [mcp.resource()]);
+    // The server saw one unauthenticated probe; every other MCP request carried the token.
+    let requests = mcp.requests().await;
+    let to_mcp: Vec<_> = requests.iter().filter(|r| r.path == "/mcp").collect();
+    assert!(!to_mcp[0].bearer && to_mcp[0].status == Some(401));
+    assert!(
+        to_mcp[1..]
+            .iter()
+            .all(|r| r.bearer && r.aud == Some(json!(mcp.resource())))
+    );
+}
+
+#[tokio::test]
+async fn insufficient_scope_causes_exactly_one_step_up() {
+    let auth = AuthServer::start().await;
+    // The metadata advertises mcp:read and mcp:write; writing needs files:write too.
+    let mcp = McpServer::start(auth.issuer(), "/mcp", "tools/call:write_note=files:write");
+    let cache = cache();
+    let http = client(&cache);
+    let mut session = Session::new(&http, mcp.resource());
+    session.initialize().await.unwrap();
+    let reply = session
+        .call(
+            "tools/call",
+            json!({ "name": "write_note", "arguments": { "text": "hi" } }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(reply, Reply::Result(_)), "{reply:?}");
+    let stats = auth.stats().await;
+    let scopes: Vec<_> = stats.requests.iter().map(|r| r.scope.clone()).collect();
+    assert_eq!(
+        scopes,
+        [
+            Some("mcp:read mcp:write".to_owned()),
+            Some("files:write mcp:read mcp:write".to_owned())
+        ]
+    );
+    let statuses: Vec<_> = mcp
+        .requests()
+        .await
+        .iter()
+        .filter_map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 403).count(),
+        1,
+        "{statuses:?}"
+    );
+    // Remembered: the next write goes out with enough scope at once.
+    let reply = session
+        .call(
+            "tools/call",
+            json!({ "name": "write_note", "arguments": { "text": "again" } }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(reply, Reply::Result(_)), "{reply:?}");
+    assert_eq!(auth.stats().await.token_requests, 2);
+}
+
+#[tokio::test]
+async fn two_servers_never_receive_each_others_tokens() {
+    let auth = AuthServer::start().await;
+    let a = McpServer::start(auth.issuer(), "/mcp", "");
+    let b = McpServer::start(auth.issuer(), "/mcp", "");
+    let cache = cache();
+    let http = client(&cache);
+    for _ in 0..2 {
+        for server in [&a, &b] {
+            let mut session = Session::new(&http, server.resource());
+            session.initialize().await.unwrap();
+            let reply = session.call("tools/list", json!({})).await.unwrap();
+            assert!(matches!(reply, Reply::Result(_)), "{reply:?}");
+        }
+    }
+    assert_eq!(auth.stats().await.token_requests, 2);
+    for (server, other) in [(&a, &b), (&b, &a)] {
+        for request in server.requests().await.iter().filter(|r| r.bearer) {
+            assert_eq!(request.aud, Some(json!(server.resource())));
+            assert_ne!(request.aud, Some(json!(other.resource())));
+        }
+    }
+    // And a token for A, handed to B's URL, is refused before anything is sent.
+    let a_url = url::Url::parse(a.resource()).unwrap();
+    let b_url = url::Url::parse(b.resource()).unwrap();
+    let resource_a = cache.resource_for(&a_url).unwrap();
+    let token_a = cache
+        .token(&resource_a, &audience_cache::ScopeSet::empty())
+        .await
+        .unwrap();
+    assert!(token_a.header_for(&b_url).is_err());
+}
