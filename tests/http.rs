@@ -24,13 +24,13 @@ fn resource(uri: &str) -> ResourceUri {
     .unwrap()
 }
 
-async fn world(resources: &[(&str, AudienceMode)]) -> World {
+async fn world() -> World {
     let auth = AuthorizationServer::builder()
         .client(Client::confidential("svc", "s3cret"))
         .start()
         .await
         .unwrap();
-    let mut builder = TokenCache::builder()
+    let cache = TokenCache::builder()
         .allow_insecure_http_on_loopback(true)
         .client(
             ClientRegistration::new(
@@ -39,15 +39,33 @@ async fn world(resources: &[(&str, AudienceMode)]) -> World {
                 "svc",
             )
             .client_secret_basic("s3cret".into()),
-        );
-    for (uri, mode) in resources {
-        builder = builder.resource(
-            ResourceConfig::new(resource(uri), auth.issuer()).audience(AudiencePolicy::new(*mode)),
-        );
+        )
+        .build()
+        .unwrap();
+    World { cache, auth }
+}
+
+impl World {
+    async fn server(&self, path: &str) -> ResourceServer {
+        ResourceServer::builder(&self.auth)
+            .path(path)
+            .start()
+            .await
+            .unwrap()
     }
-    World {
-        cache: builder.build().unwrap(),
-        auth,
+
+    /// Configures `server`'s resource in the cache.
+    fn protect(&self, server: &ResourceServer) {
+        self.protect_with(server, AudienceMode::DenyOnMismatch);
+    }
+
+    fn protect_with(&self, server: &ResourceServer, mode: AudienceMode) {
+        self.cache
+            .register_resource(
+                ResourceConfig::new(resource(server.resource()), self.auth.issuer())
+                    .audience(AudiencePolicy::new(mode)),
+            )
+            .unwrap();
     }
 }
 
@@ -57,18 +75,9 @@ async fn get(client: &AuthorizedClient, url: &str) -> Result<reqwest::Response, 
 
 #[tokio::test]
 async fn the_token_is_attached_for_the_resource_and_fetched_once() {
-    let w = world(&[]).await;
-    let mcp = ResourceServer::builder(&w.auth)
-        .path("/mcp")
-        .start()
-        .await
-        .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(mcp.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    let w = world().await;
+    let mcp = w.server("/mcp").await;
+    w.protect(&mcp);
     let client = AuthorizedClient::new(w.cache.clone()).unwrap();
     for path in ["/tools", "/tools/call", ""] {
         let response = get(&client, &format!("{}{path}", mcp.url())).await.unwrap();
@@ -86,18 +95,9 @@ async fn the_token_is_attached_for_the_resource_and_fetched_once() {
 
 #[tokio::test]
 async fn a_request_the_crate_cannot_authorize_is_not_sent() {
-    let w = world(&[]).await;
-    let mcp = ResourceServer::builder(&w.auth)
-        .path("/mcp")
-        .start()
-        .await
-        .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(mcp.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    let w = world().await;
+    let mcp = w.server("/mcp").await;
+    w.protect(&mcp);
     let client = AuthorizedClient::new(w.cache.clone()).unwrap();
     let outside = format!("{}-admin", mcp.url());
     let error = get(&client, &outside).await.unwrap_err();
@@ -111,18 +111,9 @@ async fn a_request_the_crate_cannot_authorize_is_not_sent() {
 
 #[tokio::test]
 async fn an_authorization_header_set_by_the_caller_is_left_alone() {
-    let w = world(&[]).await;
-    let mcp = ResourceServer::builder(&w.auth)
-        .path("/mcp")
-        .start()
-        .await
-        .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(mcp.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    let w = world().await;
+    let mcp = w.server("/mcp").await;
+    w.protect(&mcp);
     let client = AuthorizedClient::new(w.cache.clone()).unwrap();
     let request = client
         .get(&mcp.url())
@@ -140,30 +131,12 @@ async fn an_authorization_header_set_by_the_caller_is_left_alone() {
 
 #[tokio::test]
 async fn redirects_carry_the_token_only_where_the_same_resource_covers_the_new_url() {
-    let w = world(&[]).await;
-    let tenant_a = ResourceServer::builder(&w.auth)
-        .path("/tenant-a")
-        .start()
-        .await
-        .unwrap();
-    let other = ResourceServer::builder(&w.auth)
-        .path("/other")
-        .start()
-        .await
-        .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(tenant_a.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    let w = world().await;
+    let tenant_a = w.server("/tenant-a").await;
+    let other = w.server("/other").await;
+    w.protect(&tenant_a);
     // The other server is a configured resource too: its own token must not be swapped in.
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(other.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    w.protect(&other);
     let origin = tenant_a.origin().to_owned();
     tenant_a.script(|s| {
         s.redirects = vec![
@@ -212,18 +185,9 @@ async fn redirects_carry_the_token_only_where_the_same_resource_covers_the_new_u
 
 #[tokio::test]
 async fn redirect_loops_stop_at_the_limit() {
-    let w = world(&[]).await;
-    let mcp = ResourceServer::builder(&w.auth)
-        .path("/mcp")
-        .start()
-        .await
-        .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(mcp.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    let w = world().await;
+    let mcp = w.server("/mcp").await;
+    w.protect(&mcp);
     mcp.script(|s| {
         s.redirects = vec![
             Redirect::temporary("/mcp/a", "/mcp/b"),
@@ -243,20 +207,11 @@ async fn redirect_loops_stop_at_the_limit() {
 
 #[tokio::test]
 async fn invalid_token_evicts_and_retries_once() {
-    let w = world(&[]).await;
-    let mcp = ResourceServer::builder(&w.auth)
-        .path("/mcp")
-        .start()
-        .await
-        .unwrap();
+    let w = world().await;
+    let mcp = w.server("/mcp").await;
     // Provenance only, so that a token with a foreign `aud` reaches the server and is rejected
     // there (with the default mode the crate would refuse it before sending).
-    w.cache
-        .register_resource(
-            ResourceConfig::new(resource(mcp.resource()), w.auth.issuer())
-                .audience(AudiencePolicy::new(AudienceMode::ProvenanceOnly)),
-        )
-        .unwrap();
+    w.protect_with(&mcp, AudienceMode::ProvenanceOnly);
     w.auth
         .script(|s| s.audience = AudienceStyle::Fixed(vec!["https://elsewhere.example/".into()]));
     let client = AuthorizedClient::new(w.cache.clone()).unwrap();
@@ -280,19 +235,14 @@ async fn invalid_token_evicts_and_retries_once() {
 
 #[tokio::test]
 async fn insufficient_scope_steps_up_once_and_is_remembered() {
-    let w = world(&[]).await;
+    let w = world().await;
     let mcp = ResourceServer::builder(&w.auth)
         .path("/mcp")
         .scopes_required(["mcp:write"])
         .start()
         .await
         .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(mcp.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    w.protect(&mcp);
     let client = AuthorizedClient::new(w.cache.clone()).unwrap();
     let url = format!("{}/tools", mcp.url());
     let response = get(&client, &url).await.unwrap();
@@ -308,19 +258,14 @@ async fn insufficient_scope_steps_up_once_and_is_remembered() {
 
 #[tokio::test]
 async fn a_step_up_that_does_not_help_is_not_repeated() {
-    let w = world(&[]).await;
+    let w = world().await;
     let mcp = ResourceServer::builder(&w.auth)
         .path("/mcp")
         .scopes_required(["mcp:write"])
         .start()
         .await
         .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(mcp.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    w.protect(&mcp);
     // The server never grants the scope.
     w.auth
         .script(|s| s.scope_field = ScopeField::Fixed("mcp:read".into()));
@@ -334,23 +279,10 @@ async fn a_step_up_that_does_not_help_is_not_repeated() {
 
 #[tokio::test]
 async fn the_middleware_behaves_like_the_wrapper() {
-    let w = world(&[]).await;
-    let mcp = ResourceServer::builder(&w.auth)
-        .path("/mcp")
-        .start()
-        .await
-        .unwrap();
-    let other = ResourceServer::builder(&w.auth)
-        .path("/other")
-        .start()
-        .await
-        .unwrap();
-    w.cache
-        .register_resource(ResourceConfig::new(
-            resource(mcp.resource()),
-            w.auth.issuer(),
-        ))
-        .unwrap();
+    let w = world().await;
+    let mcp = w.server("/mcp").await;
+    let other = w.server("/other").await;
+    w.protect(&mcp);
     mcp.script(|s| {
         s.redirects = vec![Redirect::temporary(
             "/mcp/away",
