@@ -475,3 +475,111 @@ async fn the_capacity_bound_evicts_entries() {
     assert!(hits < 500, "nothing was evicted");
     assert!(hits > 0, "everything was evicted");
 }
+
+/// The audience decision on hand-out, for every token shape the server can send.
+#[tokio::test(start_paused = true)]
+async fn token_shapes_and_audience_modes() {
+    use audience_cache::testing::TokenFormat;
+    use audience_cache::{AudienceMode, AudiencePolicy};
+    let other = "https://other.example.com/".to_owned();
+    let cases: Vec<(TokenFormat, AudienceStyle, AudienceMode, bool)> = vec![
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Resource,
+            AudienceMode::DenyOnMismatch,
+            true,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Resource,
+            AudienceMode::RequireAud,
+            true,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Array(vec![other.clone()]),
+            AudienceMode::DenyOnMismatch,
+            true,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Fixed(vec![other.clone()]),
+            AudienceMode::DenyOnMismatch,
+            false,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Fixed(vec![other.clone()]),
+            AudienceMode::ProvenanceOnly,
+            true,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Missing,
+            AudienceMode::DenyOnMismatch,
+            true,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Missing,
+            AudienceMode::RequireAud,
+            false,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Raw(serde_json::json!(42)),
+            AudienceMode::DenyOnMismatch,
+            false,
+        ),
+        (
+            TokenFormat::Jwt,
+            AudienceStyle::Raw(serde_json::json!([])),
+            AudienceMode::DenyOnMismatch,
+            false,
+        ),
+        (
+            TokenFormat::Opaque,
+            AudienceStyle::Resource,
+            AudienceMode::DenyOnMismatch,
+            true,
+        ),
+        (
+            TokenFormat::Opaque,
+            AudienceStyle::Resource,
+            AudienceMode::RequireAud,
+            false,
+        ),
+    ];
+    for (format, audience, mode, allowed) in cases {
+        let server = server();
+        let case = format!("{format:?} {audience:?} {mode:?}");
+        server.script(|s| {
+            s.token_format = format;
+            s.audience = audience;
+        });
+        let cache = TokenCache::builder()
+            .in_process(&server)
+            .client(
+                ClientRegistration::new(
+                    server.issuer(),
+                    Url::parse(&server.token_endpoint()).unwrap(),
+                    "svc",
+                )
+                .client_secret_basic("s3cret".into()),
+            )
+            .resource(
+                ResourceConfig::new(ResourceUri::parse(MCP).unwrap(), server.issuer())
+                    .audience(AudiencePolicy::new(mode)),
+            )
+            .build()
+            .unwrap();
+        let result = cache
+            .token_for(&url("https://mcp.example.com/mcp/tools"))
+            .await;
+        assert_eq!(result.is_ok(), allowed, "{case}: {result:?}");
+        if !allowed {
+            assert!(result.unwrap_err().refusal().is_some(), "{case}");
+            assert_eq!(cache.stats().refusals, 1, "{case}");
+        }
+    }
+}
