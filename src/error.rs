@@ -37,6 +37,21 @@ impl fmt::Display for OAuthError {
 /// Cheap to clone: concurrent callers waiting for one fetch each get the same error. Messages
 /// name the resource, issuer or endpoint concerned and say what to do next; none contains a
 /// token, a refresh token, a client secret or a raw response body.
+///
+/// ```no_run
+/// # async fn run(cache: audience_cache::TokenCache, url: url::Url) {
+/// use audience_cache::Error;
+///
+/// match cache.token_for(&url).await {
+///     Ok(token) => { /* send the request with token.header_for(&url) */ }
+///     Err(Error::Refused(refusal)) => eprintln!("not sending a token: {refusal}"),
+///     Err(error) if error.is_transient() => {
+///         eprintln!("try again in {:?}: {error}", error.retry_after());
+///     }
+///     Err(error) => eprintln!("{error}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -101,6 +101,23 @@ impl CachedToken {
 /// [`expose_secret`](Self::expose_secret), for code that must pass the raw token on (and so
 /// takes over the responsibility of checking where it goes). `Debug` shows the resource,
 /// scopes and remaining lifetime, never the token.
+///
+/// ```no_run
+/// # async fn run(cache: audience_cache::TokenCache) -> Result<(), Box<dyn std::error::Error>> {
+/// use audience_cache::{ResourceUri, ScopeSet};
+/// use url::Url;
+///
+/// let mcp = ResourceUri::parse("https://mcp.example.com/mcp")?;
+/// let token = cache.token(&mcp, &ScopeSet::empty()).await?;
+/// // Checked again for the exact URL the header is for:
+/// let header = token.header_for(&Url::parse("https://mcp.example.com/mcp/tools")?)?;
+/// assert!(header.is_sensitive());
+/// // A URL outside the resource is refused, and the token stays unsent.
+/// assert!(token.header_for(&Url::parse("https://api.example.com/")?).is_err());
+/// println!("{token:?}"); // BearerToken { resource: .., token: "[redacted]", .. }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct BearerToken {
     token: Arc<CachedToken>,
