@@ -112,6 +112,7 @@ pub struct ClientRegistration {
     pub(crate) client_id: String,
     pub(crate) auth: ClientAuth,
     pub(crate) grant: Option<Grant>,
+    pub(crate) require_iss: bool,
 }
 
 impl ClientRegistration {
@@ -129,6 +130,7 @@ impl ClientRegistration {
             client_id: client_id.into(),
             auth: ClientAuth::None,
             grant: None,
+            require_iss: false,
         }
     }
 
@@ -154,6 +156,16 @@ impl ClientRegistration {
     /// credentials and a public client needs a user's authorization.
     pub fn grant(mut self, grant: Grant) -> Self {
         self.grant = Some(grant);
+        self
+    }
+
+    /// Requires the RFC 9207 `iss` parameter on authorization responses. Set it when the
+    /// server's metadata says `authorization_response_iss_parameter_supported` (discovery does
+    /// this): a response without `iss` is then refused, because RFC 9207 §2.4 says a client
+    /// must not accept one from such a server (mix-up defence). Without it, `iss` is checked
+    /// when present.
+    pub fn require_authorization_response_iss(mut self, require: bool) -> Self {
+        self.require_iss = require;
         self
     }
 

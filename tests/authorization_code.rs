@@ -276,6 +276,29 @@ async fn a_redirect_without_iss_is_accepted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_redirect_without_iss_is_refused_when_the_server_announces_iss() {
+    // RFC 9207 §2.4: a server that says it sends `iss` must send it.
+    let server = new_server();
+    server.script(|s| s.iss_parameter = IssParameter::Omit);
+    let cache = new_cache(
+        &server,
+        public_app().require_authorization_response_iss(true),
+        [config(MCP)],
+    );
+    let pending = cache.begin_authorization(&resource(MCP), &empty()).unwrap();
+    let redirect = approve(&server, &pending).await;
+    let error = cache
+        .complete_authorization(pending, &redirect)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::AuthorizationResponse { detail } if detail.contains("no iss")),
+        "{error:?}"
+    );
+    assert_eq!(server.token_requests(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_expired_code_is_invalid_grant_with_a_next_step() {
     let server = new_server();
     let cache = app_cache(&server);

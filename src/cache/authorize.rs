@@ -23,6 +23,7 @@ pub struct PendingAuthorization {
     issuer: String,
     redirect_uri: Url,
     account: Option<String>,
+    require_iss: bool,
 }
 
 impl PendingAuthorization {
@@ -91,6 +92,7 @@ impl TokenCache {
             issuer: registration.issuer.clone(),
             redirect_uri: redirect_uri.clone(),
             account: None,
+            require_iss: registration.require_iss,
         })
     }
 
@@ -147,14 +149,21 @@ impl TokenCache {
             ));
         }
         // RFC 9207: an `iss` names the server that issued the code; another one is a mix-up.
-        if let Some(iss) = param("iss")?
-            && iss != pending.issuer
-        {
-            return Err(refuse(format!(
-                "the redirect's iss {:?} is not the issuer {:?} (RFC 9207 mix-up defence)",
-                crate::resource::shorten(&iss),
-                pending.issuer
-            )));
+        match param("iss")? {
+            Some(iss) if iss != pending.issuer => {
+                return Err(refuse(format!(
+                    "the redirect's iss {:?} is not the issuer {:?} (RFC 9207 mix-up defence)",
+                    crate::resource::shorten(&iss),
+                    pending.issuer
+                )));
+            }
+            None if pending.require_iss => {
+                return Err(refuse(format!(
+                    "the redirect has no iss, and {:?} announces that it sends one (RFC 9207 §2.4)",
+                    pending.issuer
+                )));
+            }
+            _ => {}
         }
         let Some(code) = param("code")? else {
             return Err(refuse("the redirect has no code".to_owned()));

@@ -76,6 +76,11 @@ impl Discovered {
             client_id,
         );
         registration.auth = auth;
+        registration = registration.require_authorization_response_iss(
+            server
+                .metadata()
+                .authorization_response_iss_parameter_supported,
+        );
         if let Some(endpoint) = server.authorization_endpoint() {
             registration = registration.authorization_endpoint(endpoint.clone());
         }
