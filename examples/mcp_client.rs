@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Environment: `CLIENT_ID`, `CLIENT_SECRET` (client credentials, `client_secret_basic`;
-//! `AUTH_METHOD=post` for `client_secret_post`); `ALLOW_HTTP_LOOPBACK=1` for servers on plain
-//! http on loopback (development only).
+//! `AUTH_METHOD=post` for `client_secret_post`); `ISSUER`, the authorization server the client
+//! is registered at (its secret is never sent to another one, whatever the MCP server's
+//! metadata says); `ALLOW_HTTP_LOOPBACK=1` for servers on plain http on loopback (development
+//! only).
 //!
 //! It speaks JSON-RPC over streamable HTTP directly (replies may be JSON or server-sent
 //! events), through the crate's `AuthorizedClient`, so every request to the server goes through
@@ -21,7 +23,7 @@ use audience_cache::{AuthorizedClient, Discovery, DiscoveryOptions, PreRegistere
 use serde_json::{Value, json};
 
 const PROTOCOL_VERSION: &str = "2025-11-25";
-const USAGE: &str = "usage: mcp_client <server-url>   (environment: CLIENT_ID, CLIENT_SECRET; AUTH_METHOD=basic|post; ALLOW_HTTP_LOOPBACK=1)";
+const USAGE: &str = "usage: mcp_client <server-url>   (environment: CLIENT_ID, CLIENT_SECRET, ISSUER; AUTH_METHOD=basic|post; ALLOW_HTTP_LOOPBACK=1)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -45,7 +47,8 @@ async fn run() -> Result<(), String> {
     let client = match std::env::var("AUTH_METHOD").as_deref() {
         Ok("post") => PreRegistered::client_secret_post(client_id, secret),
         _ => PreRegistered::client_secret_basic(client_id, secret),
-    };
+    }
+    .at_issuer(env("ISSUER")?);
     let loopback = std::env::var("ALLOW_HTTP_LOOPBACK").is_ok_and(|v| v == "1");
     let cache = TokenCache::builder()
         .allow_insecure_http_on_loopback(loopback)

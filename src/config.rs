@@ -49,42 +49,75 @@ pub enum Grant {
     },
 }
 
-/// A client registered in advance at authorization servers that discovery will find: its id
-/// and how it authenticates (MCP 2025-11-25 "pre-registration"). Discovery turns it into a
-/// [`ClientRegistration`] at the issuer it finds.
+/// A client registered in advance at one or more authorization servers (MCP 2025-11-25
+/// "pre-registration"): its id, how it authenticates, and the issuers it is registered at.
+/// Discovery turns it into a [`ClientRegistration`] at the issuer it finds, and only at one of
+/// those: a resource server names its authorization server, and a client secret must never go
+/// to one that the resource server chose ([`Error::UntrustedIssuer`](crate::Error::UntrustedIssuer)).
+///
+/// ```
+/// use audience_cache::PreRegistered;
+///
+/// let client = PreRegistered::client_secret_basic("my-client", "s3cret".into())
+///     .at_issuer("https://auth.example.com");
+/// assert!(client.is_registered_at("https://auth.example.com"));
+/// assert!(!client.is_registered_at("https://evil.example.com"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct PreRegistered {
     pub(crate) client_id: String,
     pub(crate) auth: ClientAuth,
     pub(crate) redirect_uri: Option<Url>,
+    issuers: Vec<String>,
+    any_issuer: bool,
 }
 
 impl PreRegistered {
     /// A confidential client using `client_secret_basic` and the client credentials grant.
     pub fn client_secret_basic(client_id: impl Into<String>, secret: SecretString) -> Self {
-        Self {
-            client_id: client_id.into(),
-            auth: ClientAuth::Basic(secret),
-            redirect_uri: None,
-        }
+        Self::new(client_id.into(), ClientAuth::Basic(secret), None)
     }
 
     /// A confidential client using `client_secret_post` and the client credentials grant.
     pub fn client_secret_post(client_id: impl Into<String>, secret: SecretString) -> Self {
-        Self {
-            client_id: client_id.into(),
-            auth: ClientAuth::Post(secret),
-            redirect_uri: None,
-        }
+        Self::new(client_id.into(), ClientAuth::Post(secret), None)
     }
 
     /// A public client using the authorization code grant with PKCE and this redirect URI.
     pub fn public(client_id: impl Into<String>, redirect_uri: Url) -> Self {
+        Self::new(client_id.into(), ClientAuth::None, Some(redirect_uri))
+    }
+
+    fn new(client_id: String, auth: ClientAuth, redirect_uri: Option<Url>) -> Self {
         Self {
-            client_id: client_id.into(),
-            auth: ClientAuth::None,
-            redirect_uri: Some(redirect_uri),
+            client_id,
+            auth,
+            redirect_uri,
+            issuers: Vec::new(),
+            any_issuer: false,
         }
+    }
+
+    /// An issuer the client is registered at (compared as an exact string). Call it once per
+    /// authorization server; discovery refuses every other one.
+    pub fn at_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Lets a *public* client (no secret) be used at whatever authorization server a resource
+    /// server names. Without a secret nothing leaks, but the user is sent to log in where the
+    /// resource server chose: use it only where the user sees and approves that server. Has no
+    /// effect on a confidential client, whose secret only goes to its listed issuers.
+    pub fn at_any_issuer_without_a_secret(mut self) -> Self {
+        self.any_issuer = true;
+        self
+    }
+
+    /// Whether discovery may use this client at `issuer`.
+    pub fn is_registered_at(&self, issuer: &str) -> bool {
+        self.issuers.iter().any(|i| i == issuer)
+            || (self.any_issuer && matches!(self.auth, ClientAuth::None))
     }
 }
 
@@ -319,7 +352,7 @@ pub enum BuildError {
     },
     /// Discovery found a resource already configured with another issuer.
     #[error(
-        "resource {resource}: configured with the issuer {configured:?}, but its metadata now names {discovered:?}; rebuild the cache (or unregister the resource) to move it to the new authorization server"
+        "resource {resource}: configured with the issuer {configured:?}, but its metadata now names {discovered:?}; rebuild the cache with the new authorization server if the move is expected (tokens of the old one are not reused)"
     )]
     IssuerChanged {
         /// The resource's match key.

@@ -141,12 +141,24 @@ pub enum Error {
 
     /// The resource needs a user's authorization (authorization code grant) and no token or
     /// refresh token is cached for it.
-    #[error(
-        "{resource} needs a user's authorization and no token or refresh token is cached; run TokenCache::begin_authorization and complete it"
-    )]
+    #[error("{resource} needs a user's authorization: {}; run TokenCache::begin_authorization{} and complete it", match .beyond_grant { Some(_) => "the scopes asked for are not all in the cached grant", None => "no token or refresh token is cached" }, match .beyond_grant { Some(scopes) => format!(" with the scopes {:?}", scopes.as_str()), None => String::new() })]
     AuthorizationRequired {
         /// The resource's match key.
         resource: String,
+        /// When a refresh token is cached but its grant lacks scopes: the scopes asked for.
+        beyond_grant: Option<crate::ScopeSet>,
+    },
+
+    /// Discovery found a resource whose metadata names an authorization server the client is
+    /// not registered at. The client's credentials are not sent there.
+    #[error(
+        "{resource} names the authorization server {issuer:?}, where this client is not registered; its credentials are not sent there (add it with PreRegistered::at_issuer if you trust it)"
+    )]
+    UntrustedIssuer {
+        /// The resource (wire form).
+        resource: String,
+        /// The issuer its metadata names.
+        issuer: String,
     },
 
     /// A registration made at run time (from discovery) was refused.
@@ -241,6 +253,7 @@ impl Error {
             | Self::AuthorizationRequired { .. }
             | Self::AuthorizationResponse { .. }
             | Self::Discovery(_)
+            | Self::UntrustedIssuer { .. }
             | Self::Configuration(_)
             | Self::NotReplayable { .. }
             | Self::TooManyRedirects { .. }
@@ -258,10 +271,11 @@ impl Error {
         }
     }
 
-    /// The audience refusal, when the error is one.
+    /// The audience refusal, when the error is one (or the key is backing off after one).
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
             Self::Refused(refusal) => Some(refusal),
+            Self::BackingOff { last, .. } => last.refusal(),
             _ => None,
         }
     }

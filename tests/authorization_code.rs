@@ -422,11 +422,16 @@ async fn a_scope_outside_the_grant_needs_a_new_authorization() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::AuthorizationRequired { resource } if resource == "https://mcp.example.com/"),
+        matches!(&error, Error::AuthorizationRequired { resource, beyond_grant: Some(asked) }
+            if resource == "https://mcp.example.com/" && asked.contains("admin")),
         "{error:?}"
     );
     assert!(!error.is_transient());
-    assert!(error.to_string().contains("begin_authorization"));
+    let shown = error.to_string();
+    assert!(
+        shown.contains("begin_authorization") && shown.contains("not all in the cached grant"),
+        "{shown}"
+    );
     assert_eq!(server.token_requests(), 1);
 }
 

@@ -340,8 +340,13 @@ async fn a_token_whose_aud_names_another_resource_is_refused_and_evicted() {
          refusing to send it to https://mcp.example.com/mcp/tools?…"
     );
     assert_eq!(cache.stats().refusals, 1);
-    // Evicted: the next call fetches again (and gets a good token once the server behaves).
+    // Evicted, and the key backs off: the server is not asked again at every call.
     server.script(|s| s.audience = AudienceStyle::Resource);
+    let backing_off = cache.token_for(&target).await.unwrap_err();
+    assert!(backing_off.refusal().is_some(), "{backing_off:?}");
+    assert_eq!(server.token_requests(), 1);
+    // After the wait, a good token.
+    advance(Duration::from_secs(61)).await;
     cache.token_for(&target).await.unwrap();
     assert_eq!(server.token_requests(), 2);
 }

@@ -26,12 +26,12 @@ async fn servers() -> (AuthorizationServer, ResourceServer) {
     (auth, mcp)
 }
 
-fn client(cache: &TokenCache) -> AuthorizedClient {
+fn client(cache: &TokenCache, issuer: &str) -> AuthorizedClient {
     AuthorizedClient::new(cache.clone())
         .unwrap()
         .with_discovery(
             Discovery::new(options()).unwrap(),
-            PreRegistered::client_secret_basic("svc", "s3cret".into()),
+            PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(issuer),
         )
 }
 
@@ -46,7 +46,7 @@ fn empty_cache() -> TokenCache {
 async fn a_bare_server_url_leads_to_an_authorized_request() {
     let (auth, mcp) = servers().await;
     let cache = empty_cache();
-    let client = client(&cache);
+    let client = client(&cache, auth.issuer());
     let url = format!("{}/tools", mcp.url());
     let response = client
         .execute(client.get(&url).build().unwrap())
@@ -93,7 +93,7 @@ async fn metadata_for_another_resource_is_refused() {
     let (auth, mcp) = servers().await;
     mcp.script(|s| s.metadata_resource = Some("http://127.0.0.1:1/elsewhere".into()));
     let cache = empty_cache();
-    let client = client(&cache);
+    let client = client(&cache, auth.issuer());
     let error = client
         .execute(client.get(&mcp.url()).build().unwrap())
         .await
@@ -114,7 +114,7 @@ async fn authorization_server_metadata_with_another_issuer_is_refused() {
     let (auth, mcp) = servers().await;
     auth.script(|s| s.metadata_issuer = Some("http://127.0.0.1:1".into()));
     let cache = empty_cache();
-    let client = client(&cache);
+    let client = client(&cache, auth.issuer());
     let error = client
         .execute(client.get(&mcp.url()).build().unwrap())
         .await
@@ -148,7 +148,7 @@ async fn strict_options_refuse_a_loopback_server() {
 async fn an_unprotected_answer_is_returned_without_discovery() {
     let (auth, mcp) = servers().await;
     let cache = empty_cache();
-    let client = client(&cache);
+    let client = client(&cache, auth.issuer());
     // The metadata document itself is public: no 401, so no token and no discovery.
     let response = client
         .execute(client.get(&mcp.metadata_url()).build().unwrap())

@@ -10,13 +10,13 @@ use interop_support::mcp::{McpServer, Reply, Session};
 use interop_support::server::AuthServer;
 use serde_json::json;
 
-fn client(cache: &TokenCache) -> AuthorizedClient {
+fn client(cache: &TokenCache, issuer: &str) -> AuthorizedClient {
     AuthorizedClient::new(cache.clone())
         .unwrap()
         .with_discovery(
             Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
                 .unwrap(),
-            PreRegistered::client_secret_basic("cc-client", "cc-secret".into()),
+            PreRegistered::client_secret_basic("cc-client", "cc-secret".into()).at_issuer(issuer),
         )
 }
 
@@ -32,7 +32,7 @@ async fn from_a_bare_server_url_to_tools_list() {
     let auth = AuthServer::start().await;
     let mcp = McpServer::start(auth.issuer(), "/mcp", "");
     let cache = cache();
-    let http = client(&cache);
+    let http = client(&cache, auth.issuer());
     let mut session = Session::new(&http, mcp.resource());
     let init = session.initialize().await.unwrap();
     assert_eq!(init["protocolVersion"], "2025-11-25");
@@ -76,7 +76,7 @@ async fn insufficient_scope_causes_exactly_one_step_up() {
     // The metadata advertises mcp:read and mcp:write; writing needs files:write too.
     let mcp = McpServer::start(auth.issuer(), "/mcp", "tools/call:write_note=files:write");
     let cache = cache();
-    let http = client(&cache);
+    let http = client(&cache, auth.issuer());
     let mut session = Session::new(&http, mcp.resource());
     session.initialize().await.unwrap();
     let reply = session
@@ -125,7 +125,7 @@ async fn two_servers_never_receive_each_others_tokens() {
     let a = McpServer::start(auth.issuer(), "/mcp", "");
     let b = McpServer::start(auth.issuer(), "/mcp", "");
     let cache = cache();
-    let http = client(&cache);
+    let http = client(&cache, auth.issuer());
     for _ in 0..2 {
         for server in [&a, &b] {
             let mut session = Session::new(&http, server.resource());

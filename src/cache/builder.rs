@@ -21,7 +21,7 @@ pub struct TokenCacheBuilder {
     limits: Limits,
     backoff: BackoffPolicy,
     max_capacity: Option<u64>,
-    http_client: Option<reqwest::Client>,
+    http_client: Option<reqwest::ClientBuilder>,
     options: ParseOptions,
     #[cfg(feature = "testing")]
     in_process: Option<crate::testing::InProcessHandle>,
@@ -93,11 +93,12 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// The reqwest client for token requests. By default the crate builds one with redirects
-    /// disabled; a client given here should have redirects disabled too (`redirect::Policy::none`),
-    /// and token endpoint redirects are refused either way.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http_client = Some(client);
+    /// The reqwest client builder for token requests (proxies, TLS roots, a user agent...).
+    /// The crate turns its redirects off before building it: a client that followed a token
+    /// endpoint's redirect would re-send the request, secrets included, wherever it pointed.
+    /// By default the crate builds its own client.
+    pub fn http_client_builder(mut self, builder: reqwest::ClientBuilder) -> Self {
+        self.http_client = Some(builder);
         self
     }
 
@@ -117,7 +118,7 @@ impl TokenCacheBuilder {
     }
 
     /// Checks the configuration and builds the cache.
-    pub fn build(self) -> Result<TokenCache, BuildError> {
+    pub fn build(mut self) -> Result<TokenCache, BuildError> {
         let day = Duration::from_secs(86_400);
         config::check_duration("skew", self.timing.skew, Duration::ZERO, day)?;
         config::check_duration(
@@ -179,15 +180,14 @@ impl TokenCacheBuilder {
         Ok(TokenCache { shared })
     }
 
-    fn transport(&self) -> Result<Transport, BuildError> {
+    fn transport(&mut self) -> Result<Transport, BuildError> {
         #[cfg(feature = "testing")]
         if let Some(server) = &self.in_process {
             return Ok(Transport::InProcess(server.clone()));
         }
-        if let Some(client) = &self.http_client {
-            return Ok(Transport::Http(client.clone()));
-        }
-        reqwest::Client::builder()
+        self.http_client
+            .take()
+            .unwrap_or_default()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map(Transport::Http)

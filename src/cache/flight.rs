@@ -33,24 +33,27 @@ impl Flights {
         ahead: bool,
     ) -> watch::Receiver<Outcome> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(receiver) = running.get(key) {
+        // A flight whose task died (its runtime shut down) never answers: start anew.
+        if let Some(receiver) = running.get(key)
+            && receiver.has_changed().is_ok()
+        {
             return receiver.clone();
         }
         let (sender, receiver) = watch::channel(None);
         running.insert(key.clone(), receiver.clone());
         drop(running);
+        let guard = FlightGuard {
+            shared: shared.clone(),
+            key: key.clone(),
+            receiver: receiver.clone(),
+        };
         let (shared, entry, key, acquire) =
             (shared.clone(), entry.clone(), key.clone(), acquire.clone());
         tokio::spawn(async move {
             let outcome = shared.fetch(&entry, &key, &acquire, ahead).await;
             // Stored (on success) before the flight ends, so a caller arriving now either joins
             // this flight or finds the token.
-            shared
-                .flights
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+            drop(guard);
             let _ = sender.send(Some(outcome));
         });
         receiver
@@ -76,6 +79,31 @@ impl Flights {
                 retry_after: None,
             })
         })
+    }
+}
+
+/// Removes its flight from the map when the task ends, however it ends (finished, panicked,
+/// or dropped with its runtime), and only if the entry is still its own.
+struct FlightGuard {
+    shared: Arc<Shared>,
+    key: CacheKey,
+    receiver: watch::Receiver<Outcome>,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut running = self
+            .shared
+            .flights
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if running
+            .get(&self.key)
+            .is_some_and(|current| current.same_channel(&self.receiver))
+        {
+            running.remove(&self.key);
+        }
     }
 }
 
@@ -124,7 +152,7 @@ impl Shared {
                 // would only hide that.
                 let refresh_spent = matches!(acquire, Acquire::Configured)
                     && matches!(grant, Grant::AuthorizationCode { .. })
-                    && !error.is_transient();
+                    && super::refresh::spends_refresh_token(&error);
                 if !refresh_spent {
                     self.backoff.failed(key, &error, Instant::now());
                 }

@@ -214,6 +214,15 @@ impl TokenCache {
         client: &crate::PreRegistered,
     ) -> Result<(), Error> {
         let issuer = discovered.authorization_server().issuer().as_str();
+        // Discovery adds resources only at issuers the discovery client lists, also when a
+        // registration for that issuer exists already: otherwise any server could name a
+        // configured issuer and have tokens minted for itself with the configured client.
+        if !client.is_registered_at(issuer) {
+            return Err(Error::UntrustedIssuer {
+                resource: discovered.resource().wire().to_owned(),
+                issuer: issuer.to_owned(),
+            });
+        }
         let known_client = {
             let clients = self
                 .shared
@@ -254,6 +263,13 @@ impl TokenCache {
         self.shared
             .resource_for(url)
             .ok()
+            .map(|entry| entry.config.resource.clone())
+    }
+
+    /// `resource_for` with the reason when there is none (no resource, or a refused URL).
+    pub(crate) fn shared_resource_for(&self, url: &Url) -> Result<ResourceUri, Error> {
+        self.shared
+            .resource_for(url)
             .map(|entry| entry.config.resource.clone())
     }
 
@@ -346,8 +362,14 @@ impl Shared {
             audiences = ?token.audience.values(),
             "refused to hand out a token: {refusal}"
         );
-        self.evict_if_current(token).await;
-        Error::Refused(refusal)
+        let error = Error::Refused(refusal);
+        if self.evict_if_current(token).await {
+            // A server that keeps issuing tokens for the wrong audience is not asked again at
+            // every call: the key waits like any other that retrying cannot fix.
+            self.backoff
+                .failed(&token.key, &error, tokio::time::Instant::now());
+        }
+        error
     }
 
     /// A fresh token for `key`: from the store, or from a fetch shared with concurrent callers.

@@ -67,6 +67,7 @@ impl RefreshTokens {
     ) -> Result<TokenResponse, Error> {
         let required = || Error::AuthorizationRequired {
             resource: key.resource().key().to_owned(),
+            beyond_grant: None,
         };
         let slot = self
             .slots
@@ -77,7 +78,10 @@ impl RefreshTokens {
             .ok_or_else(required)?;
         // RFC 6749 §6: never ask for a scope the original grant did not include.
         if !slot.granted.is_superset_of(key.scopes()) {
-            return Err(required());
+            return Err(Error::AuthorizationRequired {
+                resource: key.resource().key().to_owned(),
+                beyond_grant: Some(key.scopes().clone()),
+            });
         }
         // Held across the request: a second refresh with the same token would, with rotation,
         // revoke the whole grant.
@@ -98,18 +102,25 @@ impl RefreshTokens {
                 }
                 Ok(response)
             }
-            // The refresh token is dead (RFC 6749 §5.2); some servers also spend it on an
-            // `invalid_target`, so it is not reused after one either.
-            Err(error)
-                if matches!(error, Error::InvalidTarget { .. })
-                    || error
-                        .oauth_error()
-                        .is_some_and(|e| e.code == "invalid_grant") =>
-            {
-                *current = None;
-                Err(error)
+            Err(rejected) => {
+                if let Some(rotated) = rejected.refresh_token {
+                    *current = Some(rotated);
+                }
+                if spends_refresh_token(&rejected.error) {
+                    *current = None;
+                }
+                Err(rejected.error)
             }
-            Err(error) => Err(error),
         }
     }
+}
+
+/// Whether an error from a refresh means the refresh token is dead: `invalid_grant`
+/// (RFC 6749 §5.2), or `invalid_target`, on which some servers (oidc-provider) have already
+/// rotated it. The next call then needs a new authorization, without asking the server.
+pub(crate) fn spends_refresh_token(error: &Error) -> bool {
+    matches!(error, Error::InvalidTarget { .. })
+        || error
+            .oauth_error()
+            .is_some_and(|e| e.code == "invalid_grant")
 }

@@ -239,6 +239,19 @@ pub enum DiscoveryError {
         max: usize,
     },
 
+    /// A protected resource metadata document was served at a URL that is not its resource's
+    /// own well-known URL (RFC 9728 §3.3), so it could be speaking for a resource it does not
+    /// belong to (another tenant's path, or the whole origin).
+    #[error(
+        "the protected resource metadata served at {metadata_url:?} is for {resource:?}, whose metadata lives elsewhere; the document is ignored (the server should serve each resource's metadata at that resource's well-known URL)"
+    )]
+    MetadataLocation {
+        /// Where the document was served (without query).
+        metadata_url: String,
+        /// The resource it names.
+        resource: String,
+    },
+
     /// None of the well-known (or challenge) URLs served the document.
     #[error(
         "no {document} was found; tried {tried} (check the server URL, or configure the resource and authorization server by hand)"

@@ -92,8 +92,16 @@ impl Discovered {
         Ok(registration)
     }
 
-    /// The registration for a client registered in advance.
+    /// The registration for a client registered in advance, if it is registered at the
+    /// discovered issuer; [`Error::UntrustedIssuer`] otherwise.
     pub fn registration_for(&self, client: &PreRegistered) -> Result<ClientRegistration, Error> {
+        let issuer = self.authorization_server.issuer().as_str();
+        if !client.is_registered_at(issuer) {
+            return Err(Error::UntrustedIssuer {
+                resource: self.resource().wire().to_owned(),
+                issuer: issuer.to_owned(),
+            });
+        }
         self.client_registration(
             &client.client_id,
             client.auth.clone(),
@@ -161,10 +169,10 @@ impl Discovery {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| Error::Request {
-                url: String::new(),
-                detail: format!("the HTTP client could not be built: {e}"),
-                transient: false,
+            .map_err(|e| {
+                Error::Configuration(crate::BuildError::HttpClient {
+                    reason: e.to_string(),
+                })
             })?;
         let documents = moka::future::Cache::builder()
             .max_capacity(256)
@@ -240,9 +248,11 @@ impl Discovery {
                     // A document that is there but wrong is an error, not a reason to look on.
                     let metadata = ProtectedResourceMetadata::from_json(&document.body)
                         .map_err(Error::Discovery)?;
-                    return metadata
+                    let validated = metadata
                         .validate(server_url, &self.options)
-                        .map_err(Error::Discovery);
+                        .map_err(Error::Discovery)?;
+                    check_location(candidate, &validated)?;
+                    return Ok(validated);
                 }
                 Fetched::Missing(why) => misses.push(format!("{candidate}: {why}")),
             }
@@ -336,6 +346,21 @@ impl Discovery {
         }
         Ok(Fetched::Found(document))
     }
+}
+
+/// RFC 9728 §3.3: the document must describe the resource whose own well-known URL it was
+/// served at. Otherwise a document served for `/tenant-b/mcp` could claim the whole origin and
+/// take over `/tenant-a` (prefix matching alone would accept it).
+fn check_location(served_at: &Url, validated: &ValidatedProtectedResource) -> Result<(), Error> {
+    let own = protected_resource_metadata_urls(validated.resource().as_url())
+        .map_err(Error::Discovery)?;
+    if own.first() == Some(served_at) {
+        return Ok(());
+    }
+    Err(Error::Discovery(DiscoveryError::MetadataLocation {
+        metadata_url: crate::audience::redacted_url(served_at),
+        resource: validated.resource().wire().to_owned(),
+    }))
 }
 
 fn too_large(len: usize) -> Error {

@@ -6,6 +6,7 @@ mod response;
 mod transport;
 
 use base64::Engine as _;
+use oauth2::TokenResponse as _;
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
 };
@@ -21,7 +22,8 @@ use crate::config::{ClientAuth, ClientRegistration};
 use crate::{Error, ParseOptions, ResourceUri, ScopeSet};
 
 pub(crate) use response::TokenResponse;
-pub(crate) use transport::{Limits, Transport};
+
+pub(crate) use transport::{Limits, Transport, describe};
 
 use response::{RawTokenResponse, Requested};
 
@@ -71,6 +73,12 @@ impl std::fmt::Debug for SubjectToken {
             .field("token", &"[redacted]")
             .finish()
     }
+}
+
+/// A refresh that failed, with the rotated refresh token if the server sent one.
+pub(crate) struct Rejected {
+    pub(crate) error: Error,
+    pub(crate) refresh_token: Option<SecretString>,
 }
 
 /// What an authorization request needs kept until the redirect comes back.
@@ -174,7 +182,7 @@ impl GrantClient {
         refresh_token: &SecretString,
         resource: &ResourceUri,
         scopes: &ScopeSet,
-    ) -> Result<TokenResponse, Error> {
+    ) -> Result<TokenResponse, Rejected> {
         let requested = self.requested(resource, scopes);
         let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
         let result = self
@@ -184,7 +192,23 @@ impl GrantClient {
             .add_extra_param("resource", resource.wire())
             .request_async(&self.http())
             .await;
-        finish(result, &requested)
+        match result {
+            // A rotated refresh token in a response the crate rejects is still the one the
+            // server expects next (the presented one is spent): it goes back to the caller.
+            Ok(raw) => {
+                let rotated = raw
+                    .refresh_token()
+                    .map(|t| SecretString::from(t.secret().as_str()));
+                response::accept(raw, &requested).map_err(|error| Rejected {
+                    error,
+                    refresh_token: rotated,
+                })
+            }
+            Err(error) => Err(Rejected {
+                error: response::reject(error, &requested),
+                refresh_token: None,
+            }),
+        }
     }
 
     /// The authorization URL for the code flow, with `resource`, `state` and an S256 PKCE

@@ -135,10 +135,17 @@ async fn send_http(
 ) -> Result<Response<Vec<u8>>, TransportError> {
     let request = reqwest::Request::try_from(request)
         .map_err(|e| TransportError::Connect(e.without_url().to_string()))?;
+    let sent_to = request.url().clone();
     let mut response = client
         .execute(request)
         .await
         .map_err(|e| TransportError::Connect(describe(&e)))?;
+    // A client given by the caller may follow redirects itself; its answer then comes from
+    // somewhere else and is refused (the request may already have gone there: the builder's
+    // documentation says to disable redirects).
+    if *response.url() != sent_to {
+        return Err(TransportError::Redirect(StatusCode::TEMPORARY_REDIRECT));
+    }
     if response
         .content_length()
         .is_some_and(|len| len > max_body as u64)
@@ -167,7 +174,7 @@ async fn send_http(
 
 /// A reqwest error in words, with its cause chain (reqwest's own message is often just
 /// "error sending request").
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = if error.is_connect() {
         "could not connect".to_owned()
     } else if error.is_timeout() {

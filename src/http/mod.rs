@@ -85,10 +85,10 @@ impl AuthorizedClient {
         let inner = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Request {
-                url: String::new(),
-                detail: format!("the HTTP client could not be built: {e}"),
-                transient: false,
+            .map_err(|e| {
+                Error::Configuration(crate::BuildError::HttpClient {
+                    reason: e.to_string(),
+                })
             })?;
         Ok(Self {
             inner,
@@ -157,7 +157,7 @@ impl AuthorizedClient {
             RunError::Send(SendError::Reqwest(e)) => request_error(&e),
             #[cfg(feature = "middleware")]
             RunError::Send(SendError::Middleware(e)) => Error::Request {
-                url: String::new(),
+                url: "the server".to_owned(),
                 detail: e.to_string(),
                 transient: false,
             },
@@ -185,21 +185,14 @@ impl From<Error> for RunError {
 }
 
 pub(crate) fn request_error(error: &reqwest::Error) -> Error {
+    // reqwest's own Display ends with the full URL, query included: only the cause chain is
+    // kept, and the URL without its query.
     Error::Request {
         url: error
             .url()
             .map(crate::audience::redacted_url)
-            .unwrap_or_default(),
-        detail: {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        },
+            .unwrap_or_else(|| "the server".to_owned()),
+        detail: crate::grant::describe(error),
         transient: error.is_connect() || error.is_timeout(),
     }
 }
@@ -225,7 +218,7 @@ where
     let caller_authorized = request.headers().contains_key(AUTHORIZATION);
     if !caller_authorized
         && let Some((discovery, client)) = &policy.discovery
-        && policy.cache.resource_for(request.url()).is_none()
+        && needs_discovery(policy, request.url())?
     {
         let url = request.url().clone();
         let probe = request.try_clone().ok_or_else(|| {
@@ -248,6 +241,10 @@ where
     let mut request = request;
     let mut hops = 0;
     let mut retried = false;
+    // Scopes a 403 asked for: used for the retry, remembered for the resource only once the
+    // retry is not refused for scope again (a server that will not grant them must not
+    // poison every later request).
+    let mut stepping_up: Option<(String, ScopeSet)> = None;
     // The resource the first hop's token is for: a later hop gets a token only where that
     // same resource covers the new URL.
     let mut bound: Option<crate::ResourceUri> = None;
@@ -255,12 +252,28 @@ where
         let attached = if caller_authorized {
             None
         } else {
-            attach(policy, &mut request, &mut bound, hops == 0).await?
+            let pending = stepping_up.as_ref().map(|(_, scopes)| scopes);
+            attach(policy, &mut request, &mut bound, hops == 0, pending).await?
         };
         // A copy to follow a 307/308 or to retry; a streaming body cannot be copied.
         let replay = request.try_clone();
         let url = request.url().clone();
         let response = send(request).await.map_err(RunError::Send)?;
+        // The client below must not follow redirects on its own: it would re-send the token
+        // without a decision. The request may already have gone; nothing more is sent.
+        if *response.url() != url {
+            return Err(RunError::Crate(Error::Redirect {
+                url: crate::audience::redacted_url(&url),
+                detail: "the HTTP client below the crate followed a redirect itself; build it with redirect::Policy::none()".to_owned(),
+            }));
+        }
+        if let Some((resource, scopes)) = stepping_up.take()
+            && response.status() != StatusCode::FORBIDDEN
+        {
+            let mut step_up = policy.step_up.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = step_up.entry(resource).or_default();
+            *entry = entry.union(&scopes);
+        }
         let next = decide(policy, &response, &url, attached.as_ref(), retried, hops)?;
         let not_replayable = || {
             RunError::Crate(Error::NotReplayable {
@@ -282,16 +295,22 @@ where
             }
             Next::RetryWithScopes(scopes) => {
                 if let Some(token) = &attached {
-                    let mut step_up = policy.step_up.lock().unwrap_or_else(|p| p.into_inner());
-                    let entry = step_up
-                        .entry(token.resource().key().to_owned())
-                        .or_default();
-                    *entry = entry.union(&scopes);
+                    stepping_up = Some((token.resource().key().to_owned(), scopes));
                 }
                 retried = true;
                 replay.ok_or_else(not_replayable)?
             }
         };
+    }
+}
+
+/// Whether a URL needs discovery: no configured resource covers it. A URL that a resource
+/// refuses (userinfo, an ambiguous path) is an error, not a reason to probe.
+fn needs_discovery(policy: &Policy, url: &Url) -> Result<bool, Error> {
+    match policy.cache.shared_resource_for(url) {
+        Ok(_) => Ok(false),
+        Err(Error::NoResource { .. }) => Ok(true),
+        Err(error) => Err(error),
     }
 }
 
@@ -303,12 +322,17 @@ async fn attach(
     request: &mut Request,
     bound: &mut Option<crate::ResourceUri>,
     first: bool,
+    stepping_up: Option<&ScopeSet>,
 ) -> Result<Option<BearerToken>, Error> {
     request.headers_mut().remove(AUTHORIZATION);
     let url = request.url().clone();
     let extra = |resource: &crate::ResourceUri| {
         let step_up = policy.step_up.lock().unwrap_or_else(|p| p.into_inner());
-        step_up.get(resource.key()).cloned().unwrap_or_default()
+        let remembered = step_up.get(resource.key()).cloned().unwrap_or_default();
+        match stepping_up {
+            Some(scopes) => remembered.union(scopes),
+            None => remembered,
+        }
     };
     let token = if first {
         let Some(resource) = policy.cache.resource_for(&url) else {
@@ -322,8 +346,13 @@ async fn attach(
         *bound = Some(token.resource().clone());
         token
     } else {
+        // The same resource must still be the one the URL belongs to (P20): a more specific
+        // resource configured for the new URL (perhaps of another issuer) owns it.
         match bound.as_ref() {
-            Some(resource) if resource.covers(&url).is_covered() => {
+            Some(resource)
+                if resource.covers(&url).is_covered()
+                    && policy.cache.resource_for(&url).as_ref() == Some(resource) =>
+            {
                 policy.cache.token(resource, &extra(resource)).await?
             }
             _ => return Ok(None),
