@@ -129,10 +129,13 @@ impl AudiencePolicy {
         };
         let allowed = values.iter().any(|value| {
             self.aliases.iter().any(|alias| *alias == *value.raw)
-                || value
-                    .url
-                    .as_ref()
-                    .is_some_and(|url| resource::covers_parsed(url, request).is_covered())
+                || value.url.as_ref().is_some_and(|url| {
+                    // The usual token names its own resource. Coverage reads only the parts
+                    // the match key is made of, so an `aud` with the resource's key covers
+                    // exactly what the resource covers, and that was checked above.
+                    *url.key == *resource.key()
+                        || resource::covers_parsed(url, request).is_covered()
+                })
         });
         if allowed {
             return Ok(());
@@ -171,13 +174,24 @@ struct AudValue {
     url: Option<ParsedAud>,
 }
 
-/// A parsed URL audience; equality by key is enough for the derived impls above.
+/// A parsed URL audience with its match key, made once when the token is read; equality by
+/// key is enough for the derived impls above.
 #[derive(Debug, Clone)]
-struct ParsedAud(Parsed);
+struct ParsedAud {
+    parsed: Parsed,
+    key: Box<str>,
+}
+
+impl ParsedAud {
+    fn new(parsed: Parsed) -> Self {
+        let key = parsed.key().into_boxed_str();
+        Self { parsed, key }
+    }
+}
 
 impl PartialEq for ParsedAud {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key() == other.0.key()
+        self.key == other.key
     }
 }
 
@@ -186,7 +200,7 @@ impl Eq for ParsedAud {}
 impl std::ops::Deref for ParsedAud {
     type Target = Parsed;
     fn deref(&self) -> &Parsed {
-        &self.0
+        &self.parsed
     }
 }
 
@@ -202,7 +216,7 @@ impl TokenAudience {
                 values
                     .into_iter()
                     .map(|raw| AudValue {
-                        url: parse_aud_url(&raw).map(ParsedAud),
+                        url: parse_aud_url(&raw).map(ParsedAud::new),
                         raw: raw.into_boxed_str(),
                     })
                     .collect(),
