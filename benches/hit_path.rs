@@ -9,7 +9,12 @@
 //! same time, and the figure is the wall time divided by `iters`: what one call costs each of
 //! two concurrent callers (perfect scaling would equal the 1-thread figure).
 //!
-//! Run: `cargo bench --all-features --bench hit_path` (ratios are printed at the end).
+//! After criterion, the same candidates run again interleaved (every candidate one batch per
+//! round, each round's ratio to the floor taken within the round), which load drift on a shared
+//! machine does not move; both are printed.
+//!
+//! Run: `cargo bench --all-features --bench hit_path` (ratios are printed at the end;
+//! `HIT_ROUNDS`, `HIT_BATCH` change the 40 rounds of 20,000 calls).
 
 mod support;
 
@@ -289,6 +294,91 @@ fn hit_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same candidates again, interleaved: in each round every candidate makes one batch of
+/// calls in turn, and its time is divided by the floor's time in that round. Load on this
+/// machine drifts over seconds, which moves criterion's figures (taken one benchmark after
+/// another) by 30-50 %; a ratio taken within one round is not moved by it. Prints the median
+/// ratio with its interquartile range, and the median time per call.
+fn interleaved(
+    label: &str,
+    candidates: &[(&str, &dyn Fn(u64) -> Duration)],
+    rounds: usize,
+    batch: u64,
+) {
+    let mut times: Vec<Vec<Duration>> = candidates.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, (_, run)) in candidates.iter().enumerate() {
+            times[i].push(run(batch) / batch as u32);
+        }
+    }
+    println!(
+        "\n{label}, interleaved: {rounds} rounds of {batch} calls per candidate; ratio to {} in the same round",
+        candidates[0].0
+    );
+    println!(
+        "  {:<28} {:>10}  {:>7}  {:>15}",
+        "", "per call", "ratio", "IQR of ratio"
+    );
+    for (i, (name, _)) in candidates.iter().enumerate() {
+        let mut ratios: Vec<f64> = times[i]
+            .iter()
+            .zip(&times[0])
+            .map(|(t, floor)| support::ratio(*t, *floor))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let at = |q: f64| ratios[((q * (ratios.len() - 1) as f64).round()) as usize];
+        println!(
+            "  {name:<28} {:>10}  {:>6.2}×  {:>6.2}–{:<6.2}",
+            support::show_precise(support::median(&times[i])),
+            at(0.5),
+            at(0.25),
+            at(0.75)
+        );
+    }
+}
+
+fn interleaved_all() {
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let s = setup(&current);
+    let rounds = support::env_or("HIT_ROUNDS", 40) as usize;
+    let batch = support::env_or("HIT_BATCH", 20_000);
+    if rounds == 0 {
+        return;
+    }
+    let one: [(&str, &dyn Fn(u64) -> Duration); 5] = [
+        ("moka_get", &|n| one_thread(&current, &*s.moka, n)),
+        ("moka_get_configured", &|n| {
+            one_thread(&current, &*s.moka_configured, n)
+        }),
+        ("mutex_hashmap", &|n| one_thread(&current, &*s.mutex, n)),
+        ("token_for", &|n| one_thread(&current, &*s.token_for, n)),
+        ("token_for_then_header_for", &|n| {
+            one_thread(&current, &*s.token_for_header, n)
+        }),
+    ];
+    interleaved("hit, 1 thread", &one, rounds, batch);
+    let two: [(&str, &dyn Fn(u64) -> Duration); 5] = [
+        ("moka_get", &|n| two_threads(&multi, &s.moka, n)),
+        ("moka_get_configured", &|n| {
+            two_threads(&multi, &s.moka_configured, n)
+        }),
+        ("mutex_hashmap", &|n| two_threads(&multi, &s.mutex, n)),
+        ("token_for", &|n| two_threads(&multi, &s.token_for, n)),
+        ("token_for_then_header_for", &|n| {
+            two_threads(&multi, &s.token_for_header, n)
+        }),
+    ];
+    interleaved("hit, 2 threads", &two, rounds, batch);
+}
+
 fn main() {
     let started = SystemTime::now();
     println!("{}", support::machine());
@@ -315,5 +405,10 @@ fn main() {
         ("hit_1_thread", "moka_get"),
         started,
     );
+    println!("{}", support::load());
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    interleaved_all();
     println!("{}", support::load());
 }
