@@ -9,8 +9,8 @@
 //! requests the server received, and time per call, the cache's as the baseline of the same
 //! run. Each sequence is repeated and the median repetition is shown.
 //!
-//! Run: `cargo bench --all-features --bench vs_oauth2` (`VS_CALLS`, `VS_REPEATS` to change the
-//! 1,000 calls and 5 repetitions).
+//! Run: `cargo bench --all-features --bench vs_oauth2` (`VS_CALLS=10,1000` and `VS_REPEATS=5`
+//! are the defaults: sequences of 10 and 1,000 calls, 5 repetitions each).
 
 mod support;
 
@@ -107,7 +107,11 @@ fn report(label: &str, cache: &Run, oauth2: &Run, calls: usize) {
 
 fn main() {
     println!("{}", support::machine());
-    let calls = support::env_or("VS_CALLS", 1000) as usize;
+    let sizes: Vec<usize> = std::env::var("VS_CALLS")
+        .unwrap_or_else(|_| "10,1000".to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
     let repeats = support::env_or("VS_REPEATS", 5) as usize;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,20 +125,22 @@ fn main() {
             let server = server.clone();
             async move { Ok::<HttpResponse, Infallible>(server.handle(request).await) }
         };
-        let (mut cache_runs, mut oauth2_runs) = (Vec::new(), Vec::new());
-        for _ in 0..repeats {
-            let cache = support::builder(&server, &[MCP, API])
-                .build()
-                .expect("a cache");
-            cache_runs.push(with_cache(&server, cache, calls).await);
-            oauth2_runs.push(with_oauth2(&server, &in_process, calls).await);
+        for &calls in &sizes {
+            let (mut cache_runs, mut oauth2_runs) = (Vec::new(), Vec::new());
+            for _ in 0..repeats {
+                let cache = support::builder(&server, &[MCP, API])
+                    .build()
+                    .expect("a cache");
+                cache_runs.push(with_cache(&server, cache, calls).await);
+                oauth2_runs.push(with_oauth2(&server, &in_process, calls).await);
+            }
+            report(
+                "in process",
+                &median_run(cache_runs),
+                &median_run(oauth2_runs),
+                calls,
+            );
         }
-        report(
-            "in process",
-            &median_run(cache_runs),
-            &median_run(oauth2_runs),
-            calls,
-        );
 
         // Over loopback.
         let server = support::server_builder()
@@ -157,30 +163,32 @@ fn main() {
                 Ok::<HttpResponse, reqwest::Error>(builder.body(body).expect("a response"))
             }
         };
-        let (mut cache_runs, mut oauth2_runs) = (Vec::new(), Vec::new());
-        for _ in 0..repeats {
-            let cache = TokenCache::builder()
-                .allow_insecure_http_on_loopback(true)
-                .client(support::registration(&server))
-                .resource(audience_cache::ResourceConfig::new(
-                    support::resource_uri(MCP),
-                    server.issuer(),
-                ))
-                .resource(audience_cache::ResourceConfig::new(
-                    support::resource_uri(API),
-                    server.issuer(),
-                ))
-                .build()
-                .expect("a cache");
-            cache_runs.push(with_cache(&server, cache, calls).await);
-            oauth2_runs.push(with_oauth2(&server, &loopback, calls).await);
+        for &calls in &sizes {
+            let (mut cache_runs, mut oauth2_runs) = (Vec::new(), Vec::new());
+            for _ in 0..repeats {
+                let cache = TokenCache::builder()
+                    .allow_insecure_http_on_loopback(true)
+                    .client(support::registration(&server))
+                    .resource(audience_cache::ResourceConfig::new(
+                        support::resource_uri(MCP),
+                        server.issuer(),
+                    ))
+                    .resource(audience_cache::ResourceConfig::new(
+                        support::resource_uri(API),
+                        server.issuer(),
+                    ))
+                    .build()
+                    .expect("a cache");
+                cache_runs.push(with_cache(&server, cache, calls).await);
+                oauth2_runs.push(with_oauth2(&server, &loopback, calls).await);
+            }
+            report(
+                "loopback (127.0.0.1)",
+                &median_run(cache_runs),
+                &median_run(oauth2_runs),
+                calls,
+            );
         }
-        report(
-            "loopback (127.0.0.1)",
-            &median_run(cache_runs),
-            &median_run(oauth2_runs),
-            calls,
-        );
     });
     println!("{}", support::load());
 }
