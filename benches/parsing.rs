@@ -1,6 +1,10 @@
 //! Benchmark 2: parsing and coverage per call, on a short (40-byte) and a long (about
 //! 1500-byte) input: `ResourceUri::parse`, `ResourceUri::covers`, `ScopeSet::parse`.
 //!
+//! `covers` is measured on a plain request path (the usual case: no `%`, `\`, `;` or dot
+//! segment) and on the same path with one more segment of escapes (the general way); the long
+//! resource has an escape in each of its 66 segments, so its requests take the general way too.
+//!
 //! The baseline, measured in the same run, is `url::Url::parse` of the same-size input (what a
 //! client does with a URL anyway); the naive, unsafe coverage check (`starts_with` on the
 //! serialized URL) is shown beside `covers` for scale.
@@ -39,11 +43,12 @@ fn long_scopes() -> String {
         .join(" ")
 }
 
-const IDS: [&str; 8] = [
+const IDS: [&str; 9] = [
     "url_parse",
     "resource_parse",
     "request_url_parse",
     "covers",
+    "covers_escaped",
     "covers_naive_prefix",
     "covers_not_covered",
     "scope_parse",
@@ -74,6 +79,11 @@ fn parsing(c: &mut Criterion) {
         let request = Url::parse(request_str).expect("a valid URL");
         let elsewhere = Url::parse(&request_str.replace("mcp.example.com", "api.example.com"))
             .expect("a valid URL");
+        // The same request with one more segment holding escapes, so that the path is not
+        // plain and coverage takes the general way (normalize, then both P5 readings).
+        let escaped =
+            Url::parse(&format!("{request_str}/caf%C3%A9%20au%20lait")).expect("a valid URL");
+        assert!(resource.covers(&escaped).is_covered());
         assert!(resource.covers(&request).is_covered());
         assert!(!resource.covers(&elsewhere).is_covered());
 
@@ -89,6 +99,9 @@ fn parsing(c: &mut Criterion) {
         });
         group.bench_function("covers", |b| {
             b.iter(|| black_box(resource.covers(black_box(&request))))
+        });
+        group.bench_function("covers_escaped", |b| {
+            b.iter(|| black_box(resource.covers(black_box(&escaped))))
         });
         group.bench_function("covers_not_covered", |b| {
             b.iter(|| black_box(resource.covers(black_box(&elsewhere))))
