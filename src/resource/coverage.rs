@@ -179,38 +179,91 @@ pub(crate) fn path_prefix_covers(resource_path: &str, request_path: &str) -> boo
     }
 }
 
+/// A reading of a path: its segments, kept as one byte string and the end of each segment, so
+/// that a reading costs two allocations however many segments the path has. Two readings are
+/// equal exactly when their lists of segments are.
+#[derive(Debug, PartialEq, Eq)]
+struct Reading {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Reading {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, segment: &[u8]) {
+        self.bytes.extend_from_slice(segment);
+        self.end_segment();
+    }
+
+    fn end_segment(&mut self) {
+        self.ends.push(self.bytes.len());
+    }
+
+    fn pop(&mut self) {
+        self.ends.pop();
+        self.bytes.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// The RFC 3986 reading: the segments of the normalized path, each then fully decoded (an
 /// encoded `/` stays inside its segment).
-fn rfc_reading(normalized: &str) -> Vec<Vec<u8>> {
-    normalized.split('/').map(percent::decode_all).collect()
+fn rfc_reading(normalized: &str) -> Reading {
+    let mut reading = Reading::with_capacity(normalized.len());
+    for segment in normalized.split('/') {
+        let bytes = segment.as_bytes();
+        // `percent::decode_all` of the segment, appended in place.
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(decoded) = percent::escape_at(bytes, i)
+            {
+                reading.bytes.push(decoded);
+                i += 3;
+            } else {
+                reading.bytes.push(bytes[i]);
+                i += 1;
+            }
+        }
+        reading.end_segment();
+    }
+    reading
 }
 
 /// The aggressive reading: decode everything, treat `\` as `/`, drop `;params` from each
 /// segment, then resolve dot segments (RFC 3986 §5.2.4 over segments).
-fn aggressive_reading(raw: &str) -> Vec<Vec<u8>> {
-    let decoded: Vec<u8> = percent::decode_all(raw)
-        .into_iter()
-        .map(|b| if b == b'\\' { b'/' } else { b })
-        .collect();
-    let segments: Vec<&[u8]> = decoded.split(|&b| b == b'/').collect();
-    let count = segments.len();
-    let mut out: Vec<Vec<u8>> = Vec::with_capacity(count);
-    for (i, segment) in segments.into_iter().enumerate() {
+fn aggressive_reading(raw: &str) -> Reading {
+    let decoded = percent::decode_all(raw);
+    let mut out = Reading::with_capacity(decoded.len());
+    let mut segments = decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .enumerate()
+        .peekable();
+    while let Some((i, segment)) = segments.next() {
         let segment = match segment.iter().position(|&b| b == b';') {
             Some(at) => &segment[..at],
             None => segment,
         };
-        let last = i + 1 == count;
+        let last = segments.peek().is_none();
         match segment {
             b"." | b".." if i > 0 => {
                 if segment == b".." && out.len() > 1 {
                     out.pop();
                 }
                 if last {
-                    out.push(Vec::new());
+                    out.push(&[]);
                 }
             }
-            _ => out.push(segment.to_vec()),
+            _ => out.push(segment),
         }
     }
     out
@@ -289,6 +342,86 @@ mod tests {
         ] {
             assert!(!is_plain(not_plain), "{not_plain}");
         }
+    }
+
+    /// The readings as they were first written, one vector per segment: the reference the
+    /// flat readings are checked against.
+    fn reference_rfc_reading(normalized: &str) -> Vec<Vec<u8>> {
+        normalized.split('/').map(percent::decode_all).collect()
+    }
+
+    fn reference_aggressive_reading(raw: &str) -> Vec<Vec<u8>> {
+        let decoded: Vec<u8> = percent::decode_all(raw)
+            .into_iter()
+            .map(|b| if b == b'\\' { b'/' } else { b })
+            .collect();
+        let segments: Vec<&[u8]> = decoded.split(|&b| b == b'/').collect();
+        let count = segments.len();
+        let mut out: Vec<Vec<u8>> = Vec::with_capacity(count);
+        for (i, segment) in segments.into_iter().enumerate() {
+            let segment = match segment.iter().position(|&b| b == b';') {
+                Some(at) => &segment[..at],
+                None => segment,
+            };
+            let last = i + 1 == count;
+            match segment {
+                b"." | b".." if i > 0 => {
+                    if segment == b".." && out.len() > 1 {
+                        out.pop();
+                    }
+                    if last {
+                        out.push(Vec::new());
+                    }
+                }
+                _ => out.push(segment.to_vec()),
+            }
+        }
+        out
+    }
+
+    fn segments(reading: &Reading) -> Vec<Vec<u8>> {
+        let mut start = 0;
+        reading
+            .ends
+            .iter()
+            .map(|&end| {
+                let segment = reading.bytes[start..end].to_vec();
+                start = end;
+                segment
+            })
+            .collect()
+    }
+
+    /// Every string of up to five characters over the characters that matter to the readings
+    /// (escapes of `/`, `\`, `.` and `;` included), with and without a leading `/`.
+    #[test]
+    fn the_flat_readings_agree_with_the_reference_exhaustively() {
+        const ALPHABET: &[u8] = b"/.a%;\\2FE5C";
+        let n = ALPHABET.len() as u32;
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut k in 0..n.pow(len) {
+                let mut tail = String::new();
+                for _ in 0..len {
+                    tail.push(char::from(ALPHABET[(k % n) as usize]));
+                    k /= n;
+                }
+                for raw in [format!("/{tail}"), tail.clone()] {
+                    assert_eq!(
+                        segments(&rfc_reading(&raw)),
+                        reference_rfc_reading(&raw),
+                        "{raw}"
+                    );
+                    assert_eq!(
+                        segments(&aggressive_reading(&raw)),
+                        reference_aggressive_reading(&raw),
+                        "{raw}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 300_000);
     }
 
     /// Every path of up to six characters over an alphabet of the characters that matter:
