@@ -129,10 +129,10 @@ impl AudiencePolicy {
         };
         let allowed = values.iter().any(|value| {
             self.aliases.iter().any(|alias| *alias == *value.raw)
-                || value
-                    .url
-                    .as_ref()
-                    .is_some_and(|url| resource::covers_parsed(url, request).is_covered())
+                || value.url.as_ref().is_some_and(|url| {
+                    same_as_resource(url, resource)
+                        || resource::covers_parsed(url, request).is_covered()
+                })
         });
         if allowed {
             return Ok(());
@@ -169,6 +169,20 @@ struct AudValue {
     /// The value as a resource, when it is an http(s) URL, with one trailing slash removed
     /// (P10); `None` for a logical audience.
     url: Option<ParsedAud>,
+}
+
+/// Whether a URL audience is the resource itself (what every RFC 8707 server issues), so that
+/// it covers whatever the resource covers, which the decision has checked before it looks at
+/// `aud`; its own coverage need not be computed.
+///
+/// Both sides keep the `Url` that `url` read back from their canonical key (parse's
+/// cross-check makes its parts equal to the crate's), so equal serializations mean equal
+/// scheme, host, port, path and query, and coverage reads nothing else. The one difference:
+/// an audience's trailing slash is dropped from its path but not from its `Url`, so an equal
+/// serialization can also mean the audience is the resource without its trailing slash, which
+/// covers more than the resource (P10); the answer is the same.
+fn same_as_resource(url: &Parsed, resource: &ResourceUri) -> bool {
+    url.url.as_str() == resource.as_url().as_str()
 }
 
 /// A parsed URL audience; equality by key is enough for the derived impls above.
@@ -398,4 +412,69 @@ pub(crate) fn redacted_url(url: &Url) -> String {
         shown.push_str("?…");
     }
     shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The short cut in the decision: an audience found to be the resource covers every
+    /// request the resource covers.
+    #[test]
+    fn an_audience_that_is_the_resource_covers_what_the_resource_covers() {
+        let resources = [
+            "https://a.example/mcp",
+            "https://a.example/mcp/",
+            "https://a.example/",
+            "https://a.example/mcp?x=1",
+            "https://a.example:8443/mcp",
+            "https://[2001:db8::1]/mcp",
+        ];
+        let audiences = [
+            "https://a.example/mcp",
+            "https://a.example/mcp/",
+            "https://A.EXAMPLE:443/mcp",
+            "https://a.example",
+            "https://a.example/",
+            "https://a.example/mcp?x=1",
+            "https://a.example:8443/mcp",
+            "http://a.example/mcp",
+            "https://a.example/mc",
+            "https://[2001:DB8:0::1]/mcp",
+            "https://[2001:db8::1]/mcp/",
+        ];
+        let requests = [
+            "https://a.example/mcp",
+            "https://a.example/mcp/",
+            "https://a.example/mcp/x",
+            "https://a.example/mcp?x=1",
+            "https://a.example/mcpx",
+            "https://a.example/",
+            "https://a.example:8443/mcp/x",
+            "http://a.example/mcp",
+            "https://[2001:db8::1]/mcp/x",
+        ];
+        let mut same = 0;
+        for resource in resources {
+            let resource = ResourceUri::parse(resource).unwrap();
+            for audience in audiences {
+                let parsed = parse_aud_url(audience).unwrap();
+                if !same_as_resource(&parsed, &resource) {
+                    continue;
+                }
+                same += 1;
+                for request in requests {
+                    let request = Url::parse(request).unwrap();
+                    if resource.covers(&request).is_covered() {
+                        assert!(
+                            resource::covers_parsed(&parsed, &request).is_covered(),
+                            "{audience} for {resource:?} at {request}"
+                        );
+                    }
+                }
+            }
+        }
+        // Each resource is matched by some spelling of itself.
+        assert!(same >= 8, "{same}");
+    }
 }

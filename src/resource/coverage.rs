@@ -1,5 +1,6 @@
 //! Whether a resource covers a request URL: the check that runs before a token is attached.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use url::Url;
@@ -80,24 +81,22 @@ pub(crate) fn covers(resource: &Parsed, request: &Url) -> Coverage {
     if !same_origin {
         return Coverage::NotCovered;
     }
-    let raw_path = request.path();
-    let Ok(path) = percent::normalize(raw_path) else {
-        return Coverage::Refused(CoverageRefusal::MalformedEscape {
-            path: raw_path.to_owned(),
-        });
+    let path = match request_path(request.path()) {
+        Ok(path) => path,
+        Err(refusal) => return Coverage::Refused(refusal),
     };
-    if rfc_reading(&path) != aggressive_reading(raw_path) {
-        return Coverage::Refused(CoverageRefusal::AmbiguousPath {
-            path: raw_path.to_owned(),
-        });
-    }
     let covered = match &resource.query {
         // P4: a resource with a query covers exactly that path and that query.
         Some(query) => {
-            path == resource.path
-                && request
-                    .query()
-                    .is_some_and(|q| percent::normalize(q).is_ok_and(|q| q == *query))
+            *path == *resource.path
+                && request.query().is_some_and(|q| {
+                    if q.contains('%') {
+                        percent::normalize(q).is_ok_and(|q| q == *query)
+                    } else {
+                        // Without an escape, normalization returns the query unchanged.
+                        q == query
+                    }
+                })
         }
         // P4: without a query, the request's query does not matter; P5: segment-boundary prefix.
         None => path_prefix_covers(&resource.path, &path),
@@ -107,6 +106,60 @@ pub(crate) fn covers(resource: &Parsed, request: &Url) -> Coverage {
     } else {
         Coverage::NotCovered
     }
+}
+
+/// A request path, normalized (P6), or why it is refused (P5).
+///
+/// Most request paths are plain: no `%`, `\` or `;`, and no `.` or `..` segment. Such a path
+/// is already normalized and both readings of it are its segments, so it is borrowed as it is;
+/// only the others are normalized and read both ways. This runs on every hand-out, so the
+/// common case allocates nothing.
+fn request_path(raw: &str) -> Result<Cow<'_, str>, CoverageRefusal> {
+    if is_plain(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    normalized_and_unambiguous(raw).map(Cow::Owned)
+}
+
+/// The general case of [`request_path`]: normalize, then compare the two readings.
+fn normalized_and_unambiguous(raw: &str) -> Result<String, CoverageRefusal> {
+    let Ok(path) = percent::normalize(raw) else {
+        return Err(CoverageRefusal::MalformedEscape {
+            path: raw.to_owned(),
+        });
+    };
+    if rfc_reading(&path) != aggressive_reading(raw) {
+        return Err(CoverageRefusal::AmbiguousPath {
+            path: raw.to_owned(),
+        });
+    }
+    Ok(path)
+}
+
+/// No escape (so `percent::normalize` would return it unchanged and decoding changes nothing),
+/// no `\` and no `;` (so the aggressive reading splits and trims nothing more), and no dot
+/// segment (so neither reading resolves anything): both readings are the plain segments.
+/// One pass over the bytes: this runs for every configured resource and every `aud` value on
+/// every hand-out.
+fn is_plain(path: &str) -> bool {
+    // The current segment's length, and whether it is only dots so far.
+    let (mut len, mut dots) = (0usize, true);
+    for &b in path.as_bytes() {
+        match b {
+            b'%' | b'\\' | b';' => return false,
+            b'/' => {
+                if dots && (len == 1 || len == 2) {
+                    return false;
+                }
+                (len, dots) = (0, true);
+            }
+            _ => {
+                len += 1;
+                dots &= b == b'.';
+            }
+        }
+    }
+    !(dots && (len == 1 || len == 2))
 }
 
 /// Whether a (normalized) path reads differently under the RFC 3986 reading and the
@@ -126,38 +179,91 @@ pub(crate) fn path_prefix_covers(resource_path: &str, request_path: &str) -> boo
     }
 }
 
+/// A reading of a path: its segments, kept as one byte string and the end of each segment, so
+/// that a reading costs two allocations however many segments the path has. Two readings are
+/// equal exactly when their lists of segments are.
+#[derive(Debug, PartialEq, Eq)]
+struct Reading {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Reading {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, segment: &[u8]) {
+        self.bytes.extend_from_slice(segment);
+        self.end_segment();
+    }
+
+    fn end_segment(&mut self) {
+        self.ends.push(self.bytes.len());
+    }
+
+    fn pop(&mut self) {
+        self.ends.pop();
+        self.bytes.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// The RFC 3986 reading: the segments of the normalized path, each then fully decoded (an
 /// encoded `/` stays inside its segment).
-fn rfc_reading(normalized: &str) -> Vec<Vec<u8>> {
-    normalized.split('/').map(percent::decode_all).collect()
+fn rfc_reading(normalized: &str) -> Reading {
+    let mut reading = Reading::with_capacity(normalized.len());
+    for segment in normalized.split('/') {
+        let bytes = segment.as_bytes();
+        // `percent::decode_all` of the segment, appended in place.
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(decoded) = percent::escape_at(bytes, i)
+            {
+                reading.bytes.push(decoded);
+                i += 3;
+            } else {
+                reading.bytes.push(bytes[i]);
+                i += 1;
+            }
+        }
+        reading.end_segment();
+    }
+    reading
 }
 
 /// The aggressive reading: decode everything, treat `\` as `/`, drop `;params` from each
 /// segment, then resolve dot segments (RFC 3986 §5.2.4 over segments).
-fn aggressive_reading(raw: &str) -> Vec<Vec<u8>> {
-    let decoded: Vec<u8> = percent::decode_all(raw)
-        .into_iter()
-        .map(|b| if b == b'\\' { b'/' } else { b })
-        .collect();
-    let segments: Vec<&[u8]> = decoded.split(|&b| b == b'/').collect();
-    let count = segments.len();
-    let mut out: Vec<Vec<u8>> = Vec::with_capacity(count);
-    for (i, segment) in segments.into_iter().enumerate() {
+fn aggressive_reading(raw: &str) -> Reading {
+    let decoded = percent::decode_all(raw);
+    let mut out = Reading::with_capacity(decoded.len());
+    let mut segments = decoded
+        .split(|&b| b == b'/' || b == b'\\')
+        .enumerate()
+        .peekable();
+    while let Some((i, segment)) = segments.next() {
         let segment = match segment.iter().position(|&b| b == b';') {
             Some(at) => &segment[..at],
             None => segment,
         };
-        let last = i + 1 == count;
+        let last = segments.peek().is_none();
         match segment {
             b"." | b".." if i > 0 => {
                 if segment == b".." && out.len() > 1 {
                     out.pop();
                 }
                 if last {
-                    out.push(Vec::new());
+                    out.push(&[]);
                 }
             }
-            _ => out.push(segment.to_vec()),
+            _ => out.push(segment),
         }
     }
     out
@@ -187,6 +293,159 @@ mod tests {
             let normalized = percent::normalize(path).unwrap();
             assert_ne!(rfc_reading(&normalized), aggressive_reading(path), "{path}");
         }
+    }
+
+    #[test]
+    fn plain_paths_take_the_short_way_with_the_same_result() {
+        let paths = [
+            "/",
+            "/mcp",
+            "/mcp/",
+            "/mcp/tools/call",
+            "//mcp",
+            "/a-b_c~d/e.f/.g/..h/h..",
+            "/mcp/x:y@z!$&'()*+,=",
+            "/mcp/caf%C3%A9",
+            "/mcp/%7Euser",
+            "/mcp/a%2Fb",
+            "/mcp/x%2F..%2F..%2Fadmin",
+            "/mcp;jsessionid=1",
+            "/mcp/..;/admin",
+            "/mcp/x%5C..%5Cadmin",
+            "/mcp/./x",
+            "/mcp/../x",
+            "/mcp/.",
+            "/mcp/..",
+            "/mcp/%2e%2e/x",
+            "/mcp/a%2",
+            "/mcp/%zz",
+        ];
+        for raw in paths {
+            let general = normalized_and_unambiguous(raw);
+            assert_eq!(request_path(raw).map(Cow::into_owned), general, "{raw}");
+            if is_plain(raw) {
+                assert_eq!(general.as_deref(), Ok(raw), "{raw}");
+            }
+        }
+        for plain in ["/", "/mcp/tools/call", "/.../x", "/.x/x./..x/x..", "//"] {
+            assert!(is_plain(plain), "{plain}");
+        }
+        for not_plain in [
+            "/mcp/caf%C3%A9",
+            "/mcp/./x",
+            "/mcp/../x",
+            "/.",
+            "/..",
+            ".",
+            "/a;b",
+            "/a\\b",
+        ] {
+            assert!(!is_plain(not_plain), "{not_plain}");
+        }
+    }
+
+    /// The readings as they were first written, one vector per segment: the reference the
+    /// flat readings are checked against.
+    fn reference_rfc_reading(normalized: &str) -> Vec<Vec<u8>> {
+        normalized.split('/').map(percent::decode_all).collect()
+    }
+
+    fn reference_aggressive_reading(raw: &str) -> Vec<Vec<u8>> {
+        let decoded: Vec<u8> = percent::decode_all(raw)
+            .into_iter()
+            .map(|b| if b == b'\\' { b'/' } else { b })
+            .collect();
+        let segments: Vec<&[u8]> = decoded.split(|&b| b == b'/').collect();
+        let count = segments.len();
+        let mut out: Vec<Vec<u8>> = Vec::with_capacity(count);
+        for (i, segment) in segments.into_iter().enumerate() {
+            let segment = match segment.iter().position(|&b| b == b';') {
+                Some(at) => &segment[..at],
+                None => segment,
+            };
+            let last = i + 1 == count;
+            match segment {
+                b"." | b".." if i > 0 => {
+                    if segment == b".." && out.len() > 1 {
+                        out.pop();
+                    }
+                    if last {
+                        out.push(Vec::new());
+                    }
+                }
+                _ => out.push(segment.to_vec()),
+            }
+        }
+        out
+    }
+
+    fn segments(reading: &Reading) -> Vec<Vec<u8>> {
+        let mut start = 0;
+        reading
+            .ends
+            .iter()
+            .map(|&end| {
+                let segment = reading.bytes[start..end].to_vec();
+                start = end;
+                segment
+            })
+            .collect()
+    }
+
+    /// Every string of up to five characters over the characters that matter to the readings
+    /// (escapes of `/`, `\`, `.` and `;` included), with and without a leading `/`.
+    #[test]
+    fn the_flat_readings_agree_with_the_reference_exhaustively() {
+        const ALPHABET: &[u8] = b"/.a%;\\2FE5C";
+        let n = ALPHABET.len() as u32;
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut k in 0..n.pow(len) {
+                let mut tail = String::new();
+                for _ in 0..len {
+                    tail.push(char::from(ALPHABET[(k % n) as usize]));
+                    k /= n;
+                }
+                for raw in [format!("/{tail}"), tail.clone()] {
+                    assert_eq!(
+                        segments(&rfc_reading(&raw)),
+                        reference_rfc_reading(&raw),
+                        "{raw}"
+                    );
+                    assert_eq!(
+                        segments(&aggressive_reading(&raw)),
+                        reference_aggressive_reading(&raw),
+                        "{raw}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 300_000);
+    }
+
+    /// Every path of up to six characters over an alphabet of the characters that matter:
+    /// the short way and the general one agree.
+    #[test]
+    fn the_short_way_agrees_with_the_general_one_exhaustively() {
+        const ALPHABET: &[u8] = b"/.a%;\\2F";
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut n in 0..(ALPHABET.len() as u32).pow(len) {
+                let mut raw = String::from("/");
+                for _ in 0..len {
+                    raw.push(char::from(ALPHABET[(n % ALPHABET.len() as u32) as usize]));
+                    n /= ALPHABET.len() as u32;
+                }
+                assert_eq!(
+                    request_path(&raw).map(Cow::into_owned),
+                    normalized_and_unambiguous(&raw),
+                    "{raw}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 30_000);
     }
 
     #[test]
