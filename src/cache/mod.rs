@@ -81,6 +81,8 @@ pub(crate) struct ResourceEntry {
     pub(crate) config: ResourceConfig,
     pub(crate) policy: Arc<AudiencePolicy>,
     pub(crate) client: Arc<GrantClient>,
+    /// The key for the default scopes and no account, made once (the usual hand-out).
+    default_key: CacheKey,
 }
 
 /// How a miss gets its token.
@@ -129,8 +131,12 @@ impl TokenCache {
         extra: &ScopeSet,
     ) -> Result<BearerToken, Error> {
         let entry = self.shared.resource_for(url)?;
-        let scopes = entry.config.scopes.union(extra);
-        let key = self.shared.key(&entry, &scopes, None);
+        let key = if extra.is_empty() {
+            entry.default_key.clone()
+        } else {
+            self.shared
+                .key(&entry, &entry.config.scopes.union(extra), None)
+        };
         let token = self.shared.get(&entry, &key, &Acquire::Configured).await?;
         self.shared.hand_out(&entry, token, url).await
     }
@@ -281,17 +287,12 @@ impl TokenCache {
 
 impl Shared {
     fn key(&self, entry: &ResourceEntry, scopes: &ScopeSet, account: Option<&str>) -> CacheKey {
-        let registration = entry.client.registration();
-        let key = CacheKey::new(
-            &registration.issuer,
+        key_for(
+            entry.client.registration(),
             &entry.config.resource,
             scopes,
-            &registration.client_id,
-        );
-        match account {
-            Some(account) => key.with_account(account),
-            None => key,
-        }
+            account,
+        )
     }
 
     /// P20: the longest configured resource that covers `url`. A URL that every resource
@@ -446,10 +447,17 @@ impl Shared {
                 resource: config.resource.key().to_owned(),
             });
         }
+        let default_key = key_for(
+            client.registration(),
+            &config.resource,
+            &config.scopes,
+            None,
+        );
         resources.push(Arc::new(ResourceEntry {
             policy: Arc::new(config.audience.clone()),
             config,
             client,
+            default_key,
         }));
         Ok(())
     }
@@ -461,5 +469,25 @@ impl Shared {
             Some(grant) => grant.clone(),
             None => Grant::ClientCredentials,
         }
+    }
+}
+
+/// The one place a hand-out's cache key is made: the client registration's issuer and client
+/// id, the resource, the scopes and the account.
+fn key_for(
+    registration: &ClientRegistration,
+    resource: &ResourceUri,
+    scopes: &ScopeSet,
+    account: Option<&str>,
+) -> CacheKey {
+    let key = CacheKey::new(
+        &registration.issuer,
+        resource,
+        scopes,
+        &registration.client_id,
+    );
+    match account {
+        Some(account) => key.with_account(account),
+        None => key,
     }
 }
