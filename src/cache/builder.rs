@@ -153,16 +153,20 @@ impl TokenCacheBuilder {
             });
         }
         let transport = self.transport()?;
+        let flights = super::flight::Flights::default();
+        let forget = flights.clone();
         let store = moka::future::Cache::builder()
             .max_capacity(self.max_capacity.unwrap_or(DEFAULT_CAPACITY))
             .weigher(|_key: &CacheKey, token: &Arc<CachedToken>| token.weight())
             .expire_after(ExpireWithToken)
+            // A token that leaves the store takes the flight that produced it along.
+            .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| forget.forget(&token))
             .build();
         let shared = Arc::new(Shared {
             clients: RwLock::new(HashMap::new()),
             resources: RwLock::new(Vec::new()),
             store,
-            flights: Default::default(),
+            flights,
             backoff: Backoff::new(self.backoff),
             refresh_tokens: Default::default(),
             timing: self.timing,

@@ -15,10 +15,17 @@ use crate::{AudienceMode, CacheKey, Error, TokenAudience};
 
 type Outcome = Option<Result<Arc<CachedToken>, Error>>;
 
-/// The fetches in progress, by key. The same key that stores a token merges its fetches.
-#[derive(Default)]
+/// The fetches by key: the one in progress, or the last one that succeeded. The same key that
+/// stores a token merges its fetches.
+///
+/// A successful flight stays in the map after it ends, as long as its token is cached: a
+/// caller that missed the store just before the token was stored, and asks for a flight just
+/// after it ended, finds the result here instead of starting a second token request. The
+/// entry goes when its token leaves the store (the store's eviction listener calls
+/// [`forget`](Self::forget)), when it is no longer fresh, or when the flight failed.
+#[derive(Default, Clone)]
 pub(crate) struct Flights {
-    running: Mutex<HashMap<CacheKey, watch::Receiver<Outcome>>>,
+    running: Arc<Mutex<HashMap<CacheKey, watch::Receiver<Outcome>>>>,
 }
 
 impl Flights {
@@ -33,30 +40,50 @@ impl Flights {
         ahead: bool,
     ) -> watch::Receiver<Outcome> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        // A flight whose task died (its runtime shut down) never answers: start anew.
-        if let Some(receiver) = running.get(key)
-            && receiver.has_changed().is_ok()
-        {
-            return receiver.clone();
+        if let Some(receiver) = running.get(key) {
+            let usable = match &*receiver.borrow() {
+                // In progress, unless its task died (its runtime shut down): start anew.
+                None => receiver.has_changed().is_ok(),
+                // Ended with a token still fresh: the answer a second request would give.
+                // A refresh ahead wants a new token, though.
+                Some(Ok(token)) => !ahead && token.is_fresh(Instant::now()),
+                Some(Err(_)) => false,
+            };
+            if usable {
+                return receiver.clone();
+            }
         }
         let (sender, receiver) = watch::channel(None);
         running.insert(key.clone(), receiver.clone());
         drop(running);
-        let guard = FlightGuard {
-            shared: shared.clone(),
+        let mut guard = FlightGuard {
+            flights: self.clone(),
             key: key.clone(),
             receiver: receiver.clone(),
+            keep: false,
         };
         let (shared, entry, key, acquire) =
             (shared.clone(), entry.clone(), key.clone(), acquire.clone());
         tokio::spawn(async move {
             let outcome = shared.fetch(&entry, &key, &acquire, ahead).await;
-            // Stored (on success) before the flight ends, so a caller arriving now either joins
-            // this flight or finds the token.
-            drop(guard);
+            // A success stays as the key's last result (see the type's documentation); a
+            // failure goes, so that the next miss tries again (after its backoff).
+            guard.keep = outcome.is_ok();
             let _ = sender.send(Some(outcome));
+            drop(guard);
         });
         receiver
+    }
+
+    /// Drops the flight that produced `token`, once the token leaves the store.
+    pub(crate) fn forget(&self, token: &Arc<CachedToken>) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let produced_it = running.get(&token.key).is_some_and(
+            |receiver| matches!(&*receiver.borrow(), Some(Ok(done)) if Arc::ptr_eq(done, token)),
+        );
+        if produced_it {
+            running.remove(&token.key);
+        }
     }
 
     /// Waits for the fetch for `key` (joining or starting it).
@@ -82,18 +109,21 @@ impl Flights {
     }
 }
 
-/// Removes its flight from the map when the task ends, however it ends (finished, panicked,
-/// or dropped with its runtime), and only if the entry is still its own.
+/// Removes its flight from the map when the task ends, however it ends (failed, panicked, or
+/// dropped with its runtime), unless it succeeded, and only if the entry is still its own.
 struct FlightGuard {
-    shared: Arc<Shared>,
+    flights: Flights,
     key: CacheKey,
     receiver: watch::Receiver<Outcome>,
+    keep: bool,
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let mut running = self
-            .shared
             .flights
             .running
             .lock()

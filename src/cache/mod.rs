@@ -412,7 +412,11 @@ impl Shared {
                 std::future::ready(op)
             })
             .await;
-        matches!(result, moka::ops::compute::CompResult::Removed(_))
+        let removed = matches!(result, moka::ops::compute::CompResult::Removed(_));
+        // Whether or not the store's listener has run yet, the flight that produced this token
+        // must not hand it out again.
+        self.flights.forget(token);
+        removed
     }
 
     fn add_client(&self, registration: ClientRegistration) -> Result<(), BuildError> {
