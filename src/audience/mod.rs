@@ -225,7 +225,8 @@ impl TokenAudience {
         Self { claim }
     }
 
-    fn unread() -> Self {
+    /// A token whose `aud` is deliberately not read (provenance-only mode).
+    pub(crate) fn unread() -> Self {
         Self {
             claim: Claim::Unread,
         }
@@ -305,6 +306,15 @@ impl Refusal {
             request: redacted_url(request),
             kind,
         }
+    }
+
+    /// A refusal of the request URL itself (userinfo, an ambiguous path), whatever the token.
+    pub(crate) fn request_refused(
+        resource: &ResourceUri,
+        request: &Url,
+        reason: CoverageRefusal,
+    ) -> Self {
+        Self::new(resource, request, RefusalKind::RequestRefused(reason))
     }
 
     pub(crate) fn unusable_token(resource: &ResourceUri, request: &Url) -> Self {

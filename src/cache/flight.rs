@@ -203,7 +203,7 @@ impl Shared {
     ) -> Arc<CachedToken> {
         use secrecy::ExposeSecret as _;
         let audience = match entry.policy.mode() {
-            AudienceMode::ProvenanceOnly => TokenAudience::inspect(""),
+            AudienceMode::ProvenanceOnly => TokenAudience::unread(),
             _ => TokenAudience::inspect(response.access_token.expose_secret()),
         };
         let token = Arc::new(CachedToken {

@@ -310,16 +310,13 @@ impl Shared {
                         best = Some(entry);
                     }
                 }
-                Coverage::Refused(_) => {
-                    let refusal = entry.policy.decide_inspected(
+                Coverage::Refused(reason) => {
+                    self.counters.refusal();
+                    return Err(Error::Refused(Refusal::request_refused(
                         &entry.config.resource,
                         url,
-                        &crate::TokenAudience::inspect(""),
-                    );
-                    if let Err(refusal) = refusal {
-                        self.counters.refusal();
-                        return Err(Error::Refused(refusal));
-                    }
+                        reason,
+                    )));
                 }
                 _ => {}
             }
