@@ -22,16 +22,49 @@ async fn get(client: &AuthorizedClient, url: &str) -> Result<reqwest::Response, 
     client.execute(client.get(url).build().unwrap()).await
 }
 
+/// An authorization server on 127.0.0.1 that knows the client `svc` / `s3cret`.
+async fn auth_server() -> AuthorizationServer {
+    AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The client `svc` at `auth` (client_secret_basic).
+fn registration(auth: &AuthorizationServer) -> ClientRegistration {
+    ClientRegistration::new(
+        auth.issuer(),
+        Url::parse(&auth.token_endpoint()).unwrap(),
+        "svc",
+    )
+    .client_secret_basic("s3cret".into())
+}
+
+/// A cache builder for loopback servers with the client registered at `auth`.
+fn cache_builder(auth: &AuthorizationServer) -> audience_cache::TokenCacheBuilder {
+    TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .client(registration(auth))
+}
+
+/// A client that discovers unknown URLs with `client`.
+fn discovering(cache: &TokenCache, client: PreRegistered) -> AuthorizedClient {
+    AuthorizedClient::new(cache.clone())
+        .unwrap()
+        .with_discovery(
+            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+                .unwrap(),
+            client,
+        )
+}
+
 /// F1: with `with_discovery`, any server that answers 401 can name its own authorization
 /// server, and the pre-registered client's secret is sent to that server's token endpoint.
 #[tokio::test]
 async fn f1_discovery_never_sends_the_secret_to_an_issuer_the_client_is_not_registered_at() {
     // The authorization server the secret was issued by, and its MCP server.
-    let good = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
+    let good = auth_server().await;
     let good_mcp = ResourceServer::builder(&good)
         .path("/mcp")
         .start()
@@ -39,11 +72,7 @@ async fn f1_discovery_never_sends_the_secret_to_an_issuer_the_client_is_not_regi
         .unwrap();
     // An attacker's MCP server naming the attacker's authorization server. The attacker's AS
     // "knows" svc/s3cret only so that a 200 proves it received and verified the secret.
-    let evil = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
+    let evil = auth_server().await;
     let evil_mcp = ResourceServer::builder(&evil)
         .path("/mcp")
         .start()
@@ -54,13 +83,10 @@ async fn f1_discovery_never_sends_the_secret_to_an_issuer_the_client_is_not_regi
         .allow_insecure_http_on_loopback(true)
         .build()
         .unwrap();
-    let client = AuthorizedClient::new(cache.clone())
-        .unwrap()
-        .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
-                .unwrap(),
-            PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(good.issuer()),
-        );
+    let client = discovering(
+        &cache,
+        PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(good.issuer()),
+    );
     assert_eq!(get(&client, &good_mcp.url()).await.unwrap().status(), 200);
     // The application is pointed at another URL (a tool result, a user-supplied server...).
     let _ = get(&client, &evil_mcp.url()).await;
@@ -81,28 +107,12 @@ async fn f1_discovery_never_sends_the_secret_to_an_issuer_the_client_is_not_regi
 /// `token_for` pick the more specific resource for that URL (P20, MCP 2025-11-25 §9.2).
 #[tokio::test]
 async fn f2_a_redirect_hop_respects_the_longest_match() {
-    let a = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
-    let b = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
+    let a = auth_server().await;
+    let b = auth_server().await;
     // One origin: `/` protected by A; `/b` is a separate resource protected by B.
     let rs = ResourceServer::builder(&a).path("/").start().await.unwrap();
     let origin = rs.origin().to_owned();
     rs.script(|s| s.redirects = vec![Redirect::temporary("/a", "/b/x")]);
-    let registration = |auth: &AuthorizationServer| {
-        ClientRegistration::new(
-            auth.issuer(),
-            Url::parse(&auth.token_endpoint()).unwrap(),
-            "svc",
-        )
-        .client_secret_basic("s3cret".into())
-    };
     let root = loopback(&origin);
     let tenant_b = loopback(&format!("{origin}/b"));
     let cache = TokenCache::builder()
@@ -192,21 +202,8 @@ async fn f3_a_callers_client_builder_never_follows_token_endpoint_redirects() {
 /// message, which ends in "for url (<full URL with query>)".
 #[tokio::test]
 async fn f4_request_errors_do_not_show_the_query() {
-    let auth = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(true)
-        .client(
-            ClientRegistration::new(
-                auth.issuer(),
-                Url::parse(&auth.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
+    let auth = auth_server().await;
+    let cache = cache_builder(&auth)
         // Nothing listens on port 9.
         .resource(ResourceConfig::new(
             loopback("http://127.0.0.1:9/mcp"),
@@ -226,22 +223,9 @@ async fn f4_request_errors_do_not_show_the_query() {
 /// backoff: every request costs a token request while the server keeps issuing such tokens.
 #[tokio::test]
 async fn f5_refused_tokens_are_not_refetched_at_every_call() {
-    let auth = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
+    let auth = auth_server().await;
     auth.script(|s| s.audience = AudienceStyle::Fixed(vec!["https://other.example/".into()]));
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(true)
-        .client(
-            ClientRegistration::new(
-                auth.issuer(),
-                Url::parse(&auth.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
+    let cache = cache_builder(&auth)
         .resource(ResourceConfig::new(
             loopback("http://127.0.0.1:9/mcp"),
             auth.issuer(),
@@ -265,36 +249,20 @@ async fn f5_refused_tokens_are_not_refetched_at_every_call() {
 /// discovery probe), where without discovery it is refused before anything is sent.
 #[tokio::test]
 async fn f9_a_refused_url_is_not_probed_when_discovery_is_on() {
-    let auth = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
+    let auth = auth_server().await;
     let mcp = ResourceServer::builder(&auth)
         .path("/mcp")
         .start()
         .await
         .unwrap();
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(true)
-        .client(
-            ClientRegistration::new(
-                auth.issuer(),
-                Url::parse(&auth.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
+    let cache = cache_builder(&auth)
         .resource(ResourceConfig::new(loopback(mcp.resource()), auth.issuer()))
         .build()
         .unwrap();
-    let client = AuthorizedClient::new(cache.clone())
-        .unwrap()
-        .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
-                .unwrap(),
-            PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(auth.issuer()),
-        );
+    let client = discovering(
+        &cache,
+        PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(auth.issuer()),
+    );
     let result = get(&client, &format!("{}/x/..;/admin", mcp.url())).await;
     assert!(
         mcp.requests().is_empty(),
@@ -311,11 +279,7 @@ async fn f9_a_refused_url_is_not_probed_when_discovery_is_on() {
 #[tokio::test]
 async fn f10_discovery_does_not_reuse_a_configured_client_for_a_foreign_resource() {
     use audience_cache::testing::TokenFormat;
-    let good = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
+    let good = auth_server().await;
     let good_mcp = ResourceServer::builder(&good)
         .path("/mcp")
         .start()
@@ -333,29 +297,17 @@ async fn f10_discovery_does_not_reuse_a_configured_client_for_a_foreign_resource
         .start()
         .await
         .unwrap();
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(true)
-        .client(
-            ClientRegistration::new(
-                good.issuer(),
-                Url::parse(&good.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
+    let cache = cache_builder(&good)
         .resource(ResourceConfig::new(
             loopback(good_mcp.resource()),
             good.issuer(),
         ))
         .build()
         .unwrap();
-    let client = AuthorizedClient::new(cache.clone())
-        .unwrap()
-        .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
-                .unwrap(),
-            PreRegistered::client_secret_basic("other", "other-secret".into()),
-        );
+    let client = discovering(
+        &cache,
+        PreRegistered::client_secret_basic("other", "other-secret".into()),
+    );
     let _ = get(&client, &evil_mcp.url()).await;
     let replayable: Vec<_> = evil_mcp
         .requests()
@@ -376,27 +328,14 @@ async fn f10_discovery_does_not_reuse_a_configured_client_for_a_foreign_resource
 #[tokio::test]
 async fn f11_refused_step_up_scopes_do_not_poison_the_resource() {
     use audience_cache::testing::Failure;
-    let auth = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap();
+    let auth = auth_server().await;
     let mcp = ResourceServer::builder(&auth)
         .path("/mcp")
         .scopes_required(["mcp:admin"])
         .start()
         .await
         .unwrap();
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(true)
-        .client(
-            ClientRegistration::new(
-                auth.issuer(),
-                Url::parse(&auth.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
+    let cache = cache_builder(&auth)
         .resource(ResourceConfig::new(loopback(mcp.resource()), auth.issuer()))
         .build()
         .unwrap();
@@ -449,14 +388,11 @@ async fn f13_a_tenant_document_cannot_claim_the_whole_origin() {
         .allow_insecure_http_on_loopback(true)
         .build()
         .unwrap();
-    let client = AuthorizedClient::new(cache.clone())
-        .unwrap()
-        .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
-                .unwrap(),
-            PreRegistered::public("app", Url::parse("http://127.0.0.1:53682/cb").unwrap())
-                .at_issuer(evil.issuer()),
-        );
+    let client = discovering(
+        &cache,
+        PreRegistered::public("app", Url::parse("http://127.0.0.1:53682/cb").unwrap())
+            .at_issuer(evil.issuer()),
+    );
     let _ = get(&client, &tenant_b.url()).await;
     let sibling = Url::parse(&format!("{origin}/tenant-a/mcp")).unwrap();
     assert_eq!(
