@@ -218,6 +218,15 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+
+    /// The user's authorization did not complete: the [`AuthorizationHandler`](crate::AuthorizationHandler)
+    /// gave up (no redirect, a timeout, the user closed the page), or the authorization was
+    /// tried as often as allowed for one request.
+    #[error("the authorization did not complete: {detail}")]
+    Authorization {
+        /// What happened, and what to do next.
+        detail: String,
+    },
 }
 
 /// A next step for the OAuth errors whose fix is on the client's side.
@@ -252,6 +261,7 @@ impl Error {
             | Self::Protocol { .. }
             | Self::AuthorizationRequired { .. }
             | Self::AuthorizationResponse { .. }
+            | Self::Authorization { .. }
             | Self::Discovery(_)
             | Self::UntrustedIssuer { .. }
             | Self::Configuration(_)

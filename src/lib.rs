@@ -70,6 +70,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod audience;
+mod authorization;
 mod cache;
 mod config;
 mod discovery;
@@ -104,6 +105,7 @@ pub use crate::http::{
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
+pub use authorization::{AuthorizationFuture, AuthorizationHandler};
 pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 pub use config::{
     BuildError, ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig,

@@ -1,0 +1,36 @@
+//! MCP authorization end to end (MCP 2025-11-25 §4–§11): getting a client at an authorization
+//! server that discovery found (pre-registered, a client ID metadata document, or dynamic
+//! client registration), and having a user authorize through an [`AuthorizationHandler`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use url::Url;
+
+use crate::Error;
+
+/// The future an [`AuthorizationHandler`] returns: the URL the authorization server redirected
+/// the user agent to.
+pub type AuthorizationFuture<'a> = Pin<Box<dyn Future<Output = Result<Url, Error>> + Send + 'a>>;
+
+/// Has a user authorize a request at the authorization endpoint, and returns the redirect.
+///
+/// The crate builds the authorization URL (with `resource`, `scope`, `state`, and the S256 PKCE
+/// challenge) and hands it to [`authorize`](Self::authorize); the handler brings the user
+/// there (a browser, a prompt, or for servers that approve at once a plain request) and
+/// returns the URL the authorization server redirected to, which carries `code` and `state`
+/// (or `error`). The crate checks that redirect (redirect URI, `state`, RFC 9207 `iss`) before
+/// it exchanges the code; a handler does not need to.
+///
+pub trait AuthorizationHandler: Send + Sync + fmt::Debug {
+    /// The redirect URI the authorization server sends the user agent back to. It is
+    /// registered with the client (dynamic registration) and sent in every authorization
+    /// request.
+    fn redirect_uri(&self) -> Url;
+
+    /// Brings the user to `url` and resolves to the URL the authorization server redirected
+    /// to. Failures (the user gave up, a timeout, no redirect) are
+    /// [`Error::Authorization`].
+    fn authorize<'a>(&'a self, url: &'a Url) -> AuthorizationFuture<'a>;
+}
