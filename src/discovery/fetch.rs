@@ -35,6 +35,7 @@ pub struct Discovered {
     protected_resource: ValidatedProtectedResource,
     authorization_server: ValidatedAuthorizationServer,
     scopes: ScopeSet,
+    fallback: bool,
 }
 
 impl Discovered {
@@ -57,6 +58,14 @@ impl Discovered {
     /// The scopes to request first.
     pub fn scopes(&self) -> &ScopeSet {
         &self.scopes
+    }
+
+    /// Whether this came from the MCP 2025-03-26 fallback: the server published no protected
+    /// resource metadata, so its origin is taken as its authorization server and the server URL
+    /// as the resource ([`protected_resource`](Self::protected_resource) is then built by the
+    /// crate, not sent by the server).
+    pub fn is_2025_03_26_fallback(&self) -> bool {
+        self.fallback
     }
 
     /// A client registration at the discovered authorization server, with its endpoints, for
@@ -102,11 +111,24 @@ impl Discovered {
                 issuer: issuer.to_owned(),
             });
         }
-        self.client_registration(
-            &client.client_id,
-            client.auth.clone(),
-            client.redirect_uri.clone(),
-        )
+        let auth = match &client.auth {
+            ClientAuth::Basic(secret)
+                if client.method_from_metadata
+                    && self
+                        .authorization_server
+                        .metadata()
+                        .token_endpoint_auth_methods_supported
+                        .as_ref()
+                        .is_some_and(|methods| {
+                            !methods.iter().any(|m| m == "client_secret_basic")
+                                && methods.iter().any(|m| m == "client_secret_post")
+                        }) =>
+            {
+                ClientAuth::Post(secret.clone())
+            }
+            auth => auth.clone(),
+        };
+        self.client_registration(&client.client_id, auth, client.redirect_uri.clone())
     }
 
     /// The resource's configuration for the cache: this resource, this issuer, the first
@@ -216,7 +238,8 @@ impl Discovery {
             .as_ref()
             .and_then(|c| c.select(server_url, TokenType::Bearer).ok());
         let challenge_scope = selected.as_ref().and_then(|s| s.scope().cloned());
-        let candidates = match selected.as_ref().and_then(|s| s.resource_metadata()) {
+        let named = selected.as_ref().and_then(|s| s.resource_metadata());
+        let candidates = match named {
             Some(url) => {
                 check_resource_metadata_url(url, server_url, &self.options)
                     .map_err(Error::Discovery)?;
@@ -224,15 +247,82 @@ impl Discovery {
             }
             None => protected_resource_metadata_urls(server_url).map_err(Error::Discovery)?,
         };
-        let protected_resource = self.protected_resource(server_url, &candidates).await?;
-        let authorization_server = self.authorization_server(&protected_resource).await?;
+        let found = match self.protected_resource(server_url, &candidates).await {
+            Ok(found) => found,
+            // Only for a server that names no metadata: one that names a document that is not
+            // there is broken, not old.
+            Err(Error::Discovery(DiscoveryError::NotFound { .. }))
+                if named.is_none() && self.options.allows_2025_03_26_fallback() =>
+            {
+                return self.discover_2025_03_26(server_url, challenge_scope).await;
+            }
+            Err(error) => return Err(error),
+        };
+        let authorization_server = self.authorization_server(&found).await?;
         let scopes = challenge_scope
-            .or_else(|| protected_resource.scopes_supported().cloned())
+            .or_else(|| found.scopes_supported().cloned())
             .unwrap_or_default();
+        Ok(Discovered {
+            protected_resource: found,
+            authorization_server,
+            scopes,
+            fallback: false,
+        })
+    }
+
+    /// MCP 2025-03-26 (for servers that publish no protected resource metadata): the
+    /// authorization server is the server's own origin (its "authorization base URL"), found
+    /// through its RFC 8414 metadata there, or at the default `/authorize`, `/token` and
+    /// `/register` endpoints when there is none. The resource is the server URL itself. The
+    /// origin can only name itself here, so a client registered elsewhere is never sent to it;
+    /// a metadata document that is there still has to name the origin as its `issuer`.
+    async fn discover_2025_03_26(
+        &self,
+        server_url: &Url,
+        challenge_scope: Option<ScopeSet>,
+    ) -> Result<Discovered, Error> {
+        let origin = server_url.origin().ascii_serialization();
+        let mut resource = server_url.clone();
+        resource.set_query(None);
+        resource.set_fragment(None);
+        let document = ProtectedResourceMetadata {
+            resource: resource.to_string(),
+            authorization_servers: vec![origin.clone()],
+            ..ProtectedResourceMetadata::default()
+        };
+        let protected_resource = document
+            .validate(server_url, &self.options)
+            .map_err(Error::Discovery)?;
+        let issuer = Issuer::parse(&origin, &self.options).map_err(Error::Discovery)?;
+        let authorization_server = match self.authorization_server_of(&issuer).await {
+            Ok(server) => server,
+            Err(Error::Discovery(DiscoveryError::NotFound { .. })) => {
+                let endpoint = |path: &str| Some(format!("{origin}{path}"));
+                AuthorizationServerMetadata {
+                    issuer: origin.clone(),
+                    authorization_endpoint: endpoint("/authorize"),
+                    token_endpoint: endpoint("/token"),
+                    registration_endpoint: endpoint("/register"),
+                    response_types_supported: Some(vec!["code".to_owned()]),
+                    // 2025-03-26 made PKCE mandatory for every client and server.
+                    code_challenge_methods_supported: Some(vec!["S256".to_owned()]),
+                    ..AuthorizationServerMetadata::default()
+                }
+                .validate(&issuer, &self.options)
+                .map_err(Error::Discovery)?
+            }
+            Err(error) => return Err(error),
+        };
+        tracing::info!(
+            server = %crate::audience::redacted_url(server_url),
+            issuer = %origin,
+            "no protected resource metadata: using the server's origin as its authorization server (MCP 2025-03-26)"
+        );
         Ok(Discovered {
             protected_resource,
             authorization_server,
-            scopes,
+            scopes: challenge_scope.unwrap_or_default(),
+            fallback: true,
         })
     }
 
@@ -322,21 +412,8 @@ impl Discovery {
         if !status.is_success() {
             return Ok(Fetched::Missing(format!("HTTP {}", status.as_u16())));
         }
-        if let Some(len) = response.content_length().filter(|&n| n > MAX_BODY as u64) {
-            return Err(too_large(usize::try_from(len).unwrap_or(usize::MAX)));
-        }
         let max_age = max_age(response.headers());
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| crate::http::request_error(&e))?
-        {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(too_large(body.len() + chunk.len()));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_bounded(&mut response).await?;
         let document = Arc::new(Document {
             body,
             max_age: max_age.unwrap_or(DEFAULT_MAX_AGE),
@@ -346,6 +423,48 @@ impl Discovery {
         }
         Ok(Fetched::Found(document))
     }
+}
+
+impl Discovery {
+    /// POSTs a JSON body (a dynamic client registration, RFC 7591 §3.1) to a URL that passes
+    /// the same checks as metadata URLs, without following redirects; the status and the body
+    /// (at most 64 KiB).
+    pub(crate) async fn post_json(
+        &self,
+        url: &Url,
+        body: &serde_json::Value,
+    ) -> Result<(http::StatusCode, Vec<u8>), Error> {
+        check_fetch_url(url, &self.options).map_err(Error::Discovery)?;
+        let mut response = self
+            .http
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| crate::http::request_error(&e))?;
+        let status = response.status();
+        Ok((status, read_bounded(&mut response).await?))
+    }
+}
+
+/// A response body of at most 64 KiB.
+async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, Error> {
+    if let Some(len) = response.content_length().filter(|&n| n > MAX_BODY as u64) {
+        return Err(too_large(usize::try_from(len).unwrap_or(usize::MAX)));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| crate::http::request_error(&e))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large(body.len() + chunk.len()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// RFC 9728 §3.3: the document must describe the resource whose own well-known URL it was

@@ -59,11 +59,13 @@ pub struct DiscoveryOptions {
     loopback: bool,
     cross_origin_resource_metadata: bool,
     resource_match: ResourceMatch,
+    no_2025_03_26_fallback: bool,
 }
 
 impl DiscoveryOptions {
     /// Strict options: https only, no loopback or internal addresses, `resource_metadata` only
-    /// on the server's origin, prefix matching of `resource`. The same as `default()`.
+    /// on the server's origin, prefix matching of `resource`, the MCP 2025-03-26 fallback for
+    /// servers without protected resource metadata. The same as `default()`.
     pub fn strict() -> Self {
         Self::default()
     }
@@ -93,6 +95,22 @@ impl DiscoveryOptions {
     /// Whether a cross-origin `resource_metadata` is accepted.
     pub fn allows_cross_origin_resource_metadata(&self) -> bool {
         self.cross_origin_resource_metadata
+    }
+
+    /// Whether a server without protected resource metadata is treated the MCP 2025-03-26 way
+    /// (on by default): its origin is its authorization server (RFC 8414 metadata there, else
+    /// the default `/authorize`, `/token` and `/register` endpoints), and the server URL is the
+    /// resource. This gives the server no new power: it can only name itself, and a
+    /// pre-registered client is still only used at the issuers it lists. Turn it off to require
+    /// protected resource metadata (MCP 2025-06-18 and later).
+    pub fn allow_2025_03_26_fallback(mut self, allow: bool) -> Self {
+        self.no_2025_03_26_fallback = !allow;
+        self
+    }
+
+    /// Whether the MCP 2025-03-26 fallback is on.
+    pub fn allows_2025_03_26_fallback(&self) -> bool {
+        !self.no_2025_03_26_fallback
     }
 
     /// How a metadata `resource` must match the requested URL.
