@@ -70,6 +70,8 @@ pub struct PreRegistered {
     pub(crate) redirect_uri: Option<Url>,
     issuers: Vec<String>,
     any_issuer: bool,
+    /// `client_secret_basic` unless the server supports only `client_secret_post`.
+    pub(crate) method_from_metadata: bool,
 }
 
 impl PreRegistered {
@@ -88,6 +90,23 @@ impl PreRegistered {
         Self::new(client_id.into(), ClientAuth::None, Some(redirect_uri))
     }
 
+    /// A confidential client whose authentication method is chosen from the server's
+    /// `token_endpoint_auth_methods_supported`: `client_secret_basic`, or `client_secret_post`
+    /// where the server lists only that. It uses the client credentials grant, or the
+    /// authorization code grant once given a [`redirect_uri`](Self::redirect_uri).
+    pub fn confidential(client_id: impl Into<String>, secret: SecretString) -> Self {
+        let mut client = Self::new(client_id.into(), ClientAuth::Basic(secret), None);
+        client.method_from_metadata = true;
+        client
+    }
+
+    /// Uses the authorization code grant with PKCE and this redirect URI (also for a client
+    /// with a secret, which then authenticates its code and refresh requests).
+    pub fn redirect_uri(mut self, redirect_uri: Url) -> Self {
+        self.redirect_uri = Some(redirect_uri);
+        self
+    }
+
     fn new(client_id: String, auth: ClientAuth, redirect_uri: Option<Url>) -> Self {
         Self {
             client_id,
@@ -95,6 +114,7 @@ impl PreRegistered {
             redirect_uri,
             issuers: Vec::new(),
             any_issuer: false,
+            method_from_metadata: false,
         }
     }
 
@@ -146,6 +166,7 @@ pub struct ClientRegistration {
     pub(crate) auth: ClientAuth,
     pub(crate) grant: Option<Grant>,
     pub(crate) require_iss: bool,
+    pub(crate) offline_access: bool,
 }
 
 impl ClientRegistration {
@@ -164,6 +185,7 @@ impl ClientRegistration {
             auth: ClientAuth::None,
             grant: None,
             require_iss: false,
+            offline_access: false,
         }
     }
 
@@ -199,6 +221,16 @@ impl ClientRegistration {
     /// when present.
     pub fn require_authorization_response_iss(mut self, require: bool) -> Self {
         self.require_iss = require;
+        self
+    }
+
+    /// Adds `offline_access` to the scopes of authorization requests, to get a refresh token
+    /// from servers that issue them only then (OpenID Connect Core §11; MCP SEP-2207). The
+    /// scope is not part of the cache key: tokens are still keyed by the resource's scopes.
+    /// Set it only where the server lists `offline_access` in `scopes_supported` (a
+    /// [`ClientRegistrar`](crate::ClientRegistrar) with `offline_access(true)` does that).
+    pub fn request_offline_access(mut self, request: bool) -> Self {
+        self.offline_access = request;
         self
     }
 
@@ -279,6 +311,14 @@ impl ResourceConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
+    /// A client ID metadata document URL that cannot be a `client_id`.
+    #[error("the client metadata document URL {url} cannot be used: {reason}")]
+    ClientMetadataDocument {
+        /// The URL, without its query.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Two client registrations name the same issuer.
     #[error(
         "client registration for {issuer:?}: the issuer is registered twice; keep one registration per authorization server"

@@ -219,6 +219,17 @@ pub enum Error {
         detail: String,
     },
 
+    /// No client could be had at an authorization server that discovery found: no
+    /// pre-registered client lists it, it supports neither client ID metadata documents nor
+    /// dynamic registration (or they were not configured), or the registration failed.
+    #[error("no client at the authorization server {issuer}: {detail}")]
+    Registration {
+        /// The authorization server.
+        issuer: String,
+        /// What failed, and what to do next.
+        detail: String,
+    },
+
     /// The user's authorization did not complete: the [`AuthorizationHandler`](crate::AuthorizationHandler)
     /// gave up (no redirect, a timeout, the user closed the page), or the authorization was
     /// tried as often as allowed for one request.
@@ -262,6 +273,7 @@ impl Error {
             | Self::AuthorizationRequired { .. }
             | Self::AuthorizationResponse { .. }
             | Self::Authorization { .. }
+            | Self::Registration { .. }
             | Self::Discovery(_)
             | Self::UntrustedIssuer { .. }
             | Self::Configuration(_)

@@ -2,6 +2,8 @@
 //! server that discovery found (pre-registered, a client ID metadata document, or dynamic
 //! client registration), and having a user authorize through an [`AuthorizationHandler`].
 
+mod registration;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +11,12 @@ use std::pin::Pin;
 use url::Url;
 
 use crate::Error;
+
+pub(crate) use registration::OFFLINE_ACCESS;
+pub use registration::{
+    ClientRegistrar, ClientStore, DynamicRegistration, MemoryClientStore, RegisteredClient,
+    StoreError, StoreFuture,
+};
 
 /// The future an [`AuthorizationHandler`] returns: the URL the authorization server redirected
 /// the user agent to.

@@ -229,6 +229,56 @@ impl TokenCache {
                 issuer: issuer.to_owned(),
             });
         }
+        self.install_discovered(discovered, || discovered.registration_for(client))
+    }
+
+    /// Registers what discovery found, getting the client at the discovered authorization
+    /// server the way `clients` allows: a pre-registered client listed for that issuer, the
+    /// client ID metadata document, or dynamic registration (see [`ClientRegistrar`]). The
+    /// resource rules are those of [`register_discovered`](Self::register_discovered).
+    /// `redirect_uri` is used where `clients` has none (an authorization handler's).
+    pub async fn register_discovered_with(
+        &self,
+        discovered: &crate::Discovered,
+        discovery: &crate::Discovery,
+        clients: &crate::ClientRegistrar,
+        redirect_uri: Option<Url>,
+    ) -> Result<(), Error> {
+        let issuer = discovered.authorization_server().issuer().as_str();
+        let registration = if self.has_client(issuer) {
+            None
+        } else {
+            Some(
+                clients
+                    .registration_for(discovered, discovery, redirect_uri)
+                    .await?,
+            )
+        };
+        self.install_discovered(discovered, || {
+            registration.ok_or_else(|| Error::Registration {
+                issuer: issuer.to_owned(),
+                detail: "a client registration appeared concurrently".to_owned(),
+            })
+        })
+    }
+
+    fn has_client(&self, issuer: &str) -> bool {
+        let clients = self
+            .shared
+            .clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        clients.contains_key(issuer)
+    }
+
+    /// Adds the client (unless the issuer has one) and the resource (unless configured with
+    /// the same issuer; another issuer is an error).
+    fn install_discovered(
+        &self,
+        discovered: &crate::Discovered,
+        registration: impl FnOnce() -> Result<ClientRegistration, Error>,
+    ) -> Result<(), Error> {
+        let issuer = discovered.authorization_server().issuer().as_str();
         let known_client = {
             let clients = self
                 .shared
@@ -238,7 +288,7 @@ impl TokenCache {
             clients.contains_key(issuer)
         };
         if !known_client {
-            let registration = discovered.registration_for(client)?;
+            let registration = registration()?;
             match self.shared.add_client(registration) {
                 Ok(()) | Err(BuildError::DuplicateClient { .. }) => {}
                 Err(error) => return Err(Error::Configuration(error)),
