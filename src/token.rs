@@ -160,6 +160,12 @@ impl BearerToken {
         &self.token.scopes
     }
 
+    /// The scopes the token was requested with: its cache key's (the granted
+    /// [`scopes`](Self::scopes) may be narrower or wider).
+    pub fn requested_scopes(&self) -> &ScopeSet {
+        self.token.key.scopes()
+    }
+
     /// The audiences of the token's `aud` claim, if it is a readable JWT with one.
     pub fn audiences(&self) -> Option<Vec<&str>> {
         self.token.audience.values()

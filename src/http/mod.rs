@@ -28,6 +28,9 @@ pub use middleware::AudienceMiddleware;
 
 /// The most redirects followed for one request.
 const DEFAULT_MAX_REDIRECTS: usize = 10;
+/// The most authorizations (and scope step-ups) for one request (MCP 2025-11-25 §10.1: bound
+/// them, so that a server that will never be satisfied does not loop the user through consent).
+const MAX_AUTHORIZATIONS: usize = 3;
 
 /// A `reqwest::Client` that attaches audience-checked tokens from a [`TokenCache`].
 ///
@@ -64,8 +67,10 @@ pub(crate) struct Policy {
     pub(crate) max_redirects: usize,
     /// Scopes added after a 403 `insufficient_scope`, per resource (match key).
     step_up: Mutex<HashMap<String, ScopeSet>>,
-    /// Discovery for URLs no configured resource covers, with the client to register.
-    pub(crate) discovery: Option<(crate::Discovery, crate::PreRegistered)>,
+    /// Discovery for URLs no configured resource covers, with how to get a client there.
+    pub(crate) discovery: Option<(crate::Discovery, crate::ClientRegistrar)>,
+    /// Where a user authorizes when a resource needs it.
+    pub(crate) handler: Option<Arc<dyn crate::AuthorizationHandler>>,
 }
 
 impl Policy {
@@ -75,6 +80,7 @@ impl Policy {
             max_redirects: DEFAULT_MAX_REDIRECTS,
             step_up: Mutex::default(),
             discovery: None,
+            handler: None,
         }
     }
 }
@@ -107,13 +113,29 @@ impl AuthorizedClient {
     /// token; if the answer is 401, its challenge leads to the protected resource metadata and
     /// the authorization server's metadata, `client` is registered there, the resource is added
     /// to the cache, and the request is sent again with a token. Any other answer is returned
-    /// as it is.
+    /// as it is. `clients` says how to get a client at the authorization server found: a
+    /// [`PreRegistered`](crate::PreRegistered) client, or a [`ClientRegistrar`](crate::ClientRegistrar)
+    /// that can also use a client ID metadata document or dynamic registration.
     pub fn with_discovery(
         mut self,
         discovery: crate::Discovery,
-        client: crate::PreRegistered,
+        clients: impl Into<crate::ClientRegistrar>,
     ) -> Self {
-        self.policy_mut().discovery = Some((discovery, client));
+        self.policy_mut().discovery = Some((discovery, clients.into()));
+        self
+    }
+
+    /// Lets a user authorize where a resource needs it: when the cache has no token for a
+    /// request and no refresh token to get one
+    /// ([`Error::AuthorizationRequired`]), or when a 403 `insufficient_scope` asks for scopes
+    /// the user has not granted, the handler is given the authorization URL (with
+    /// `resource`, the scopes, `state` and PKCE) and its redirect completes the authorization;
+    /// the request then goes out with the new token. At most three authorizations (and scope
+    /// step-ups) per request; after that the request fails with [`Error::Authorization`]. The
+    /// handler's redirect URI is also the one dynamically registered clients are registered
+    /// with.
+    pub fn with_authorization(mut self, handler: Arc<dyn crate::AuthorizationHandler>) -> Self {
+        self.policy_mut().handler = Some(handler);
         self
     }
 
@@ -122,6 +144,7 @@ impl AuthorizedClient {
             let mut fresh = Policy::new(self.policy.cache.clone());
             fresh.max_redirects = self.policy.max_redirects;
             fresh.discovery = self.policy.discovery.clone();
+            fresh.handler = self.policy.handler.clone();
             self.policy = Arc::new(fresh);
         }
         Arc::get_mut(&mut self.policy).unwrap_or_else(|| unreachable!("made unique above"))
@@ -231,7 +254,11 @@ where
             return Ok(response);
         }
         let discovered = discovery.discover_from(&url, response.headers()).await?;
-        policy.cache.register_discovered(&discovered, client)?;
+        let redirect_uri = policy.handler.as_ref().map(|h| h.redirect_uri());
+        policy
+            .cache
+            .register_discovered_with(&discovered, discovery, client, redirect_uri)
+            .await?;
         tracing::info!(
             resource = discovered.resource().wire(),
             issuer = discovered.authorization_server().issuer().as_str(),
@@ -240,7 +267,7 @@ where
     }
     let mut request = request;
     let mut hops = 0;
-    let mut retried = false;
+    let mut retries = Retries::default();
     // Scopes a 403 asked for: used for the retry, remembered for the resource only once the
     // retry is not refused for scope again (a server that will not grant them must not
     // poison every later request).
@@ -253,7 +280,15 @@ where
             None
         } else {
             let pending = stepping_up.as_ref().map(|(_, scopes)| scopes);
-            attach(policy, &mut request, &mut bound, hops == 0, pending).await?
+            attach(
+                policy,
+                &mut request,
+                &mut bound,
+                hops == 0,
+                pending,
+                &mut retries,
+            )
+            .await?
         };
         // A copy to follow a 307/308 or to retry; a streaming body cannot be copied.
         let replay = request.try_clone();
@@ -274,7 +309,7 @@ where
             let entry = step_up.entry(resource).or_default();
             *entry = entry.union(&scopes);
         }
-        let next = decide(policy, &response, &url, attached.as_ref(), retried, hops)?;
+        let next = decide(policy, &response, &url, attached.as_ref(), &retries, hops)?;
         let not_replayable = || {
             RunError::Crate(Error::NotReplayable {
                 url: crate::audience::redacted_url(&url),
@@ -290,18 +325,30 @@ where
                 if let Some(token) = &attached {
                     policy.cache.invalidate(token).await;
                 }
-                retried = true;
+                retries.new_token = true;
                 replay.ok_or_else(not_replayable)?
             }
             Next::RetryWithScopes(scopes) => {
                 if let Some(token) = &attached {
                     stepping_up = Some((token.resource().key().to_owned(), scopes));
                 }
-                retried = true;
+                retries.step_ups += 1;
                 replay.ok_or_else(not_replayable)?
             }
         };
     }
+}
+
+/// What one request has retried so far.
+#[derive(Default)]
+pub(crate) struct Retries {
+    /// A 401 `invalid_token` was retried with a new token (once: a second one is the server's
+    /// problem, not the token's).
+    new_token: bool,
+    /// 403 `insufficient_scope` retries, each asking for more than the token had.
+    step_ups: usize,
+    /// Authorizations a user was taken through.
+    authorizations: usize,
 }
 
 /// Whether a URL needs discovery: no configured resource covers it. A URL that a resource
@@ -323,6 +370,7 @@ async fn attach(
     bound: &mut Option<crate::ResourceUri>,
     first: bool,
     stepping_up: Option<&ScopeSet>,
+    retries: &mut Retries,
 ) -> Result<Option<BearerToken>, Error> {
     request.headers_mut().remove(AUTHORIZATION);
     let url = request.url().clone();
@@ -339,10 +387,14 @@ async fn attach(
             // Let the cache produce the precise error (no resource, or a refused URL).
             return policy.cache.token_for(&url).await.map(Some);
         };
-        let token = policy
-            .cache
-            .token_for_scopes(&url, &extra(&resource))
-            .await?;
+        let scopes = extra(&resource);
+        let token = match policy.cache.token_for_scopes(&url, &scopes).await {
+            Err(Error::AuthorizationRequired { .. }) if policy.handler.is_some() => {
+                authorize(policy, &resource, &scopes, retries).await?;
+                policy.cache.token_for_scopes(&url, &scopes).await?
+            }
+            other => other?,
+        };
         *bound = Some(token.resource().clone());
         token
     } else {
@@ -363,12 +415,56 @@ async fn attach(
     Ok(Some(token))
 }
 
+/// How many 403 `insufficient_scope` retries one request may make: one for tokens the cache
+/// fetches by itself, up to [`MAX_AUTHORIZATIONS`] where a user authorizes each new scope set.
+fn step_up_limit(policy: &Policy) -> usize {
+    if policy.handler.is_some() {
+        MAX_AUTHORIZATIONS
+    } else {
+        1
+    }
+}
+
+/// Takes the user through one authorization for `resource` and `scopes` (its default scopes
+/// plus these), through the policy's handler; the token lands in the cache.
+async fn authorize(
+    policy: &Policy,
+    resource: &crate::ResourceUri,
+    scopes: &ScopeSet,
+    retries: &mut Retries,
+) -> Result<(), Error> {
+    let Some(handler) = &policy.handler else {
+        return Ok(());
+    };
+    if retries.authorizations >= MAX_AUTHORIZATIONS {
+        return Err(Error::Authorization {
+            detail: format!(
+                "{} needed {MAX_AUTHORIZATIONS} authorizations in one request and still asks for another; giving up so the user is not looped through consent (check the scopes the server asks for and the ones the authorization server grants)",
+                resource.wire()
+            ),
+        });
+    }
+    retries.authorizations += 1;
+    let pending = policy.cache.begin_authorization(resource, scopes)?;
+    tracing::info!(
+        resource = resource.wire(),
+        attempt = retries.authorizations,
+        "authorization required: handing the authorization URL to the handler"
+    );
+    let redirect = handler.authorize(pending.url()).await?;
+    policy
+        .cache
+        .complete_authorization(pending, &redirect)
+        .await
+        .map(drop)
+}
+
 fn decide(
     policy: &Policy,
     response: &Response,
     url: &Url,
     attached: Option<&BearerToken>,
-    retried: bool,
+    retries: &Retries,
     hops: usize,
 ) -> Result<Next, Error> {
     let status = response.status();
@@ -384,7 +480,7 @@ fn decide(
     let Some(token) = attached else {
         return Ok(Next::Done);
     };
-    if retried || !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+    if !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return Ok(Next::Done);
     }
     let Ok(challenges) = Challenges::parse(response.headers().get_all(WWW_AUTHENTICATE)) else {
@@ -394,13 +490,22 @@ fn decide(
         return Ok(Next::Done);
     };
     match (status, selected.error()) {
-        (StatusCode::UNAUTHORIZED, Some(ChallengeErrorCode::InvalidToken)) => {
+        (StatusCode::UNAUTHORIZED, Some(ChallengeErrorCode::InvalidToken))
+            if !retries.new_token && retries.step_ups == 0 =>
+        {
             Ok(Next::RetryWithNewToken)
         }
-        (StatusCode::FORBIDDEN, Some(ChallengeErrorCode::InsufficientScope)) => {
+        (StatusCode::FORBIDDEN, Some(ChallengeErrorCode::InsufficientScope))
+            if !retries.new_token && retries.step_ups < step_up_limit(policy) =>
+        {
             match selected.scope() {
-                // Never loop: only a challenge asking for more than the token has.
-                Some(scope) if !token.scopes().is_superset_of(scope) => {
+                // Never loop: only a challenge asking for more than the token has, and more
+                // than it was asked for (a server that grants less than asked would otherwise
+                // hand the same token back every time).
+                Some(scope)
+                    if !token.scopes().is_superset_of(scope)
+                        && !token.requested_scopes().is_superset_of(scope) =>
+                {
                     Ok(Next::RetryWithScopes(scope.clone()))
                 }
                 _ => Ok(Next::Done),
