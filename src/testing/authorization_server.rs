@@ -9,11 +9,13 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use super::authorize::{authorize, metadata};
-use super::client::Client;
-use super::records::{AuthorizationRequestRecord, TokenInfo, TokenRequestRecord};
+use super::client::{Client, ClientAuthMethod};
+use super::records::{
+    AuthorizationRequestRecord, RegistrationRecord, TokenInfo, TokenRequestRecord,
+};
 use super::script::Script;
 use super::server::{self, Running};
-use super::state::Shared;
+use super::state::{RegistrationOptions, Shared};
 use super::token_endpoint::token;
 
 /// The issuer of [`AuthorizationServerBuilder::in_process`] servers.
@@ -101,6 +103,7 @@ impl AuthorizationServer {
             clients: Vec::new(),
             subject: "user".to_owned(),
             scopes_supported: Vec::new(),
+            registration: RegistrationOptions::default(),
             script: Script::default(),
         }
     }
@@ -216,6 +219,11 @@ impl AuthorizationServer {
         self.shared.lock().authorization_log.clone()
     }
 
+    /// Every `/register` request so far, in arrival order.
+    pub fn registrations(&self) -> Vec<RegistrationRecord> {
+        self.shared.lock().registration_log.clone()
+    }
+
     /// How many times the metadata document was fetched.
     pub fn metadata_requests(&self) -> usize {
         self.shared.lock().metadata_requests
@@ -225,6 +233,7 @@ impl AuthorizationServer {
     /// request in flight during the reset is not recorded again when it completes.
     pub fn reset_counts(&self) {
         let mut state = self.shared.lock();
+        state.registration_log.clear();
         state.token_log.clear();
         state.authorization_log.clear();
         state.metadata_requests = 0;
@@ -256,6 +265,7 @@ pub struct AuthorizationServerBuilder {
     clients: Vec<Client>,
     subject: String,
     scopes_supported: Vec<String>,
+    registration: RegistrationOptions,
     script: Script,
 }
 
@@ -281,6 +291,34 @@ impl AuthorizationServerBuilder {
         S: Into<String>,
     {
         self.scopes_supported = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Serves `/register` (RFC 7591 dynamic client registration) and advertises it as
+    /// `registration_endpoint`. A registration needs https or loopback-http `redirect_uris`
+    /// and a supported `token_endpoint_auth_method` (default `client_secret_basic`); a
+    /// confidential client gets a random secret and may use only the method it registered.
+    /// Registrations are recorded ([`AuthorizationServer::registrations`]).
+    pub fn dynamic_registration(mut self, on: bool) -> Self {
+        self.registration.dynamic = on;
+        self
+    }
+
+    /// Accepts client ID metadata documents: any https URL with a path is the `client_id` of
+    /// a public client (loopback redirect URIs only), and the metadata says
+    /// `client_id_metadata_document_supported`. The document itself is not fetched.
+    pub fn client_id_metadata_documents(mut self, on: bool) -> Self {
+        self.registration.metadata_documents = on;
+        self
+    }
+
+    /// The `token_endpoint_auth_methods_supported` of the metadata, and the methods
+    /// `/register` accepts (default: all three). Configured clients are not affected.
+    pub fn token_endpoint_auth_methods(
+        mut self,
+        methods: impl IntoIterator<Item = ClientAuthMethod>,
+    ) -> Self {
+        self.registration.auth_methods = methods.into_iter().collect();
         self
     }
 
@@ -325,11 +363,13 @@ impl AuthorizationServerBuilder {
             self.subject,
             self.scopes_supported,
             self.clients,
+            self.registration,
             self.script,
         ));
         let router = Router::new()
             .route("/token", post(token))
             .route("/authorize", get(authorize))
+            .route("/register", post(super::register::register))
             .route("/.well-known/oauth-authorization-server", get(metadata))
             .with_state(Arc::clone(&shared));
         AuthorizationServer {

@@ -85,7 +85,7 @@ fn decide(shared: &Shared, script: &Script, params: &Params) -> Decision {
             ));
         }
     };
-    let Some(client) = shared.clients.get(client_id) else {
+    let Some(client) = shared.client(client_id) else {
         return Decision::Direct(OAuthError::invalid_request("unknown client_id"));
     };
     let parsed = match url::Url::parse(redirect_uri) {
@@ -183,6 +183,12 @@ pub(crate) async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
         state.script.clone()
     };
     let issuer = &shared.issuer;
+    let methods: Vec<&str> = shared
+        .registration
+        .auth_methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
     let mut body = json!({
         "issuer": script.metadata_issuer.as_deref().unwrap_or(issuer),
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -194,16 +200,21 @@ pub(crate) async fn metadata(State(shared): State<Arc<Shared>>) -> Response {
             "client_credentials",
             TOKEN_EXCHANGE,
         ],
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ],
+        "token_endpoint_auth_methods_supported": methods,
         "authorization_response_iss_parameter_supported": true,
     });
     if let Value::Object(map) = &mut body {
         if script.advertise_pkce {
             map.insert("code_challenge_methods_supported".into(), json!(["S256"]));
+        }
+        if shared.registration.dynamic {
+            map.insert(
+                "registration_endpoint".into(),
+                json!(format!("{issuer}/register")),
+            );
+        }
+        if shared.registration.metadata_documents {
+            map.insert("client_id_metadata_document_supported".into(), json!(true));
         }
         if !shared.scopes_supported.is_empty() {
             map.insert("scopes_supported".into(), json!(shared.scopes_supported));

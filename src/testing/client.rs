@@ -1,6 +1,5 @@
 //! Registered clients and client authentication at the token endpoint (RFC 6749 §2.3).
 
-use std::collections::HashMap;
 use std::fmt;
 
 use axum::http::{HeaderMap, header};
@@ -214,10 +213,10 @@ impl Presented {
     }
 
     /// Checks the presentation against the registered clients.
-    pub(crate) fn authenticate<'c>(
+    pub(crate) fn authenticate(
         &self,
-        clients: &'c HashMap<String, Client>,
-    ) -> Result<&'c Client, OAuthError> {
+        lookup: impl FnOnce(&str) -> Option<Client>,
+    ) -> Result<Client, OAuthError> {
         let basic = self.method == Some(ClientAuthMethod::ClientSecretBasic);
         if let Some(problem) = &self.problem {
             return Err(problem.clone());
@@ -228,7 +227,7 @@ impl Presented {
                 basic,
             ));
         };
-        let Some(client) = clients.get(id) else {
+        let Some(client) = lookup(id) else {
             return Err(OAuthError::invalid_client("unknown client", basic));
         };
         if client.auth_method.is_some_and(|allowed| allowed != method) {

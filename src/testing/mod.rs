@@ -128,6 +128,7 @@ mod authorize;
 mod client;
 mod jwt;
 mod records;
+mod register;
 mod resource_server;
 mod script;
 mod server;
@@ -144,7 +145,8 @@ pub use authorization_server::{
 pub use client::{Client, ClientAuthMethod};
 pub use jwt::fingerprint;
 pub use records::{
-    AuthorizationRequestRecord, ResourceRequestRecord, TokenInfo, TokenRequestRecord,
+    AuthorizationRequestRecord, RegistrationRecord, ResourceRequestRecord, TokenInfo,
+    TokenRequestRecord,
 };
 pub use resource_server::{
     IN_PROCESS_ORIGIN, Redirect, ResourceScript, ResourceServer, ResourceServerBuilder,

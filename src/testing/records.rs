@@ -64,6 +64,27 @@ pub struct AuthorizationRequestRecord {
     pub error: Option<String>,
 }
 
+/// One request to `/register` (RFC 7591 dynamic client registration), recorded whether or not
+/// it succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistrationRecord {
+    /// The `client_id` assigned, if the registration succeeded.
+    pub client_id: Option<String>,
+    /// The `client_name` sent.
+    pub client_name: Option<String>,
+    /// The `redirect_uris` sent.
+    pub redirect_uris: Vec<String>,
+    /// The `grant_types` sent (empty when absent).
+    pub grant_types: Vec<String>,
+    /// The `token_endpoint_auth_method` sent.
+    pub requested_auth_method: Option<String>,
+    /// The method the server registered the client with.
+    pub auth_method: Option<ClientAuthMethod>,
+    /// The OAuth `error` of the response, if it failed.
+    pub error: Option<String>,
+}
+
 /// One request a [`ResourceServer`](super::ResourceServer) received, on any path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::client::Client;
+use super::client::{Client, ClientAuthMethod};
 use super::jwt;
-use super::records::{AuthorizationRequestRecord, TokenInfo, TokenRequestRecord};
+use super::records::{
+    AuthorizationRequestRecord, RegistrationRecord, TokenInfo, TokenRequestRecord,
+};
 use super::script::{AudienceStyle, ResourceField, ScopeField, Script, TokenFormat};
 
 /// How long an authorization code stays redeemable (RFC 6749 §4.1.2 recommends at most ten
@@ -26,7 +28,34 @@ pub(crate) struct Shared {
     pub(crate) subject: String,
     pub(crate) scopes_supported: Vec<String>,
     pub(crate) clients: HashMap<String, Client>,
+    pub(crate) registration: RegistrationOptions,
     state: Mutex<State>,
+}
+
+/// How clients other than the configured ones come to exist.
+#[derive(Debug, Clone)]
+pub(crate) struct RegistrationOptions {
+    /// `/register` (RFC 7591) is served and advertised.
+    pub(crate) dynamic: bool,
+    /// An https URL with a path is accepted as the `client_id` of a public client (client ID
+    /// metadata documents), without fetching the document.
+    pub(crate) metadata_documents: bool,
+    /// `token_endpoint_auth_methods_supported`, and what `/register` accepts.
+    pub(crate) auth_methods: Vec<ClientAuthMethod>,
+}
+
+impl Default for RegistrationOptions {
+    fn default() -> Self {
+        Self {
+            dynamic: false,
+            metadata_documents: false,
+            auth_methods: vec![
+                ClientAuthMethod::ClientSecretBasic,
+                ClientAuthMethod::ClientSecretPost,
+                ClientAuthMethod::None,
+            ],
+        }
+    }
 }
 
 /// The mutable part. The lock is never held across an `.await`.
@@ -36,6 +65,9 @@ pub(crate) struct State {
     pub(crate) token_log: Log<TokenRequestRecord>,
     pub(crate) authorization_log: Vec<AuthorizationRequestRecord>,
     pub(crate) metadata_requests: usize,
+    pub(crate) registration_log: Vec<RegistrationRecord>,
+    /// Clients registered through `/register`.
+    pub(crate) registered: HashMap<String, Client>,
     pub(crate) codes: HashMap<String, CodeGrant>,
     pub(crate) refresh_tokens: HashMap<String, RefreshEntry>,
     /// Refresh-token families, indexed by [`RefreshEntry::grant`].
@@ -162,6 +194,7 @@ impl Shared {
         subject: String,
         scopes_supported: Vec<String>,
         clients: Vec<Client>,
+        registration: RegistrationOptions,
         script: Script,
     ) -> Self {
         Self {
@@ -174,11 +207,27 @@ impl Shared {
                 .into_iter()
                 .map(|c| (c.id().to_owned(), c))
                 .collect(),
+            registration,
             state: Mutex::new(State {
                 script,
                 ..State::default()
             }),
         }
+    }
+
+    /// The client with this id: a configured one, one registered through `/register`, or,
+    /// when client ID metadata documents are accepted, a public client whose id is an https
+    /// URL with a path.
+    pub(crate) fn client(&self, id: &str) -> Option<Client> {
+        if let Some(client) = self.clients.get(id) {
+            return Some(client.clone());
+        }
+        if let Some(client) = self.lock().registered.get(id) {
+            return Some(client.clone());
+        }
+        let is_document_url = url::Url::parse(id)
+            .is_ok_and(|u| u.scheme() == "https" && u.path() != "/" && u.fragment().is_none());
+        (self.registration.metadata_documents && is_document_url).then(|| Client::public(id))
     }
 
     /// The state, even if a panicking test thread poisoned the lock: every update leaves it

@@ -109,7 +109,8 @@ fn grant(
         params.one(name)?;
     }
     let grant_type = params.required("grant_type")?;
-    let client = presented.authenticate(&shared.clients)?;
+    let client = presented.authenticate(|id| shared.client(id))?;
+    let client = &client;
     let resources = params.all("resource");
     match grant_type {
         "client_credentials" => client_credentials(shared, script, client, params, resources),
