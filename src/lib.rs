@@ -105,7 +105,9 @@ pub use crate::http::{
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
-pub use authorization::{AuthorizationFuture, AuthorizationHandler};
+pub use authorization::{
+    AuthorizationFuture, AuthorizationHandler, HeadlessAuthorization, LoopbackListener,
+};
 pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 pub use config::{
     BuildError, ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig,
