@@ -261,8 +261,7 @@ fn check_redirect_uri(uri: &Url) -> Result<(), Error> {
 }
 
 /// A short, escaped excerpt of an unexpected answer's body (`": …"`), or nothing. At most
-/// [`BODY_EXCERPT_READ`] bytes are read. A server may echo the request: every query value of
-/// the authorization URL (the `state`, the PKCE challenge) is cut out first.
+/// [`BODY_EXCERPT_READ`] bytes are read.
 async fn body_excerpt(mut response: reqwest::Response, url: &Url) -> String {
     let mut body = Vec::new();
     while body.len() < BODY_EXCERPT_READ {
@@ -275,20 +274,27 @@ async fn body_excerpt(mut response: reqwest::Response, url: &Url) -> String {
     excerpt(&String::from_utf8_lossy(&body), url)
 }
 
+/// The authorization URL's parameters whose values are secrets: the `state` (and an OpenID
+/// `nonce`). The PKCE challenge is public by design.
+const SECRET_PARAMETERS: [&str; 2] = ["state", "nonce"];
+
+/// A server may echo the request in its answer: the secret values of the authorization URL,
+/// decoded or as sent, are cut out before the excerpt is made.
 fn excerpt(body: &str, url: &Url) -> String {
     let mut text = body.trim().to_owned();
-    for (_, value) in url.query_pairs() {
-        if value.len() >= 4 {
-            text = text.replace(value.as_ref(), "[redacted]");
-        }
-    }
-    // Also as sent on the wire, percent-encoded.
-    for pair in url.query().unwrap_or_default().split('&') {
-        if let Some((_, value)) = pair.split_once('=')
-            && value.len() >= 4
-        {
-            text = text.replace(value, "[redacted]");
-        }
+    let decoded = url
+        .query_pairs()
+        .filter(|(name, _)| SECRET_PARAMETERS.contains(&name.as_ref()))
+        .map(|(_, value)| value.into_owned());
+    let raw = url
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| SECRET_PARAMETERS.contains(name))
+        .map(|(_, value)| value.to_owned());
+    for value in decoded.chain(raw).filter(|value| !value.is_empty()) {
+        text = text.replace(&value, "[redacted]");
     }
     if text.is_empty() {
         return String::new();
@@ -845,15 +851,16 @@ mod tests {
     }
 
     #[test]
-    fn excerpts_leave_out_the_authorization_urls_values_and_escape_control_characters() {
-        let authorization =
-            url("https://as.example/authorize?state=s3cr3tstate&code_challenge=a%2Bb%2Bc%2Bd&x=1");
+    fn excerpts_leave_out_the_state_and_escape_control_characters() {
+        let authorization = url(
+            "https://as.example/authorize?state=s3cr%2Bstate&code_challenge=ch4llenge&nonce=n0nce&x=1",
+        );
         assert_eq!(
             excerpt(
-                " bad state s3cr3tstate, challenge a%2Bb%2Bc%2Bd or a+b+c+d\n\u{1b}[31m ",
+                " bad state s3cr+state (s3cr%2Bstate), nonce n0nce, challenge ch4llenge\n\u{1b}[31m ",
                 &authorization
             ),
-            r#": "bad state [redacted], challenge [redacted] or [redacted]\n\u{1b}[31m""#
+            r#": "bad state [redacted] ([redacted]), nonce [redacted], challenge ch4llenge\n\u{1b}[31m""#
         );
         assert_eq!(excerpt(" \n", &authorization), "");
         let long = "x".repeat(200);
