@@ -774,7 +774,9 @@ mod tests {
 
     #[test]
     fn request_lines_in_origin_form_only() {
-        let cases: &[(&[u8], Option<(&str, &str)>)] = &[
+        /// A request head, and the method and target it yields.
+        type Case = (&'static [u8], Option<(&'static str, &'static str)>);
+        let cases: &[Case] = &[
             (
                 b"GET /callback?code=a&state=b HTTP/1.1\r\nHost: x\r\n\r\n",
                 Some(("GET", "/callback?code=a&state=b")),
