@@ -403,6 +403,8 @@ struct BrowserReport {
     shown: Url,
     favicon: u16,
     post: u16,
+    other_state: u16,
+    no_query: u16,
     absolute_form: String,
     callback: u16,
     content_type: String,
@@ -410,7 +412,7 @@ struct BrowserReport {
 }
 
 #[tokio::test]
-async fn loopback_answers_everything_else_with_404_and_returns_the_redirect() {
+async fn loopback_refuses_everything_but_the_redirect_and_returns_it() {
     let (sender, mut reports) = mpsc::unbounded_channel();
     let handler = LoopbackListener::bind(0).await.unwrap();
     let port = port(&handler);
@@ -435,6 +437,21 @@ async fn loopback_answers_everything_else_with_404_and_returns_the_redirect() {
                 .unwrap()
                 .status()
                 .as_u16();
+            // The redirect path without this authorization's state.
+            let other_state = browser
+                .get(format!("http://127.0.0.1:{port}/callback?code=evil&state=other"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            let no_query = browser
+                .get(format!("http://127.0.0.1:{port}/callback"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
             let absolute_form = raw_request(
                 port,
                 format!("GET http://127.0.0.1:{port}/callback?code=evil&state=xyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes(),
@@ -452,6 +469,8 @@ async fn loopback_answers_everything_else_with_404_and_returns_the_redirect() {
                     shown,
                     favicon,
                     post,
+                    other_state,
+                    no_query,
                     absolute_form,
                     callback,
                     content_type,
@@ -469,6 +488,8 @@ async fn loopback_answers_everything_else_with_404_and_returns_the_redirect() {
     assert_eq!(report.shown, authorization);
     assert_eq!(report.favicon, 404);
     assert_eq!(report.post, 404);
+    assert_eq!(report.other_state, 400);
+    assert_eq!(report.no_query, 400);
     assert!(
         report
             .absolute_form
@@ -526,7 +547,7 @@ async fn loopback_is_not_held_by_a_hostile_or_silent_local_client() {
 
     let started = Instant::now();
     let redirect = handler
-        .authorize(&url("https://as.example/authorize"))
+        .authorize(&url("https://as.example/authorize?state=xyz"))
         .await
         .unwrap();
     assert_eq!(redirect.as_str(), callback);

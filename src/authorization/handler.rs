@@ -333,8 +333,10 @@ type ShowUrl = Arc<dyn Fn(&Url) + Send + Sync>;
 /// `localhost`, which might resolve elsewhere (RFC 8252 §7.3, §8.3; MCP 2025-11-25 §11.3).
 /// The listener binds 127.0.0.1 only, never all interfaces. While an authorization waits it
 /// answers every other request (a favicon, another path, another method) with 404 and keeps
-/// waiting; the redirect gets a page saying it reached the app, which echoes nothing of the
-/// query. Each local connection has a few seconds and 8 KiB to send its request head, so a
+/// waiting, and so is a request to the redirect path whose `state` is not the authorization
+/// URL's (400), so that a stray local request or a web page probing the port cannot end the
+/// authorization. The redirect gets a page saying it reached the app, which echoes nothing of
+/// the query. Each local connection has a few seconds and 8 KiB to send its request head, so a
 /// slow or hostile local client cannot hold the listener; up to 16 are served at once.
 ///
 /// One authorization at a time: a second `authorize` on the same listener waits for the
@@ -481,8 +483,11 @@ impl LoopbackListener {
         if self.open_browser {
             open_in_browser(url);
         }
-        let path: Arc<str> = Arc::from(self.redirect_uri.path());
-        let target = tokio::time::timeout(self.timeout, accept_redirect(&listener, path))
+        let expected = Arc::new(Expected {
+            path: self.redirect_uri.path().to_owned(),
+            state: single_parameter(url.query(), "state"),
+        });
+        let target = tokio::time::timeout(self.timeout, accept_redirect(&listener, expected))
             .await
             .map_err(|_| {
                 gave_up(format!(
@@ -551,15 +556,58 @@ fn open_in_browser(url: &Url) {
     }
 }
 
+/// What the redirect of the authorization in progress looks like.
+struct Expected {
+    /// The redirect URI's path.
+    path: String,
+    /// The authorization URL's `state`, which the redirect carries back (RFC 6749 §4.1.2,
+    /// errors included: §4.1.2.1). A request with another `state` (a stray or hostile local
+    /// request, a page in the browser probing the port) is refused and the wait goes on,
+    /// instead of ending the authorization with a redirect the crate would refuse.
+    state: Option<String>,
+}
+
+impl Expected {
+    fn is_redirect(&self, target: &str) -> bool {
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target, None), |(p, q)| (p, Some(q)));
+        if path != self.path {
+            return false;
+        }
+        match &self.state {
+            None => true,
+            Some(expected) => single_parameter(query, "state")
+                .is_some_and(|state| constant_time_eq(state.as_bytes(), expected.as_bytes())),
+        }
+    }
+}
+
+/// The value of `name` when the query has it exactly once.
+fn single_parameter(query: Option<&str>, name: &str) -> Option<String> {
+    let mut values = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned());
+    match (values.next(), values.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about the expected state.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Accepts connections until one carries the redirect; returns its request target. Each
 /// connection is served on its own task, so one that stalls delays no other.
-async fn accept_redirect(listener: &TcpListener, path: Arc<str>) -> String {
+async fn accept_redirect(listener: &TcpListener, expected: Arc<Expected>) -> String {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve(stream, path.clone()));
+                    connections.spawn(serve(stream, expected.clone()));
                 }
                 Err(error) => {
                     tracing::debug!(%error, "loopback listener: accept failed");
@@ -576,7 +624,7 @@ async fn accept_redirect(listener: &TcpListener, path: Arc<str>) -> String {
 }
 
 /// Serves one connection: the redirect's request target, or `None` after a refusal.
-async fn serve(mut stream: TcpStream, path: Arc<str>) -> Option<String> {
+async fn serve(mut stream: TcpStream, expected: Arc<Expected>) -> Option<String> {
     let head = tokio::time::timeout(CONNECTION_TIMEOUT, read_head(&mut stream)).await;
     let (target, answer) = match head {
         Err(_) => (None, Answer::Timeout),
@@ -584,8 +632,11 @@ async fn serve(mut stream: TcpStream, path: Arc<str>) -> Option<String> {
         Ok(Err(HeadError::Closed)) => return None,
         Ok(Ok(head)) => match parse_request_line(&head) {
             None => (None, Answer::BadRequest),
-            Some(("GET", target)) if target_path(target) == &*path => {
+            Some(("GET", target)) if expected.is_redirect(target) => {
                 (Some(target.to_owned()), Answer::Received)
+            }
+            Some(("GET", target)) if target_path(target) == expected.path => {
+                (None, Answer::OtherAuthorization)
             }
             Some(_) => (None, Answer::NotFound),
         },
@@ -683,6 +734,8 @@ fn target_path(target: &str) -> &str {
 enum Answer {
     Received,
     NotFound,
+    /// The redirect path, without the `state` of the authorization in progress.
+    OtherAuthorization,
     BadRequest,
     Timeout,
     TooLarge,
@@ -693,6 +746,7 @@ impl Answer {
         match self {
             Self::Received => 200,
             Self::NotFound => 404,
+            Self::OtherAuthorization => 400,
             Self::BadRequest => 400,
             Self::Timeout => 408,
             Self::TooLarge => 431,
@@ -703,6 +757,11 @@ impl Answer {
         let (reason, content_type, body) = match self {
             Self::Received => ("OK", "text/html; charset=utf-8", RECEIVED_PAGE),
             Self::NotFound => ("Not Found", "text/plain; charset=utf-8", "Not found\n"),
+            Self::OtherAuthorization => (
+                "Bad Request",
+                "text/plain; charset=utf-8",
+                "This is not the redirect of the authorization in progress.\n",
+            ),
             Self::BadRequest => ("Bad Request", "text/plain; charset=utf-8", "Bad request\n"),
             Self::Timeout => (
                 "Request Timeout",
@@ -812,6 +871,34 @@ mod tests {
         }
         assert_eq!(target_path("/callback?code=a"), "/callback");
         assert_eq!(target_path("/callback"), "/callback");
+    }
+
+    #[test]
+    fn the_redirect_is_the_redirect_path_with_the_one_expected_state() {
+        let expected = Expected {
+            path: "/callback".to_owned(),
+            state: Some("st+te".to_owned()),
+        };
+        for (target, is_redirect) in [
+            ("/callback?code=abc&state=st%2Bte", true),
+            ("/callback?state=st%2Bte&error=access_denied", true),
+            ("/callback?code=abc&state=st+te", false),
+            ("/callback?code=abc&state=other", false),
+            ("/callback?code=abc&state=st%2Bte&state=st%2Bte", false),
+            ("/callback?code=abc", false),
+            ("/callback", false),
+            ("/callback/?code=abc&state=st%2Bte", false),
+            ("/other?code=abc&state=st%2Bte", false),
+        ] {
+            assert_eq!(expected.is_redirect(target), is_redirect, "{target}");
+        }
+        let any_state = Expected {
+            path: "/cb".to_owned(),
+            state: None,
+        };
+        assert!(any_state.is_redirect("/cb"));
+        assert!(any_state.is_redirect("/cb?code=abc"));
+        assert!(!any_state.is_redirect("/callback?code=abc"));
     }
 
     #[tokio::test]
