@@ -590,3 +590,52 @@ async fn debug_shows_the_redirect_uri_and_no_code_or_state() {
     // Nothing of the authorization stays behind.
     assert_eq!(format!("{handler:?}"), expected);
 }
+
+#[tokio::test]
+async fn loopback_serves_one_authorization_at_a_time_each_with_its_own_redirect() {
+    let (sender, mut shown) = mpsc::unbounded_channel();
+    let handler = LoopbackListener::bind(0)
+        .await
+        .unwrap()
+        .on_authorization_url(move |url| {
+            sender.send(url.clone()).unwrap();
+        });
+    let port = port(&handler);
+    let first = url("https://as.example/authorize?state=first-state");
+    let second = url("https://as.example/authorize?state=second-state");
+
+    let both = async { tokio::join!(handler.authorize(&first), handler.authorize(&second)) };
+    let browser = async {
+        let mut visited = Vec::new();
+        for round in 0..2 {
+            let url = shown.recv().await.unwrap();
+            if round == 0 {
+                // Both authorizations have been polled by now; the second URL is shown only
+                // once the first authorization has its redirect.
+                assert!(shown.try_recv().is_err());
+            }
+            let state = url.query_pairs().find(|(k, _)| k == "state").unwrap().1;
+            let status = browser()
+                .get(format!(
+                    "http://127.0.0.1:{port}/callback?code={state}-code&state={state}"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200);
+            visited.push(state.into_owned());
+        }
+        visited
+    };
+    let ((first_redirect, second_redirect), visited) = tokio::join!(both, browser);
+    assert_eq!(visited, ["first-state", "second-state"]);
+    assert_eq!(
+        first_redirect.unwrap().as_str(),
+        format!("http://127.0.0.1:{port}/callback?code=first-state-code&state=first-state")
+    );
+    assert_eq!(
+        second_redirect.unwrap().as_str(),
+        format!("http://127.0.0.1:{port}/callback?code=second-state-code&state=second-state")
+    );
+}
