@@ -331,12 +331,11 @@ type ShowUrl = Arc<dyn Fn(&Url) + Send + Sync>;
 ///
 /// The redirect URI is `http://127.0.0.1:{port}/callback`: a loopback IP literal, not
 /// `localhost`, which might resolve elsewhere (RFC 8252 §7.3, §8.3; MCP 2025-11-25 §11.3).
-/// The listener binds 127.0.0.1 only, never all interfaces. While an authorization waits it
-/// answers every other request (a favicon, another path, another method) with 404 and keeps
-/// waiting, and so is a request to the redirect path whose `state` is not the authorization
-/// URL's (400), so that a stray local request or a web page probing the port cannot end the
-/// authorization. The redirect gets a page saying it reached the app, which echoes nothing of
-/// the query. Each local connection has a few seconds and 8 KiB to send its request head, so a
+/// The listener binds 127.0.0.1 only, never all interfaces. While an authorization waits,
+/// every other request is answered and the wait goes on: 404 for a favicon, another path or
+/// another method; 400 for the redirect path without the authorization URL's `state`, so that
+/// a stray local request or a web page probing the port cannot end the authorization. The
+/// redirect gets a page saying it reached the app, which echoes nothing of the query. Each local connection has a few seconds and 8 KiB to send its request head, so a
 /// slow or hostile local client cannot hold the listener; up to 16 are served at once.
 ///
 /// One authorization at a time: a second `authorize` on the same listener waits for the
