@@ -107,7 +107,8 @@ pub use audience::{
 };
 pub use authorization::{
     AuthorizationFuture, AuthorizationHandler, ClientRegistrar, ClientStore, DynamicRegistration,
-    MemoryClientStore, RegisteredClient, StoreError, StoreFuture,
+    HeadlessAuthorization, LoopbackListener, MemoryClientStore, RegisteredClient, StoreError,
+    StoreFuture,
 };
 pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 pub use config::{

@@ -2,6 +2,7 @@
 //! server that discovery found (pre-registered, a client ID metadata document, or dynamic
 //! client registration), and having a user authorize through an [`AuthorizationHandler`].
 
+mod handler;
 mod registration;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use url::Url;
 
 use crate::Error;
 
+pub use handler::{HeadlessAuthorization, LoopbackListener};
 pub(crate) use registration::OFFLINE_ACCESS;
 pub use registration::{
     ClientRegistrar, ClientStore, DynamicRegistration, MemoryClientStore, RegisteredClient,
@@ -31,6 +33,10 @@ pub type AuthorizationFuture<'a> = Pin<Box<dyn Future<Output = Result<Url, Error
 /// (or `error`). The crate checks that redirect (redirect URI, `state`, RFC 9207 `iss`) before
 /// it exchanges the code; a handler does not need to.
 ///
+/// The crate has two: [`LoopbackListener`] for command-line apps (it shows the URL or opens a
+/// browser, and receives the redirect on 127.0.0.1) and [`HeadlessAuthorization`] for tests and
+/// servers that approve at once (it requests the URL and reads the redirect's `Location`
+/// without following it).
 pub trait AuthorizationHandler: Send + Sync + fmt::Debug {
     /// The redirect URI the authorization server sends the user agent back to. It is
     /// registered with the client (dynamic registration) and sent in every authorization

@@ -281,6 +281,7 @@ fn decode_basic(value: &[u8]) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::collections::HashMap;
 
     /// What a correct client sends: each part form-urlencoded, then base64 (RFC 6749 §2.3.1).
     fn basic(id: &str, secret: &str) -> HeaderValue {
@@ -315,7 +316,7 @@ mod tests {
         }
         let clients = clients();
         Presented::read(&map, &Params::parse(body.as_bytes()))
-            .authenticate(&clients)
+            .authenticate(|id| clients.get(id).cloned())
             .map(|c| c.id().to_owned())
     }
 
