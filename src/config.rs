@@ -224,9 +224,9 @@ impl ClientRegistration {
         self
     }
 
-    /// Adds `offline_access` to the scopes of authorization requests, to get a refresh token
-    /// from servers that issue them only then (OpenID Connect Core §11; MCP SEP-2207). The
-    /// scope is not part of the cache key: tokens are still keyed by the resource's scopes.
+    /// Adds `offline_access` to the scopes of every request of this client, to get a refresh
+    /// token from servers that issue them only then (OpenID Connect Core §11; MCP SEP-2207).
+    /// It is part of the cache keys like any other scope (it changes what the server returns).
     /// Set it only where the server lists `offline_access` in `scopes_supported` (a
     /// [`ClientRegistrar`](crate::ClientRegistrar) with `offline_access(true)` does that).
     pub fn request_offline_access(mut self, request: bool) -> Self {

@@ -79,19 +79,14 @@ impl TokenCache {
         let scopes = entry.config.scopes.union(scopes);
         // The configured resource, not the caller's spelling of it: its wire form is what the
         // token request sends, and the server compares the two as strings (RFC 8707 §2.2).
-        // `offline_access` asks for a refresh token; it is not a scope of the resource, so it
-        // stays out of the cache key.
-        let requested = if registration.offline_access {
-            let offline = ScopeSet::parse(crate::authorization::OFFLINE_ACCESS)
-                .unwrap_or_else(|_| ScopeSet::empty());
-            scopes.union(&offline)
-        } else {
-            scopes.clone()
-        };
+        // What is asked for is the key's scope set (with `offline_access` when the
+        // registration asks for refresh tokens), so the tokens land under that key.
+        let key = self.shared.key(&entry, &scopes, None);
+        let requested = key.scopes();
         let start =
             entry
                 .client
-                .authorization_url(&entry.config.resource, &requested, redirect_uri)?;
+                .authorization_url(&entry.config.resource, requested, redirect_uri)?;
         Ok(PendingAuthorization {
             url: start.url,
             state: start.state,

@@ -524,13 +524,24 @@ impl Shared {
 }
 
 /// The one place a hand-out's cache key is made: the client registration's issuer and client
-/// id, the resource, the scopes and the account.
+/// id, the resource, the scopes (with `offline_access` when the registration asks for refresh
+/// tokens: it changes what the server returns, P12) and the account.
 fn key_for(
     registration: &ClientRegistration,
     resource: &ResourceUri,
     scopes: &ScopeSet,
     account: Option<&str>,
 ) -> CacheKey {
+    let offline;
+    let scopes = if registration.offline_access {
+        offline = scopes.union(
+            &ScopeSet::parse(crate::authorization::OFFLINE_ACCESS)
+                .unwrap_or_else(|_| ScopeSet::empty()),
+        );
+        &offline
+    } else {
+        scopes
+    };
     let key = CacheKey::new(
         &registration.issuer,
         resource,

@@ -240,10 +240,11 @@ pub enum DiscoveryError {
     },
 
     /// A protected resource metadata document was served at a URL that is not its resource's
-    /// own well-known URL (RFC 9728 §3.3), so it could be speaking for a resource it does not
-    /// belong to (another tenant's path, or the whole origin).
+    /// own well-known URL, and (when a challenge named it) is not for exactly the URL requested
+    /// (RFC 9728 §3.3), so it could be speaking for a resource it does not belong to (another
+    /// tenant's path, or the whole origin).
     #[error(
-        "the protected resource metadata served at {metadata_url:?} is for {resource:?}, whose metadata lives elsewhere; the document is ignored (the server should serve each resource's metadata at that resource's well-known URL)"
+        "the protected resource metadata served at {metadata_url:?} is for {resource:?}, whose metadata lives elsewhere; the document is ignored (the server should serve each resource's metadata at that resource's well-known URL, or name in its challenge a document for exactly the URL requested)"
     )]
     MetadataLocation {
         /// Where the document was served (without query).

@@ -247,7 +247,10 @@ impl Discovery {
             }
             None => protected_resource_metadata_urls(server_url).map_err(Error::Discovery)?,
         };
-        let found = match self.protected_resource(server_url, &candidates).await {
+        let found = match self
+            .protected_resource(server_url, &candidates, named.is_some())
+            .await
+        {
             Ok(found) => found,
             // Only for a server that names no metadata: one that names a document that is not
             // there is broken, not old.
@@ -330,6 +333,7 @@ impl Discovery {
         &self,
         server_url: &Url,
         candidates: &[Url],
+        named_by_challenge: bool,
     ) -> Result<ValidatedProtectedResource, Error> {
         let mut misses = Vec::new();
         for candidate in candidates {
@@ -341,7 +345,10 @@ impl Discovery {
                     let validated = metadata
                         .validate(server_url, &self.options)
                         .map_err(Error::Discovery)?;
-                    check_location(candidate, &validated)?;
+                    let requested = named_by_challenge.then(|| {
+                        ResourceUri::parse_with(server_url.as_str(), &self.options.parse_options())
+                    });
+                    check_location(candidate, &validated, requested.and_then(Result::ok))?;
                     return Ok(validated);
                 }
                 Fetched::Missing(why) => misses.push(format!("{candidate}: {why}")),
@@ -467,13 +474,20 @@ async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, Error
     Ok(body)
 }
 
-/// RFC 9728 §3.3: the document must describe the resource whose own well-known URL it was
-/// served at. Otherwise a document served for `/tenant-b/mcp` could claim the whole origin and
-/// take over `/tenant-a` (prefix matching alone would accept it).
-fn check_location(served_at: &Url, validated: &ValidatedProtectedResource) -> Result<(), Error> {
+/// RFC 9728 §3.3: a document fetched from a well-known URL must describe the resource whose
+/// own well-known URL that is. One that a challenge named (`resource_metadata`: any location
+/// on the server's origin) must be served there too, or describe exactly the URL requested
+/// (`requested`, the requested URL as a resource when a challenge named the document).
+/// Otherwise a document served for `/tenant-b/mcp` could claim the whole origin and take over
+/// `/tenant-a` (prefix matching alone would accept it).
+fn check_location(
+    served_at: &Url,
+    validated: &ValidatedProtectedResource,
+    requested: Option<ResourceUri>,
+) -> Result<(), Error> {
     let own = protected_resource_metadata_urls(validated.resource().as_url())
         .map_err(Error::Discovery)?;
-    if own.first() == Some(served_at) {
+    if own.first() == Some(served_at) || requested.as_ref() == Some(validated.resource()) {
         return Ok(());
     }
     Err(Error::Discovery(DiscoveryError::MetadataLocation {
