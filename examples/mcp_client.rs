@@ -1,29 +1,56 @@
-//! An MCP client that knows only a server URL and its client credentials: discovery finds the
-//! protected resource metadata and the authorization server from the server's 401, the cache
-//! fetches a token for exactly that resource, and the client initializes a streamable-HTTP
-//! session and lists the server's tools.
+//! An MCP client that knows only a server URL: discovery finds the protected resource metadata
+//! and the authorization server from the server's 401 (or, for MCP 2025-03-26 servers, the
+//! server's own origin), the client gets a client there (pre-registered, a client ID metadata
+//! document, or dynamic registration), a user authorizes if the resource needs it, and the
+//! cache fetches tokens for exactly that resource. The client initializes a streamable-HTTP
+//! session, lists the server's tools and calls one.
 //!
 //! ```sh
-//! CLIENT_ID=my-client CLIENT_SECRET=… cargo run --example mcp_client -- https://mcp.example.com/mcp
+//! # Client credentials registered in advance at ISSUER:
+//! CLIENT_ID=my-client CLIENT_SECRET=… ISSUER=https://auth.example.com \
+//!     cargo run --example mcp_client -- https://mcp.example.com/mcp
+//! # No credentials: a client ID metadata document or dynamic registration, and the browser:
+//! CLIENT_METADATA_URL=https://app.example.com/client.json \
+//!     cargo run --example mcp_client -- https://mcp.example.com/mcp
 //! ```
 //!
-//! Environment: `CLIENT_ID`, `CLIENT_SECRET` (client credentials, `client_secret_basic`;
-//! `AUTH_METHOD=post` for `client_secret_post`); `ISSUER`, the authorization server the client
-//! is registered at (its secret is never sent to another one, whatever the MCP server's
-//! metadata says); `ALLOW_HTTP_LOOPBACK=1` for servers on plain http on loopback (development
-//! only).
+//! Environment:
+//! - `CLIENT_ID`, `CLIENT_SECRET`, `ISSUER`: a client registered in advance at `ISSUER` (its
+//!   secret is never sent to another authorization server, whatever the MCP server's metadata
+//!   says); it uses client credentials, or the authorization code grant with `GRANT=code`.
+//! - `CLIENT_METADATA_URL`: the https URL of this client's metadata document, used as
+//!   `client_id` where the authorization server supports that. Dynamic registration is always
+//!   allowed as the last resort.
+//! - `AUTHORIZE=browser` (default; prints the URL and waits for the redirect on 127.0.0.1) or
+//!   `headless` (fetches the URL and reads the redirect: for servers that approve at once).
+//! - `ALLOW_HTTP_LOOPBACK=1` for servers on plain http on loopback (development only).
+//! - `TOOL` (default: the first listed) and `TOOL_ARGUMENTS` (JSON; default: each required
+//!   argument filled with a placeholder of its type).
+//!
+//! It doubles as a client for the MCP conformance suite (`tests/conformance`): the suite
+//! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO` and, for scenarios with client
+//! credentials, `MCP_CONFORMANCE_CONTEXT` (`{"client_id": …, "client_secret": …}`). The suite
+//! starts its authorization servers on ports nobody can know in advance, so with that context
+//! the issuer is the one discovery finds for the server: a test harness may do that, a real
+//! client lists the issuers its credentials belong to (`ISSUER`).
 //!
 //! It speaks JSON-RPC over streamable HTTP directly (replies may be JSON or server-sent
 //! events), through the crate's `AuthorizedClient`, so every request to the server goes through
 //! the audience decision.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use audience_cache::{AuthorizedClient, Discovery, DiscoveryOptions, PreRegistered, TokenCache};
+use audience_cache::{
+    AuthorizationHandler, AuthorizedClient, ClientRegistrar, Discovery, DiscoveryOptions,
+    DynamicRegistration, HeadlessAuthorization, LoopbackListener, PreRegistered, TokenCache,
+};
 use serde_json::{Value, json};
+use url::Url;
 
 const PROTOCOL_VERSION: &str = "2025-11-25";
-const USAGE: &str = "usage: mcp_client <server-url>   (environment: CLIENT_ID, CLIENT_SECRET, ISSUER; AUTH_METHOD=basic|post; ALLOW_HTTP_LOOPBACK=1)";
+const USAGE: &str =
+    "usage: mcp_client <server-url>   (environment: see the top of examples/mcp_client.rs)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,25 +68,37 @@ async fn run() -> Result<(), String> {
         .skip(1)
         .last()
         .ok_or_else(|| USAGE.to_owned())?;
-    let server = url::Url::parse(&server).map_err(|e| format!("{server:?} is not a URL: {e}"))?;
-    let env = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set\n{USAGE}"));
-    let (client_id, secret) = (env("CLIENT_ID")?, env("CLIENT_SECRET")?.into());
-    let client = match std::env::var("AUTH_METHOD").as_deref() {
-        Ok("post") => PreRegistered::client_secret_post(client_id, secret),
-        _ => PreRegistered::client_secret_basic(client_id, secret),
+    let server = Url::parse(&server).map_err(|e| format!("{server:?} is not a URL: {e}"))?;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let loopback = var("ALLOW_HTTP_LOOPBACK").is_some_and(|v| v == "1");
+    let scenario = var("MCP_CONFORMANCE_SCENARIO");
+    if let Some(scenario) = &scenario {
+        eprintln!("conformance scenario {scenario}");
     }
-    .at_issuer(env("ISSUER")?);
-    let loopback = std::env::var("ALLOW_HTTP_LOOPBACK").is_ok_and(|v| v == "1");
+
+    let handler: Arc<dyn AuthorizationHandler> = match var("AUTHORIZE").as_deref() {
+        Some("headless") => headless()?,
+        None if scenario.is_some() => headless()?,
+        Some("browser") | None => Arc::new(
+            LoopbackListener::bind(0)
+                .await
+                .map_err(|e| e.to_string())?
+                .open_browser(true),
+        ),
+        Some(other) => return Err(format!("AUTHORIZE={other:?}: use browser or headless")),
+    };
+    let discovery =
+        Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(loopback))
+            .map_err(|e| e.to_string())?;
+    let clients = registrar(&server, &discovery, &*handler).await?;
     let cache = TokenCache::builder()
         .allow_insecure_http_on_loopback(loopback)
         .build()
         .map_err(|e| e.to_string())?;
-    let discovery =
-        Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(loopback))
-            .map_err(|e| e.to_string())?;
     let http = AuthorizedClient::new(cache.clone())
         .map_err(|e| e.to_string())?
-        .with_discovery(discovery, client);
+        .with_discovery(discovery, clients)
+        .with_authorization(handler);
     let mut session = Session {
         http,
         server,
@@ -82,29 +121,146 @@ async fn run() -> Result<(), String> {
         "connected to {name} (protocol {})",
         init["protocolVersion"].as_str().unwrap_or("?")
     );
-    if let Some(resource) = cache.resource_for(&session.server) {
-        println!("resource {} (sent as {})", resource.key(), resource.wire());
-    }
     session.notify("notifications/initialized").await?;
     let tools = session.request("tools/list", json!({})).await?;
     let tools = tools["tools"].as_array().cloned().unwrap_or_default();
+    if let Some(resource) = cache.resource_for(&session.server) {
+        println!("resource {} (sent as {})", resource.key(), resource.wire());
+    }
     println!("{} tool(s):", tools.len());
-    for tool in tools {
+    for tool in &tools {
         println!(
             "  {:<24} {}",
             tool["name"].as_str().unwrap_or("?"),
             tool["description"].as_str().unwrap_or("")
         );
     }
+    let wanted = var("TOOL");
+    let tool = match &wanted {
+        Some(name) => tools.iter().find(|t| t["name"] == name.as_str()),
+        None => tools.first(),
+    };
+    match tool {
+        Some(tool) => {
+            let name = tool["name"].as_str().unwrap_or_default().to_owned();
+            let arguments = match var("TOOL_ARGUMENTS") {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| format!("TOOL_ARGUMENTS is not JSON: {e}"))?,
+                None => placeholder_arguments(&tool["inputSchema"]),
+            };
+            let result = session
+                .request(
+                    "tools/call",
+                    json!({ "name": name, "arguments": arguments }),
+                )
+                .await?;
+            let text: Vec<&str> = result["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["text"].as_str())
+                .collect();
+            println!("called {name}: {}", text.join(" "));
+            if result["isError"] == true {
+                return Err(format!("the tool {name} reported an error"));
+            }
+        }
+        None if wanted.is_some() => {
+            return Err(format!(
+                "the server has no tool {:?}",
+                wanted.unwrap_or_default()
+            ));
+        }
+        None => println!("no tool to call"),
+    }
     let stats = cache.stats();
     println!("token requests: {}", stats.fetches);
     Ok(())
 }
 
+fn headless() -> Result<Arc<dyn AuthorizationHandler>, String> {
+    // Never listened on: the headless handler reads the redirect from the `Location` header.
+    let redirect = Url::parse("http://127.0.0.1:33418/callback").map_err(|e| e.to_string())?;
+    Ok(Arc::new(
+        HeadlessAuthorization::new(redirect).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// How to get a client at the authorization server discovery will find.
+async fn registrar(
+    server: &Url,
+    discovery: &Discovery,
+    handler: &dyn AuthorizationHandler,
+) -> Result<ClientRegistrar, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut clients = ClientRegistrar::new()
+        .dynamic_registration(DynamicRegistration::new(
+            "audience-cache mcp_client example",
+        ))
+        .offline_access(true);
+    if let Some(url) = var("CLIENT_METADATA_URL") {
+        let url = Url::parse(&url).map_err(|e| format!("CLIENT_METADATA_URL: {e}"))?;
+        clients = clients
+            .client_metadata_document(url)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(context) = var("MCP_CONFORMANCE_CONTEXT") {
+        let context: Value = serde_json::from_str(&context)
+            .map_err(|e| format!("MCP_CONFORMANCE_CONTEXT is not JSON: {e}"))?;
+        if let (Some(id), Some(secret)) = (
+            context["client_id"].as_str(),
+            context["client_secret"].as_str(),
+        ) {
+            // See the top of the file: the harness's issuer is the one its server names.
+            let found = discovery
+                .discover(server)
+                .await
+                .map_err(|e| e.to_string())?;
+            let issuer = found.authorization_server();
+            let mut client =
+                PreRegistered::confidential(id, secret.into()).at_issuer(issuer.issuer().as_str());
+            if issuer.metadata().supports_grant_type("authorization_code") {
+                client = client.redirect_uri(handler.redirect_uri());
+            }
+            clients = clients.pre_registered(client);
+        } else if context.get("private_key_pem").is_some() {
+            return Err("private_key_jwt client authentication is not supported".to_owned());
+        }
+    }
+    if let (Some(id), Some(secret), Some(issuer)) =
+        (var("CLIENT_ID"), var("CLIENT_SECRET"), var("ISSUER"))
+    {
+        let mut client = PreRegistered::confidential(id, secret.into()).at_issuer(issuer);
+        if var("GRANT").as_deref() == Some("code") {
+            client = client.redirect_uri(handler.redirect_uri());
+        }
+        clients = clients.pre_registered(client);
+    }
+    Ok(clients)
+}
+
+/// Arguments for a tool from its input schema: each required property gets a placeholder of
+/// its type.
+fn placeholder_arguments(schema: &Value) -> Value {
+    let mut arguments = serde_json::Map::new();
+    for name in schema["required"].as_array().into_iter().flatten() {
+        let Some(name) = name.as_str() else { continue };
+        let value = match schema["properties"][name]["type"].as_str() {
+            Some("number" | "integer") => json!(1),
+            Some("boolean") => json!(true),
+            Some("array") => json!([]),
+            Some("object") => json!({}),
+            _ => json!("example"),
+        };
+        arguments.insert(name.to_owned(), value);
+    }
+    Value::Object(arguments)
+}
+
 /// A streamable-HTTP MCP session: JSON-RPC requests by POST, the session id carried along.
 struct Session {
     http: AuthorizedClient,
-    server: url::Url,
+    server: Url,
     id: Option<String>,
     next_id: u64,
 }
@@ -132,7 +288,7 @@ impl Session {
             .http
             .execute(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{method}: {e}"))?;
         if let Some(session) = response
             .headers()
             .get("mcp-session-id")
@@ -171,7 +327,7 @@ impl Session {
             .http
             .execute(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{method}: {e}"))?;
         if !response.status().is_success() {
             return Err(format!("{method}: HTTP {}", response.status().as_u16()));
         }
