@@ -514,3 +514,61 @@ fn decide(
         _ => Ok(Next::Done),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{AuthorizationFuture, AuthorizationHandler, ResourceUri};
+
+    /// Counts the authorizations it is asked for, and completes none.
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    impl AuthorizationHandler for Counting {
+        fn redirect_uri(&self) -> Url {
+            Url::parse("http://127.0.0.1/callback").unwrap()
+        }
+
+        fn authorize<'a>(&'a self, _url: &'a Url) -> AuthorizationFuture<'a> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Err(Error::Authorization {
+                    detail: "test".to_owned(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fourth_authorization_in_one_request_is_refused_before_the_handler_runs() {
+        let handler = Arc::new(Counting::default());
+        let mut policy = Policy::new(TokenCache::builder().build().unwrap());
+        policy.handler = Some(handler.clone());
+        let resource = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();
+        let mut retries = Retries {
+            authorizations: MAX_AUTHORIZATIONS,
+            ..Retries::default()
+        };
+        let error = authorize(&policy, &resource, &ScopeSet::empty(), &mut retries)
+            .await
+            .unwrap_err();
+        assert_eq!(handler.0.load(Ordering::SeqCst), 0);
+        assert_eq!(retries.authorizations, MAX_AUTHORIZATIONS);
+        let message = error.to_string();
+        assert!(matches!(error, Error::Authorization { .. }), "{error:?}");
+        assert!(
+            message.contains("https://mcp.example.com/mcp") && message.contains("3 authorizations"),
+            "{message}"
+        );
+        // Below the limit the attempt is made and counted (here it stops at once: the resource
+        // is not configured).
+        retries.authorizations = MAX_AUTHORIZATIONS - 1;
+        let error = authorize(&policy, &resource, &ScopeSet::empty(), &mut retries)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::UnknownResource { .. }), "{error:?}");
+        assert_eq!(retries.authorizations, MAX_AUTHORIZATIONS);
+    }
+}
