@@ -594,7 +594,7 @@ fn single_parameter(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// Compares without an early exit, so the time taken says nothing about the expected state.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

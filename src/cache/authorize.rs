@@ -110,11 +110,7 @@ impl TokenCache {
         redirect: &Url,
     ) -> Result<BearerToken, Error> {
         let refuse = |detail: String| Error::AuthorizationResponse { detail };
-        let same_endpoint = redirect.scheme() == pending.redirect_uri.scheme()
-            && redirect.host() == pending.redirect_uri.host()
-            && redirect.port_or_known_default() == pending.redirect_uri.port_or_known_default()
-            && redirect.path() == pending.redirect_uri.path();
-        if !same_endpoint {
+        if !crate::authorization::same_endpoint(redirect, &pending.redirect_uri) {
             return Err(refuse(format!(
                 "the redirect went to {}, not the redirect URI {}",
                 crate::audience::redacted_url(redirect),
@@ -144,7 +140,10 @@ impl TokenCache {
             )));
         }
         let state_matches = param("state")?.is_some_and(|state| {
-            constant_time_eq(state.as_bytes(), pending.state.secret().as_bytes())
+            crate::authorization::constant_time_eq(
+                state.as_bytes(),
+                pending.state.secret().as_bytes(),
+            )
         });
         if !state_matches {
             return Err(refuse(
@@ -207,9 +206,4 @@ impl TokenCache {
             .await;
         Ok(BearerToken::new(token, entry.policy.clone()))
     }
-}
-
-/// Compares without an early exit, so the time taken says nothing about the expected state.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

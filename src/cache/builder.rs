@@ -246,27 +246,9 @@ pub(crate) fn check_client(
                 reason: "the authorization code grant needs an authorization endpoint".to_owned(),
             });
         }
-        // RFC 6749 §3.1.2: a redirect URI has no fragment.
-        if redirect_uri.fragment().is_some() {
-            return Err(BuildError::AuthorizationCode {
-                issuer,
-                reason: format!(
-                    "the redirect URI {redirect_uri} has a fragment; remove it (RFC 6749 §3.1.2)"
-                ),
-            });
-        }
-        // MCP 2025-11-25 §11.3: redirect URIs are https or loopback.
-        let loopback = matches!(
-            redirect_uri.host_str(),
-            Some("localhost" | "127.0.0.1" | "[::1]")
-        );
-        if redirect_uri.scheme() != "https" && !(redirect_uri.scheme() == "http" && loopback) {
-            return Err(BuildError::AuthorizationCode {
-                issuer,
-                reason: format!(
-                    "the redirect URI {redirect_uri} is neither https nor http on loopback"
-                ),
-            });
+        // RFC 6749 §3.1.2 and MCP 2025-11-25 §11.3.
+        if let Some(reason) = crate::authorization::redirect_uri_problem(redirect_uri) {
+            return Err(BuildError::AuthorizationCode { issuer, reason });
         }
     }
     if registration.grant == Some(Grant::ClientCredentials)
