@@ -20,6 +20,10 @@ pub enum ClientAuth {
     Post(SecretString),
     /// A public client: the client id in the body, no secret (`none`).
     None,
+    /// `private_key_jwt` (RFC 7523 §2.2): a JWT signed with the client's ES256 key in every
+    /// token request (feature `private-key-jwt`).
+    #[cfg(feature = "private-key-jwt")]
+    PrivateKeyJwt(crate::ClientAssertionKey),
 }
 
 impl fmt::Debug for ClientAuth {
@@ -28,6 +32,8 @@ impl fmt::Debug for ClientAuth {
             Self::Basic(_) => "client_secret_basic([redacted])",
             Self::Post(_) => "client_secret_post([redacted])",
             Self::None => "none",
+            #[cfg(feature = "private-key-jwt")]
+            Self::PrivateKeyJwt(_) => "private_key_jwt([redacted])",
         })
     }
 }
@@ -88,6 +94,14 @@ impl PreRegistered {
     /// A public client using the authorization code grant with PKCE and this redirect URI.
     pub fn public(client_id: impl Into<String>, redirect_uri: Url) -> Self {
         Self::new(client_id.into(), ClientAuth::None, Some(redirect_uri))
+    }
+
+    /// A confidential client authenticating with `private_key_jwt` (an assertion signed with
+    /// `key`, no shared secret); it uses the client credentials grant, or the authorization
+    /// code grant once given a [`redirect_uri`](Self::redirect_uri).
+    #[cfg(feature = "private-key-jwt")]
+    pub fn private_key_jwt(client_id: impl Into<String>, key: crate::ClientAssertionKey) -> Self {
+        Self::new(client_id.into(), ClientAuth::PrivateKeyJwt(key), None)
     }
 
     /// A confidential client whose authentication method is chosen from the server's
@@ -198,6 +212,14 @@ impl ClientRegistration {
     /// Authenticates with `client_secret_post`.
     pub fn client_secret_post(mut self, secret: SecretString) -> Self {
         self.auth = ClientAuth::Post(secret);
+        self
+    }
+
+    /// Authenticates with `private_key_jwt`: every token request carries a fresh assertion
+    /// signed with `key`, whose `aud` is the issuer.
+    #[cfg(feature = "private-key-jwt")]
+    pub fn private_key_jwt(mut self, key: crate::ClientAssertionKey) -> Self {
+        self.auth = ClientAuth::PrivateKeyJwt(key);
         self
     }
 

@@ -122,6 +122,8 @@ pub use discovery::{
 };
 pub use error::{Error, OAuthError};
 pub use grant::SubjectToken;
+#[cfg(feature = "private-key-jwt")]
+pub use grant::assertion::ClientAssertionKey;
 pub use key::CacheKey;
 pub use resource::{
     Coverage, CoverageRefusal, HostProblem, ParseOptions, PortProblem, ResourceError, ResourceUri,

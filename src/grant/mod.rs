@@ -2,6 +2,8 @@
 //! exchange. Every request here carries the resource's wire form as RFC 8707 `resource`; this
 //! module is the only place that adds it.
 
+#[cfg(feature = "private-key-jwt")]
+pub(crate) mod assertion;
 mod response;
 mod transport;
 
@@ -120,6 +122,9 @@ impl GrantClient {
                 .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
                 .set_auth_type(AuthType::RequestBody),
             ClientAuth::None => oauth.set_auth_type(AuthType::RequestBody),
+            // The client id goes in the body with the assertion (`client_assertion`).
+            #[cfg(feature = "private-key-jwt")]
+            ClientAuth::PrivateKeyJwt(_) => oauth.set_auth_type(AuthType::RequestBody),
         };
         Self {
             registration,
@@ -144,6 +149,23 @@ impl GrantClient {
         }
     }
 
+    /// The `client_assertion_type` and `client_assertion` parameters of a token request, for
+    /// a client authenticating with `private_key_jwt` (a fresh assertion each time); none
+    /// otherwise.
+    fn assertion(&self) -> Vec<(&'static str, String)> {
+        match &self.registration.auth {
+            #[cfg(feature = "private-key-jwt")]
+            ClientAuth::PrivateKeyJwt(key) => vec![
+                ("client_assertion_type", assertion::JWT_BEARER.to_owned()),
+                (
+                    "client_assertion",
+                    key.assertion(&self.registration.client_id, &self.registration.issuer),
+                ),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
     fn http(
         &self,
     ) -> impl Fn(
@@ -165,13 +187,15 @@ impl GrantClient {
         scopes: &ScopeSet,
     ) -> Result<TokenResponse, Error> {
         let requested = self.requested(resource, scopes);
-        let result = self
+        let mut request = self
             .oauth
             .exchange_client_credentials()
             .add_scopes(oauth_scopes(scopes))
-            .add_extra_param("resource", resource.wire())
-            .request_async(&self.http())
-            .await;
+            .add_extra_param("resource", resource.wire());
+        for (name, value) in self.assertion() {
+            request = request.add_extra_param(name, value);
+        }
+        let result = request.request_async(&self.http()).await;
         finish(result, &requested)
     }
 
@@ -185,13 +209,15 @@ impl GrantClient {
     ) -> Result<TokenResponse, Rejected> {
         let requested = self.requested(resource, scopes);
         let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let result = self
+        let mut request = self
             .oauth
             .exchange_refresh_token(&token)
             .add_scopes(oauth_scopes(scopes))
-            .add_extra_param("resource", resource.wire())
-            .request_async(&self.http())
-            .await;
+            .add_extra_param("resource", resource.wire());
+        for (name, value) in self.assertion() {
+            request = request.add_extra_param(name, value);
+        }
+        let result = request.request_async(&self.http()).await;
         match result {
             // A rotated refresh token in a response the crate rejects is still the one the
             // server expects next (the presented one is spent): it goes back to the caller.
@@ -252,15 +278,18 @@ impl GrantClient {
         scopes: &ScopeSet,
     ) -> Result<TokenResponse, Error> {
         let requested = self.requested(resource, scopes);
-        let result = self
+        let oauth = self
             .oauth
             .clone()
-            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()))
+            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let mut request = oauth
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(verifier)
-            .add_extra_param("resource", resource.wire())
-            .request_async(&self.http())
-            .await;
+            .add_extra_param("resource", resource.wire());
+        for (name, value) in self.assertion() {
+            request = request.add_extra_param(name, value);
+        }
+        let result = request.request_async(&self.http()).await;
         finish(result, &requested)
     }
 
@@ -361,6 +390,13 @@ impl GrantClient {
             }
             ClientAuth::None => {
                 form.append_pair("client_id", client_id);
+            }
+            #[cfg(feature = "private-key-jwt")]
+            ClientAuth::PrivateKeyJwt(_) => {
+                form.append_pair("client_id", client_id);
+                for (name, value) in self.assertion() {
+                    form.append_pair(name, &value);
+                }
             }
         }
         request

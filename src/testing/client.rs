@@ -32,6 +32,9 @@ pub struct Client {
     secret: Option<SecretString>,
     redirect_uris: Vec<String>,
     auth_method: Option<ClientAuthMethod>,
+    /// The public key of a `private_key_jwt` client.
+    #[cfg(feature = "private-key-jwt")]
+    assertion_key: Option<p256::ecdsa::VerifyingKey>,
 }
 
 impl Client {
@@ -44,7 +47,41 @@ impl Client {
             secret: Some(SecretString::from(secret.into())),
             redirect_uris: Vec::new(),
             auth_method: None,
+            #[cfg(feature = "private-key-jwt")]
+            assertion_key: None,
         }
+    }
+
+    /// A client that authenticates with `private_key_jwt` (RFC 7523 §2.2): an ES256 assertion
+    /// signed by the key whose public half is `jwk` (an EC P-256 JWK, as
+    /// [`ClientAssertionKey::public_jwk`](crate::ClientAssertionKey::public_jwk) gives it).
+    /// The server checks the signature, `iss` and `sub` (the client id), `aud` (its issuer or
+    /// token endpoint), `exp` (in the future, at most five minutes away) and that the `jti`
+    /// was not used before. `None` if `jwk` is not a P-256 public key. Feature
+    /// `private-key-jwt`.
+    #[cfg(feature = "private-key-jwt")]
+    pub fn private_key_jwt(id: impl Into<String>, jwk: &serde_json::Value) -> Option<Self> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        if jwk["kty"] != "EC" || jwk["crv"] != "P-256" {
+            return None;
+        }
+        let coordinate = |name: &str| -> Option<p256::FieldBytes> {
+            let bytes = URL_SAFE_NO_PAD.decode(jwk[name].as_str()?).ok()?;
+            (bytes.len() == 32).then(|| *p256::FieldBytes::from_slice(&bytes))
+        };
+        let point = p256::EncodedPoint::from_affine_coordinates(
+            &coordinate("x")?,
+            &coordinate("y")?,
+            false,
+        );
+        let key = p256::ecdsa::VerifyingKey::from_encoded_point(&point).ok()?;
+        Some(Self {
+            id: id.into(),
+            secret: None,
+            redirect_uris: Vec::new(),
+            auth_method: Some(ClientAuthMethod::PrivateKeyJwt),
+            assertion_key: Some(key),
+        })
     }
 
     /// A public client (token endpoint authentication method `none`).
@@ -54,6 +91,8 @@ impl Client {
             secret: None,
             redirect_uris: Vec::new(),
             auth_method: None,
+            #[cfg(feature = "private-key-jwt")]
+            assertion_key: None,
         }
     }
 
@@ -75,9 +114,9 @@ impl Client {
         &self.id
     }
 
-    /// Whether this is a public client (no secret).
+    /// Whether this is a public client (no secret, no assertion key).
     pub fn is_public(&self) -> bool {
-        self.secret.is_none()
+        self.secret.is_none() && self.auth_method != Some(ClientAuthMethod::PrivateKeyJwt)
     }
 
     /// Whether `/authorize` may redirect to `uri`: one registered with
@@ -120,6 +159,8 @@ pub enum ClientAuthMethod {
     ClientSecretPost,
     /// `none`: a public client sending only `client_id`.
     None,
+    /// `private_key_jwt`: a signed JWT in `client_assertion` (RFC 7523 §2.2).
+    PrivateKeyJwt,
 }
 
 impl ClientAuthMethod {
@@ -129,6 +170,7 @@ impl ClientAuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::None => "none",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 }
@@ -144,13 +186,21 @@ pub(crate) struct Presented {
     pub(crate) method: Option<ClientAuthMethod>,
     pub(crate) client_id: Option<String>,
     secret: Option<SecretString>,
+    /// A `client_assertion` (never recorded).
+    assertion: Option<SecretString>,
     /// A malformed or contradictory presentation, reported after recording the request.
     problem: Option<OAuthError>,
 }
 
+/// `client_assertion_type` for a JWT (RFC 7523 §2.2).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 impl Presented {
     /// Reads the `Authorization` header and the `client_id` / `client_secret` parameters.
     pub(crate) fn read(headers: &HeaderMap, params: &Params) -> Self {
+        if let Some(kind) = params.first("client_assertion_type") {
+            return Self::read_assertion(kind, headers, params);
+        }
         let body_id = params.first("client_id").map(str::to_owned);
         let body_secret = params.first("client_secret").map(str::to_owned);
         let Some(authorization) = headers.get(header::AUTHORIZATION) else {
@@ -162,17 +212,20 @@ impl Presented {
                     }),
                     client_id: id,
                     secret: Some(SecretString::from(secret)),
+                    assertion: None,
                 },
                 (Some(id), None) => Self {
                     method: Some(ClientAuthMethod::None),
                     client_id: Some(id),
                     secret: None,
+                    assertion: None,
                     problem: None,
                 },
                 (None, None) => Self {
                     method: None,
                     client_id: None,
                     secret: None,
+                    assertion: None,
                     problem: Some(OAuthError::invalid_client(
                         "no client authentication",
                         false,
@@ -185,12 +238,14 @@ impl Presented {
                 method: Some(ClientAuthMethod::ClientSecretBasic),
                 client_id: Some(id),
                 secret: Some(SecretString::from(secret)),
+                assertion: None,
                 problem: None,
             },
             None => Self {
                 method: Some(ClientAuthMethod::ClientSecretBasic),
                 client_id: None,
                 secret: None,
+                assertion: None,
                 problem: Some(OAuthError::invalid_client(
                     "malformed Basic credentials (RFC 6749 §2.3.1)",
                     true,
@@ -212,10 +267,48 @@ impl Presented {
         presented
     }
 
-    /// Checks the presentation against the registered clients.
+    /// A `private_key_jwt` presentation: the client id is the body's, else the assertion's
+    /// `iss`; a second method alongside is refused.
+    fn read_assertion(kind: &str, headers: &HeaderMap, params: &Params) -> Self {
+        let assertion = params.first("client_assertion").map(str::to_owned);
+        let client_id = params
+            .first("client_id")
+            .map(str::to_owned)
+            .or_else(|| assertion.as_deref().and_then(unverified_issuer));
+        let problem = if kind != JWT_BEARER {
+            Some(OAuthError::invalid_client(
+                "unsupported client_assertion_type",
+                false,
+            ))
+        } else if assertion.is_none() {
+            Some(OAuthError::invalid_client(
+                "client_assertion is missing",
+                false,
+            ))
+        } else if headers.contains_key(header::AUTHORIZATION)
+            || params.first("client_secret").is_some()
+        {
+            Some(OAuthError::invalid_request(
+                "client authenticated with more than one method",
+            ))
+        } else {
+            None
+        };
+        Self {
+            method: Some(ClientAuthMethod::PrivateKeyJwt),
+            client_id,
+            secret: None,
+            assertion: assertion.map(SecretString::from),
+            problem,
+        }
+    }
+
+    /// Checks the presentation against the registered clients; `verify` checks a
+    /// `private_key_jwt` assertion against the client found.
     pub(crate) fn authenticate(
         &self,
         lookup: impl FnOnce(&str) -> Option<Client>,
+        verify: impl FnOnce(&Client, &str) -> Result<(), OAuthError>,
     ) -> Result<Client, OAuthError> {
         let basic = self.method == Some(ClientAuthMethod::ClientSecretBasic);
         if let Some(problem) = &self.problem {
@@ -236,6 +329,14 @@ impl Presented {
                 basic,
             ));
         }
+        if method == ClientAuthMethod::PrivateKeyJwt {
+            let assertion = self
+                .assertion
+                .as_ref()
+                .map(|a| a.expose_secret())
+                .unwrap_or_default();
+            return verify(&client, assertion).map(|()| client);
+        }
         match (&client.secret, &self.secret) {
             (Some(expected), Some(given)) if expected.expose_secret() == given.expose_secret() => {
                 Ok(client)
@@ -252,6 +353,79 @@ impl Presented {
             )),
         }
     }
+}
+
+/// The `iss` of a JWT's payload, unverified (only to find the client whose key verifies it).
+fn unverified_issuer(jwt: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1)?).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    claims["iss"].as_str().map(str::to_owned)
+}
+
+/// Verifies a `private_key_jwt` assertion of `client`: ES256 signature by its key, `iss` and
+/// `sub` its id, `aud` one of `audiences`, `exp` after `now` and at most five minutes away,
+/// and a `jti` (returned, for the caller's replay check).
+#[cfg(feature = "private-key-jwt")]
+pub(crate) fn verify_assertion(
+    client: &Client,
+    assertion: &str,
+    audiences: &[&str],
+    now: u64,
+) -> Result<String, OAuthError> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::signature::Verifier as _;
+    let refuse = |why: &str| OAuthError::invalid_client(format!("client_assertion: {why}"), false);
+    let key = client
+        .assertion_key
+        .as_ref()
+        .ok_or_else(|| refuse("the client has no key"))?;
+    let mut parts = assertion.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refuse("not a compact JWS"));
+    };
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| refuse("bad base64url"))
+    };
+    let header: serde_json::Value =
+        serde_json::from_slice(&decode(header)?).map_err(|_| refuse("bad header"))?;
+    if header["alg"] != "ES256" {
+        return Err(refuse("alg is not ES256"));
+    }
+    let signature = p256::ecdsa::Signature::from_slice(&decode(signature)?)
+        .map_err(|_| refuse("bad signature encoding"))?;
+    let input =
+        &assertion[..assertion.len() - assertion.rsplit('.').next().map_or(0, str::len) - 1];
+    key.verify(input.as_bytes(), &signature)
+        .map_err(|_| refuse("the signature does not verify"))?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&decode(payload)?).map_err(|_| refuse("bad claims"))?;
+    if claims["iss"] != client.id.as_str() || claims["sub"] != client.id.as_str() {
+        return Err(refuse("iss and sub must be the client id"));
+    }
+    let aud_ok = match &claims["aud"] {
+        serde_json::Value::String(aud) => audiences.contains(&aud.as_str()),
+        serde_json::Value::Array(values) => values
+            .iter()
+            .any(|v| v.as_str().is_some_and(|aud| audiences.contains(&aud))),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(refuse("aud is not this server"));
+    }
+    let exp = claims["exp"].as_u64().ok_or_else(|| refuse("no exp"))?;
+    if exp <= now || exp > now + 300 {
+        return Err(refuse("exp is in the past or too far ahead"));
+    }
+    claims["jti"]
+        .as_str()
+        .filter(|j| !j.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| refuse("no jti"))
 }
 
 /// Decodes `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1, RFC 7617).
@@ -316,7 +490,7 @@ mod tests {
         }
         let clients = clients();
         Presented::read(&map, &Params::parse(body.as_bytes()))
-            .authenticate(|id| clients.get(id).cloned())
+            .authenticate(|id| clients.get(id).cloned(), |_, _| Ok(()))
             .map(|c| c.id().to_owned())
     }
 
@@ -453,5 +627,42 @@ mod tests {
         ] {
             assert!(!client.allows_redirect(bad), "{bad}");
         }
+    }
+
+    #[cfg(feature = "private-key-jwt")]
+    #[test]
+    fn assertions_are_checked_for_signature_claims_time_and_audience() {
+        let key = crate::ClientAssertionKey::from_pkcs8_pem(
+            "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgXS5rZe1ng3AOXB+s
+6fPj+OiyYW8Mke7ApcJ99ybzrQ6hRANCAARNMoNJhlu7atphNPfiJR2t+FfBNIIv
+tj/zL5S3Xt9IvahWoa+z9o5GH7KaI4AnUZEo3VpcYspyulkNgKkbSMjS
+-----END PRIVATE KEY-----",
+        )
+        .unwrap();
+        let client = Client::private_key_jwt("svc", &key.public_jwk()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let audiences = ["https://as.example"];
+        let good = key.assertion("svc", "https://as.example");
+        let jti = verify_assertion(&client, &good, &audiences, now).unwrap();
+        assert!(!jti.is_empty());
+        let refused = |assertion: &str, now: u64| {
+            verify_assertion(&client, assertion, &audiences, now)
+                .unwrap_err()
+                .description
+        };
+        assert!(
+            refused(&key.assertion("other", "https://as.example"), now).contains("iss and sub")
+        );
+        assert!(refused(&key.assertion("svc", "https://evil.example"), now).contains("aud"));
+        assert!(refused(&good, now + 61).contains("exp"));
+        let mut tampered = good.clone();
+        tampered.replace_range(tampered.len() - 4.., "AAAA");
+        assert!(refused(&tampered, now).contains("signature"));
+        let public = Client::confidential("svc", "s");
+        assert!(verify_assertion(&public, &good, &audiences, now).is_err());
     }
 }

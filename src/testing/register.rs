@@ -71,6 +71,14 @@ pub(crate) async fn register(
             "token_endpoint_auth_method is not supported",
         );
     };
+    if method == ClientAuthMethod::PrivateKeyJwt {
+        return error(
+            &shared,
+            record,
+            "invalid_client_metadata",
+            "this test server does not register private_key_jwt clients (configure them with Client::private_key_jwt)",
+        );
+    }
     let client_id = format!("dyn-{}", random_hex(8));
     let secret = (method != ClientAuthMethod::None).then(|| random_hex(16));
     let mut client = match &secret {

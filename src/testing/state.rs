@@ -68,6 +68,9 @@ pub(crate) struct State {
     pub(crate) registration_log: Vec<RegistrationRecord>,
     /// Clients registered through `/register`.
     pub(crate) registered: HashMap<String, Client>,
+    /// `jti`s of `private_key_jwt` assertions already accepted (RFC 7523 §3: no replay).
+    #[cfg(feature = "private-key-jwt")]
+    pub(crate) used_assertions: std::collections::HashSet<String>,
     pub(crate) codes: HashMap<String, CodeGrant>,
     pub(crate) refresh_tokens: HashMap<String, RefreshEntry>,
     /// Refresh-token families, indexed by [`RefreshEntry::grant`].
@@ -228,6 +231,46 @@ impl Shared {
         let is_document_url = url::Url::parse(id)
             .is_ok_and(|u| u.scheme() == "https" && u.path() != "/" && u.fragment().is_none());
         (self.registration.metadata_documents && is_document_url).then(|| Client::public(id))
+    }
+
+    /// Verifies a `private_key_jwt` assertion of `client` (see
+    /// [`Client::private_key_jwt`](super::Client::private_key_jwt)), once.
+    pub(crate) fn verify_assertion(
+        &self,
+        client: &Client,
+        assertion: &str,
+    ) -> Result<(), super::wire::OAuthError> {
+        #[cfg(feature = "private-key-jwt")]
+        {
+            let token_endpoint = format!("{}/token", self.issuer);
+            let with_slash = format!("{}/", self.issuer);
+            let audiences = [
+                self.issuer.as_str(),
+                with_slash.as_str(),
+                token_endpoint.as_str(),
+            ];
+            let jti = super::client::verify_assertion(
+                client,
+                assertion,
+                &audiences,
+                self.clock.unix_secs(),
+            )?;
+            if !self.lock().used_assertions.insert(jti) {
+                return Err(super::wire::OAuthError::invalid_client(
+                    "client_assertion: this jti was used before",
+                    false,
+                ));
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "private-key-jwt"))]
+        {
+            let _ = (client, assertion);
+            Err(super::wire::OAuthError::invalid_client(
+                "private_key_jwt needs the private-key-jwt feature",
+                false,
+            ))
+        }
     }
 
     /// The state, even if a panicking test thread poisoned the lock: every update leaves it

@@ -31,6 +31,8 @@ const SINGLE_VALUED: &[&str] = &[
     "refresh_token",
     "client_id",
     "client_secret",
+    "client_assertion",
+    "client_assertion_type",
     "subject_token",
     "subject_token_type",
     "requested_token_type",
@@ -109,7 +111,10 @@ fn grant(
         params.one(name)?;
     }
     let grant_type = params.required("grant_type")?;
-    let client = presented.authenticate(|id| shared.client(id))?;
+    let client = presented.authenticate(
+        |id| shared.client(id),
+        |client, assertion| shared.verify_assertion(client, assertion),
+    )?;
     let client = &client;
     let resources = params.all("resource");
     match grant_type {
