@@ -29,7 +29,8 @@
 //!
 //! It doubles as a client for the MCP conformance suite (`tests/conformance`): the suite
 //! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO` and, for scenarios with client
-//! credentials, `MCP_CONFORMANCE_CONTEXT` (`{"client_id": …, "client_secret": …}`). The suite
+//! credentials, `MCP_CONFORMANCE_CONTEXT` (`{"client_id": …, "client_secret": …}`, or
+//! `"private_key_pem"` for `private_key_jwt` with feature `private-key-jwt`). The suite
 //! starts its authorization servers on ports nobody can know in advance, so with that context
 //! the issuer is the one discovery finds for the server: a test harness may do that, a real
 //! client lists the issuers its credentials belong to (`ISSUER`).
@@ -223,8 +224,11 @@ async fn registrar(
                 client = client.redirect_uri(handler.redirect_uri());
             }
             clients = clients.pre_registered(client);
-        } else if context.get("private_key_pem").is_some() {
-            return Err("private_key_jwt client authentication is not supported".to_owned());
+        } else if let (Some(id), Some(pem)) = (
+            context["client_id"].as_str(),
+            context["private_key_pem"].as_str(),
+        ) {
+            clients = clients.pre_registered(private_key_jwt(server, discovery, id, pem).await?);
         }
     }
     if let (Some(id), Some(secret), Some(issuer)) =
@@ -237,6 +241,34 @@ async fn registrar(
         clients = clients.pre_registered(client);
     }
     Ok(clients)
+}
+
+/// A client authenticating with `private_key_jwt` (feature `private-key-jwt`), at the issuer
+/// discovery finds for the server (see the top of the file).
+#[cfg(feature = "private-key-jwt")]
+async fn private_key_jwt(
+    server: &Url,
+    discovery: &Discovery,
+    id: &str,
+    pem: &str,
+) -> Result<PreRegistered, String> {
+    let key = audience_cache::ClientAssertionKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())?;
+    let found = discovery
+        .discover(server)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(PreRegistered::private_key_jwt(id, key)
+        .at_issuer(found.authorization_server().issuer().as_str()))
+}
+
+#[cfg(not(feature = "private-key-jwt"))]
+async fn private_key_jwt(
+    _server: &Url,
+    _discovery: &Discovery,
+    _id: &str,
+    _pem: &str,
+) -> Result<PreRegistered, String> {
+    Err("private_key_jwt needs the crate's private-key-jwt feature (cargo run --features private-key-jwt)".to_owned())
 }
 
 /// Arguments for a tool from its input schema: each required property gets a placeholder of
