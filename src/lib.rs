@@ -36,6 +36,10 @@
 //! - [`Discovery`]: MCP discovery (RFC 9728 protected resource metadata from a 401, RFC 8414 /
 //!   OpenID discovery), every URL checked before it is fetched and every document validated
 //!   before it is used.
+//! - [`ClientRegistrar`] and [`AuthorizationHandler`]: MCP authorization end to end, for a client
+//!   with no credentials of its own at the server discovery found (a client ID metadata document
+//!   or dynamic registration, in the MCP 2025-11-25 order after pre-registered clients), and a
+//!   user's authorization through [`LoopbackListener`] or [`HeadlessAuthorization`].
 //!
 //! # Getting started
 //!
@@ -43,7 +47,9 @@
 //! a [`TokenCache`], and send requests through an [`AuthorizedClient`] (see the README and
 //! `examples/quickstart.rs`, which runs against the embedded servers of the `testing`
 //! feature). Or, for an MCP server known only by its URL, give the client a [`Discovery`]
-//! with [`AuthorizedClient::with_discovery`] (`examples/mcp_client.rs`).
+//! with [`AuthorizedClient::with_discovery`] and, where users authorize, an
+//! [`AuthorizationHandler`] with [`AuthorizedClient::with_authorization`]
+//! (`examples/mcp_client.rs`).
 //!
 //! # Errors
 //!
