@@ -234,7 +234,7 @@ impl TokenCache {
 
     /// Registers what discovery found, getting the client at the discovered authorization
     /// server the way `clients` allows: a pre-registered client listed for that issuer, the
-    /// client ID metadata document, or dynamic registration (see [`ClientRegistrar`]). The
+    /// client ID metadata document, or dynamic registration (see [`ClientRegistrar`](crate::ClientRegistrar)). The
     /// resource rules are those of [`register_discovered`](Self::register_discovered).
     /// `redirect_uri` is used where `clients` has none (an authorization handler's).
     pub async fn register_discovered_with(
