@@ -181,6 +181,9 @@ pub struct ClientRegistration {
     pub(crate) grant: Option<Grant>,
     pub(crate) require_iss: bool,
     pub(crate) offline_access: bool,
+    /// Made by a [`ClientRegistrar`](crate::ClientRegistrar) for a discovered server, not
+    /// configured by the user.
+    pub(crate) discovered: bool,
 }
 
 impl ClientRegistration {
@@ -200,6 +203,7 @@ impl ClientRegistration {
             grant: None,
             require_iss: false,
             offline_access: false,
+            discovered: false,
         }
     }
 

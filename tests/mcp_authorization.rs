@@ -378,3 +378,73 @@ async fn a_server_that_never_grants_the_scope_gets_one_step_up_not_a_loop() {
         .collect();
     assert_eq!(statuses, [403]);
 }
+
+#[tokio::test]
+async fn a_second_server_at_the_same_authorization_server_reuses_the_registered_client() {
+    let auth = authorization_server(|b| b.dynamic_registration(true)).await;
+    let first = mcp_server(&auth).await;
+    let second = ResourceServer::builder(&auth)
+        .path("/other")
+        .start()
+        .await
+        .unwrap();
+    let http = client(
+        &cache(),
+        ClientRegistrar::new().dynamic_registration(dynamic()),
+    );
+    assert_eq!(get(&http, &first.url()).await.unwrap(), 200);
+    assert_eq!(get(&http, &second.url()).await.unwrap(), 200);
+    assert_eq!(auth.registrations().len(), 1);
+    let resources: Vec<_> = auth
+        .authorization_requests()
+        .iter()
+        .map(|a| a.resources.clone())
+        .collect();
+    assert_eq!(resources, [[first.resource()], [second.resource()]]);
+}
+
+/// The F10 rule with registration on: a server that names the issuer of a client the user
+/// configured does not get that client, even though a new one could be registered there.
+#[tokio::test]
+async fn a_configured_client_is_not_lent_to_a_discovered_server() {
+    let auth = authorization_server(|b| {
+        b.client(Client::confidential("svc", "s3cret"))
+            .dynamic_registration(true)
+    })
+    .await;
+    let configured = mcp_server(&auth).await;
+    let stranger = ResourceServer::builder(&auth)
+        .path("/stranger")
+        .start()
+        .await
+        .unwrap();
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .client(
+            audience_cache::ClientRegistration::new(
+                auth.issuer(),
+                Url::parse(&auth.token_endpoint()).unwrap(),
+                "svc",
+            )
+            .client_secret_basic("s3cret".into()),
+        )
+        .resource(audience_cache::ResourceConfig::new(
+            audience_cache::ResourceUri::parse_with(
+                configured.resource(),
+                &audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(true),
+            )
+            .unwrap(),
+            auth.issuer(),
+        ))
+        .build()
+        .unwrap();
+    let http = client(
+        &cache,
+        ClientRegistrar::new().dynamic_registration(dynamic()),
+    );
+    let error = get(&http, &stranger.url()).await.unwrap_err();
+    assert!(matches!(error, Error::UntrustedIssuer { .. }), "{error:?}");
+    assert!(auth.requests().is_empty());
+    assert!(auth.registrations().is_empty());
+    assert!(stranger.requests().iter().all(|r| !r.bearer_presented));
+}

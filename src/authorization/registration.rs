@@ -124,9 +124,30 @@ impl ClientRegistrar {
         self
     }
 
+    /// Whether a pre-registered client lists `issuer`: the user trusts that issuer for
+    /// discovered resources.
+    pub(crate) fn lists_issuer(&self, issuer: &str) -> bool {
+        self.pre_registered
+            .iter()
+            .any(|c| c.is_registered_at(issuer))
+    }
+
     /// The client registration to use at the discovered authorization server, registering
     /// one if that is the way this server allows.
     pub(crate) async fn registration_for(
+        &self,
+        discovered: &Discovered,
+        discovery: &Discovery,
+        handler_redirect: Option<Url>,
+    ) -> Result<ClientRegistration, Error> {
+        let mut registration = self
+            .registration_at(discovered, discovery, handler_redirect)
+            .await?;
+        registration.discovered = true;
+        Ok(registration)
+    }
+
+    async fn registration_at(
         &self,
         discovered: &Discovered,
         discovery: &Discovery,

@@ -245,14 +245,25 @@ impl TokenCache {
         redirect_uri: Option<Url>,
     ) -> Result<(), Error> {
         let issuer = discovered.authorization_server().issuer().as_str();
-        let registration = if self.has_client(issuer) {
-            None
-        } else {
-            Some(
+        let registration = match self.client_was_discovered(issuer) {
+            None => Some(
                 clients
                     .registration_for(discovered, discovery, redirect_uri)
                     .await?,
-            )
+            ),
+            // A client this discovery obtained there before, or a configured one at an issuer
+            // the user listed for discovery.
+            Some(true) => None,
+            Some(false) if clients.lists_issuer(issuer) => None,
+            // A configured client is never lent to a resource that merely names its issuer:
+            // the server could have tokens minted for itself with it (and, where the
+            // authorization server ignores `resource`, tokens valid elsewhere).
+            Some(false) => {
+                return Err(Error::UntrustedIssuer {
+                    resource: discovered.resource().wire().to_owned(),
+                    issuer: issuer.to_owned(),
+                });
+            }
         };
         self.install_discovered(discovered, || {
             registration.ok_or_else(|| Error::Registration {
@@ -262,13 +273,15 @@ impl TokenCache {
         })
     }
 
-    fn has_client(&self, issuer: &str) -> bool {
+    /// Whether the client registration for `issuer` came from discovery; `None` when there
+    /// is none.
+    fn client_was_discovered(&self, issuer: &str) -> Option<bool> {
         let clients = self
             .shared
             .clients
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        clients.contains_key(issuer)
+        clients.get(issuer).map(|c| c.registration().discovered)
     }
 
     /// Adds the client (unless the issuer has one) and the resource (unless configured with
