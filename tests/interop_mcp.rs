@@ -1,14 +1,22 @@
 //! The crate against real components: the MCP TypeScript SDK's streamable-HTTP server
 //! (`requireBearerAuth`, `mcpAuthMetadataRouter`, JWTs verified against the authorization
 //! server's JWKS with `aud` = its own resource) and oidc-provider as the authorization server.
-//! From a bare server URL and client credentials to tool calls.
+//! From a bare server URL and client credentials to tool calls, and from a bare server URL
+//! and no credentials at all (dynamic registration at oidc-provider, a user's authorization) to
+//! tool calls.
 
 mod interop_support;
 
-use audience_cache::{AuthorizedClient, Discovery, DiscoveryOptions, PreRegistered, TokenCache};
+use std::sync::Arc;
+
+use audience_cache::{
+    AuthorizationFuture, AuthorizationHandler, AuthorizedClient, ClientRegistrar, ClientStore,
+    Discovery, DiscoveryOptions, DynamicRegistration, MemoryClientStore, PreRegistered, TokenCache,
+};
 use interop_support::mcp::{McpServer, Reply, Session};
 use interop_support::server::AuthServer;
 use serde_json::json;
+use url::Url;
 
 fn client(cache: &TokenCache, issuer: &str) -> AuthorizedClient {
     AuthorizedClient::new(cache.clone())
@@ -150,4 +158,83 @@ async fn two_servers_never_receive_each_others_tokens() {
         .await
         .unwrap();
     assert!(token_a.header_for(&b_url).is_err());
+}
+
+/// The user, in a browser: logs in and consents at oidc-provider (automatic in `server.mjs`),
+/// and comes back to the redirect URI.
+#[derive(Debug)]
+struct Browser {
+    redirect_uri: Url,
+}
+
+impl AuthorizationHandler for Browser {
+    fn redirect_uri(&self) -> Url {
+        self.redirect_uri.clone()
+    }
+
+    fn authorize<'a>(&'a self, url: &'a Url) -> AuthorizationFuture<'a> {
+        Box::pin(
+            async move { Ok(interop_support::browser::authorize(url, &self.redirect_uri).await) },
+        )
+    }
+}
+
+#[tokio::test]
+async fn with_no_credentials_the_client_registers_and_a_user_authorizes() {
+    let auth = AuthServer::start().await;
+    let mcp = McpServer::start(auth.issuer(), "/mcp", "");
+    let store = Arc::new(MemoryClientStore::default());
+    let clients = ClientRegistrar::new().dynamic_registration(
+        DynamicRegistration::new("audience-cache interop").store(store.clone()),
+    );
+    let http = AuthorizedClient::new(cache())
+        .unwrap()
+        .with_discovery(
+            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+                .unwrap(),
+            clients,
+        )
+        .with_authorization(Arc::new(Browser {
+            redirect_uri: Url::parse("http://127.0.0.1:53682/callback").unwrap(),
+        }));
+    let mut session = Session::new(&http, mcp.resource());
+    session.initialize().await.unwrap();
+    let Reply::Result(who) = session
+        .call("tools/call", json!({ "name": "whoami", "arguments": {} }))
+        .await
+        .unwrap()
+    else {
+        panic!("whoami failed");
+    };
+    assert!(who.to_string().contains(mcp.resource()), "{who}");
+
+    // One client registered at oidc-provider and kept; one code exchanged, for the server's
+    // resource, with the registered client's secret.
+    let registered = store.load(auth.issuer()).await.unwrap().unwrap();
+    assert_eq!(
+        registered.token_endpoint_auth_method(),
+        "client_secret_basic"
+    );
+    assert!(registered.has_secret());
+    let stats = auth.stats().await;
+    assert_eq!(stats.token_requests, 1);
+    let request = &stats.requests[0];
+    assert_eq!(
+        (
+            request.grant_type.as_str(),
+            request.client_auth.as_str(),
+            request.status
+        ),
+        ("authorization_code", "client_secret_basic", 200)
+    );
+    assert_eq!(request.resource.as_deref(), Some(mcp.resource()));
+    // Every MCP request after the probe carried a token for exactly this server.
+    let requests = mcp.requests().await;
+    let to_mcp: Vec<_> = requests.iter().filter(|r| r.path == "/mcp").collect();
+    assert!(!to_mcp[0].bearer);
+    assert!(
+        to_mcp[1..]
+            .iter()
+            .all(|r| r.bearer && r.aud == Some(json!(mcp.resource())))
+    );
 }

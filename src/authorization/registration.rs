@@ -324,6 +324,12 @@ impl DynamicRegistration {
             "response_types": ["code"],
             "token_endpoint_auth_method": method,
         });
+        if is_loopback_http(redirect_uri) {
+            // OpenID Connect Dynamic Client Registration §2: a client that receives its
+            // redirect on the loopback interface is a native application; servers that follow
+            // it (oidc-provider) refuse loopback redirect URIs for web clients.
+            body["application_type"] = "native".into();
+        }
         if let Some(uri) = &self.client_uri {
             body["client_uri"] = uri.as_str().into();
         }
@@ -544,6 +550,10 @@ fn same_redirect_uri(a: &Url, b: &Url) -> bool {
         && a.host_str() == b.host_str()
         && a.path() == b.path()
         && a.query() == b.query()
+}
+
+fn is_loopback_http(uri: &Url) -> bool {
+    uri.scheme() == "http" && matches!(uri.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
 }
 
 fn now_unix() -> u64 {

@@ -207,6 +207,9 @@ const configuration = {
     clientCredentials: { enabled: true },
     revocation: { enabled: true },
     introspection: { enabled: true },
+    // Dynamic client registration (RFC 7591) at /reg, open (no initial access token), for
+    // clients that arrive with no credentials (MCP 2025-11-25 §10.3).
+    registration: { enabled: true },
     resourceIndicators: {
       enabled: true,
       // No default resource. When several resources were granted at the
