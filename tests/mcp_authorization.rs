@@ -448,3 +448,30 @@ async fn a_configured_client_is_not_lent_to_a_discovered_server() {
     assert!(auth.registrations().is_empty());
     assert!(stranger.requests().iter().all(|r| !r.bearer_presented));
 }
+
+#[tokio::test]
+async fn the_middleware_discovers_registers_and_authorizes_too() {
+    let auth = authorization_server(|b| b.dynamic_registration(true)).await;
+    let mcp = mcp_server(&auth).await;
+    let middleware = audience_cache::AudienceMiddleware::new(cache())
+        .with_discovery(
+            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+                .unwrap(),
+            ClientRegistrar::new().dynamic_registration(dynamic()),
+        )
+        .with_authorization(Arc::new(
+            HeadlessAuthorization::new(redirect_uri()).unwrap(),
+        ));
+    let inner = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(inner)
+        .with(middleware)
+        .build();
+    let response = client.get(mcp.url()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(auth.registrations().len(), 1);
+    assert_eq!(auth.authorization_requests().len(), 1);
+    assert_eq!(auth.requests().len(), 1);
+}

@@ -44,6 +44,25 @@ impl AudienceMiddleware {
             policy: Arc::new(Policy::new(cache)),
         }
     }
+
+    /// Discovers URLs no configured resource covers, as
+    /// [`AuthorizedClient::with_discovery`](crate::AuthorizedClient::with_discovery) does.
+    pub fn with_discovery(
+        mut self,
+        discovery: crate::Discovery,
+        clients: impl Into<crate::ClientRegistrar>,
+    ) -> Self {
+        Policy::unique(&mut self.policy).discovery = Some((discovery, clients.into()));
+        self
+    }
+
+    /// Lets a user authorize where a resource needs it, as
+    /// [`AuthorizedClient::with_authorization`](crate::AuthorizedClient::with_authorization)
+    /// does.
+    pub fn with_authorization(mut self, handler: Arc<dyn crate::AuthorizationHandler>) -> Self {
+        Policy::unique(&mut self.policy).handler = Some(handler);
+        self
+    }
 }
 
 #[async_trait::async_trait]

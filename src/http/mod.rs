@@ -74,6 +74,19 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
+    /// The policy to configure: this one, or a copy if it is shared already (a client cloned
+    /// before it was configured keeps its own settings).
+    pub(crate) fn unique(policy: &mut Arc<Self>) -> &mut Self {
+        if Arc::get_mut(policy).is_none() {
+            let mut fresh = Policy::new(policy.cache.clone());
+            fresh.max_redirects = policy.max_redirects;
+            fresh.discovery = policy.discovery.clone();
+            fresh.handler = policy.handler.clone();
+            *policy = Arc::new(fresh);
+        }
+        Arc::get_mut(policy).unwrap_or_else(|| unreachable!("made unique above"))
+    }
+
     pub(crate) fn new(cache: TokenCache) -> Self {
         Self {
             cache,
@@ -140,14 +153,7 @@ impl AuthorizedClient {
     }
 
     fn policy_mut(&mut self) -> &mut Policy {
-        if Arc::get_mut(&mut self.policy).is_none() {
-            let mut fresh = Policy::new(self.policy.cache.clone());
-            fresh.max_redirects = self.policy.max_redirects;
-            fresh.discovery = self.policy.discovery.clone();
-            fresh.handler = self.policy.handler.clone();
-            self.policy = Arc::new(fresh);
-        }
-        Arc::get_mut(&mut self.policy).unwrap_or_else(|| unreachable!("made unique above"))
+        Policy::unique(&mut self.policy)
     }
 
     /// Starts a GET request (build it with `.build()` and pass it to
