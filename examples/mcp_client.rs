@@ -329,6 +329,7 @@ impl Session {
             self.id = Some(session.to_owned());
         }
         let status = response.status();
+        let challenge = challenge_of(&response);
         let is_sse = response
             .headers()
             .get("content-type")
@@ -336,7 +337,7 @@ impl Session {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let text = response.text().await.map_err(|e| e.to_string())?;
         if !status.is_success() {
-            return Err(format!("{method}: HTTP {}", status.as_u16()));
+            return Err(format!("{method}: HTTP {}{challenge}", status.as_u16()));
         }
         let reply = if is_sse {
             sse_reply(&text, id)?
@@ -365,6 +366,34 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The server's `WWW-Authenticate`, for an error message: what it still asks for after the
+/// crate's retries (escaped, shortened: it is the server's text).
+fn challenge_of(response: &reqwest::Response) -> String {
+    let values: Vec<String> = response
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .escape_debug()
+                .to_string()
+        })
+        .collect();
+    if values.is_empty() {
+        return String::new();
+    }
+    let mut text = values.join(", ");
+    if text.len() > 300 {
+        let mut end = 300;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    format!(" (WWW-Authenticate: {text})")
 }
 
 fn parse(text: &str) -> Result<Value, String> {
