@@ -28,6 +28,19 @@ fn client(cache: &TokenCache, issuer: &str) -> AuthorizedClient {
         )
 }
 
+/// Calls the server's `whoami` tool, which answers with the token's audience: it must be
+/// `resource`.
+async fn whoami_is(session: &mut Session<'_>, resource: &str) {
+    let Reply::Result(who) = session
+        .call("tools/call", json!({ "name": "whoami", "arguments": {} }))
+        .await
+        .unwrap()
+    else {
+        panic!("whoami failed");
+    };
+    assert!(who.to_string().contains(resource), "{who}");
+}
+
 fn cache() -> TokenCache {
     TokenCache::builder()
         .allow_insecure_http_on_loopback(true)
@@ -54,14 +67,7 @@ async fn from_a_bare_server_url_to_tools_list() {
         .map(|t| t["name"].clone())
         .collect();
     assert!(names.contains(&json!("whoami")), "{names:?}");
-    let Reply::Result(who) = session
-        .call("tools/call", json!({ "name": "whoami", "arguments": {} }))
-        .await
-        .unwrap()
-    else {
-        panic!("whoami failed");
-    };
-    assert!(who.to_string().contains(mcp.resource()), "{who}");
+    whoami_is(&mut session, mcp.resource()).await;
 
     // One token request, for the server's canonical resource, sent verbatim.
     let stats = auth.stats().await;
@@ -199,14 +205,7 @@ async fn with_no_credentials_the_client_registers_and_a_user_authorizes() {
         }));
     let mut session = Session::new(&http, mcp.resource());
     session.initialize().await.unwrap();
-    let Reply::Result(who) = session
-        .call("tools/call", json!({ "name": "whoami", "arguments": {} }))
-        .await
-        .unwrap()
-    else {
-        panic!("whoami failed");
-    };
-    assert!(who.to_string().contains(mcp.resource()), "{who}");
+    whoami_is(&mut session, mcp.resource()).await;
 
     // One client registered at oidc-provider and kept; one code exchanged, for the server's
     // resource, with the registered client's secret.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use audience_cache::testing::{
     AuthorizationServer, AuthorizationServerBuilder, Client, ClientAuthMethod, ResourceServer,
-    ScopeField,
+    ScopeField, TokenRequestRecord,
 };
 use audience_cache::{
     AuthorizedClient, ClientRegistrar, ClientStore, Discovery, DiscoveryOptions,
@@ -64,6 +64,14 @@ fn dynamic() -> DynamicRegistration {
     DynamicRegistration::new("mcp authorization tests")
 }
 
+/// The one token request the server received, which succeeded.
+fn the_token_request(auth: &AuthorizationServer) -> TokenRequestRecord {
+    let requests = auth.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].status.map(|s| s.as_u16()), Some(200));
+    requests.into_iter().next().unwrap()
+}
+
 async fn get(client: &AuthorizedClient, url: &str) -> Result<u16, Error> {
     let response = client.execute(client.get(url).build().unwrap()).await?;
     Ok(response.status().as_u16())
@@ -111,16 +119,12 @@ async fn a_client_with_no_credentials_registers_and_a_user_authorizes() {
         Some("S256")
     );
 
-    let tokens = auth.requests();
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0].grant_type.as_deref(), Some("authorization_code"));
-    assert_eq!(tokens[0].client_id.as_deref(), Some(client_id.as_str()));
-    assert_eq!(
-        tokens[0].client_auth,
-        Some(ClientAuthMethod::ClientSecretBasic)
-    );
-    assert_eq!(tokens[0].resources, [mcp.resource()]);
-    assert!(tokens[0].code_verifier_presented);
+    let token = the_token_request(&auth);
+    assert_eq!(token.grant_type.as_deref(), Some("authorization_code"));
+    assert_eq!(token.client_id.as_deref(), Some(client_id.as_str()));
+    assert_eq!(token.client_auth, Some(ClientAuthMethod::ClientSecretBasic));
+    assert_eq!(token.resources, [mcp.resource()]);
+    assert!(token.code_verifier_presented);
     assert_eq!(store.len(), 1);
     let stored = store.load(auth.issuer()).await.unwrap().unwrap();
     assert_eq!(stored.client_id(), client_id);
@@ -161,10 +165,11 @@ async fn the_token_endpoint_authentication_follows_the_server() {
             registrations[0].requested_auth_method.as_deref(),
             Some(expected)
         );
-        let tokens = auth.requests();
-        assert_eq!(tokens.len(), 1);
-        assert_eq!(tokens[0].client_auth, Some(method), "{expected}");
-        assert_eq!(tokens[0].status.map(|s| s.as_u16()), Some(200));
+        assert_eq!(
+            the_token_request(&auth).client_auth,
+            Some(method),
+            "{expected}"
+        );
     }
 }
 
@@ -189,10 +194,9 @@ async fn a_client_id_metadata_document_comes_before_dynamic_registration() {
         authorizations[0].client_id.as_deref(),
         Some(METADATA_DOCUMENT)
     );
-    let tokens = auth.requests();
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0].client_id.as_deref(), Some(METADATA_DOCUMENT));
-    assert_eq!(tokens[0].client_auth, Some(ClientAuthMethod::None));
+    let token = the_token_request(&auth);
+    assert_eq!(token.client_id.as_deref(), Some(METADATA_DOCUMENT));
+    assert_eq!(token.client_auth, Some(ClientAuthMethod::None));
 }
 
 #[tokio::test]
@@ -240,13 +244,9 @@ async fn a_pre_registered_client_comes_first() {
         Some("svc")
     );
     // The server lists only client_secret_post: the confidential client follows it.
-    let tokens = auth.requests();
-    assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0].grant_type.as_deref(), Some("authorization_code"));
-    assert_eq!(
-        tokens[0].client_auth,
-        Some(ClientAuthMethod::ClientSecretPost)
-    );
+    let token = the_token_request(&auth);
+    assert_eq!(token.grant_type.as_deref(), Some("authorization_code"));
+    assert_eq!(token.client_auth, Some(ClientAuthMethod::ClientSecretPost));
 }
 
 #[tokio::test]
