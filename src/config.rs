@@ -148,6 +148,12 @@ impl PreRegistered {
         self
     }
 
+    /// Whether `issuer` is one of the issuers listed with [`at_issuer`](Self::at_issuer) (not
+    /// merely allowed by [`at_any_issuer_without_a_secret`](Self::at_any_issuer_without_a_secret)).
+    pub(crate) fn lists(&self, issuer: &str) -> bool {
+        self.issuers.iter().any(|i| i == issuer)
+    }
+
     /// Whether discovery may use this client at `issuer`.
     pub fn is_registered_at(&self, issuer: &str) -> bool {
         self.issuers.iter().any(|i| i == issuer)

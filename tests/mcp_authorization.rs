@@ -475,3 +475,45 @@ async fn the_middleware_discovers_registers_and_authorizes_too() {
     assert_eq!(auth.authorization_requests().len(), 1);
     assert_eq!(auth.requests().len(), 1);
 }
+
+/// A public client allowed at any issuer must not open the door to a configured client: the
+/// issuer has to be listed by name.
+#[tokio::test]
+async fn a_public_client_for_any_issuer_does_not_lend_out_a_configured_one() {
+    let auth = authorization_server(|b| b.client(Client::confidential("svc", "s3cret"))).await;
+    let stranger = ResourceServer::builder(&auth)
+        .path("/stranger")
+        .start()
+        .await
+        .unwrap();
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .client(
+            audience_cache::ClientRegistration::new(
+                auth.issuer(),
+                Url::parse(&auth.token_endpoint()).unwrap(),
+                "svc",
+            )
+            .client_secret_basic("s3cret".into()),
+        )
+        .build()
+        .unwrap();
+    let anywhere = PreRegistered::public("app", redirect_uri()).at_any_issuer_without_a_secret();
+    let http = client(&cache, ClientRegistrar::from(anywhere.clone()));
+    let error = get(&http, &stranger.url()).await.unwrap_err();
+    assert!(matches!(error, Error::UntrustedIssuer { .. }), "{error:?}");
+    // The same through the cache's own registration of a discovery.
+    let found = Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+        .unwrap()
+        .discover(&Url::parse(&stranger.url()).unwrap())
+        .await
+        .unwrap();
+    let error = cache.register_discovered(&found, &anywhere).unwrap_err();
+    assert!(matches!(error, Error::UntrustedIssuer { .. }), "{error:?}");
+    assert_eq!(
+        cache.resource_for(&Url::parse(&stranger.url()).unwrap()),
+        None
+    );
+    assert!(auth.requests().is_empty());
+    assert!(auth.authorization_requests().is_empty());
+}

@@ -124,12 +124,10 @@ impl ClientRegistrar {
         self
     }
 
-    /// Whether a pre-registered client lists `issuer`: the user trusts that issuer for
-    /// discovered resources.
+    /// Whether a pre-registered client lists `issuer` by name: the user trusts that issuer
+    /// for discovered resources (a public client allowed at any issuer does not count).
     pub(crate) fn lists_issuer(&self, issuer: &str) -> bool {
-        self.pre_registered
-            .iter()
-            .any(|c| c.is_registered_at(issuer))
+        self.pre_registered.iter().any(|c| c.lists(issuer))
     }
 
     /// The client registration to use at the discovered authorization server, registering

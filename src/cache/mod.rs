@@ -223,13 +223,23 @@ impl TokenCache {
         // Discovery adds resources only at issuers the discovery client lists, also when a
         // registration for that issuer exists already: otherwise any server could name a
         // configured issuer and have tokens minted for itself with the configured client.
+        let untrusted = || Error::UntrustedIssuer {
+            resource: discovered.resource().wire().to_owned(),
+            issuer: issuer.to_owned(),
+        };
         if !client.is_registered_at(issuer) {
-            return Err(Error::UntrustedIssuer {
-                resource: discovered.resource().wire().to_owned(),
-                issuer: issuer.to_owned(),
-            });
+            return Err(untrusted());
         }
-        self.install_discovered(discovered, || discovered.registration_for(client))
+        // A configured client only for a resource at an issuer the discovery client names.
+        if self.client_was_discovered(issuer) == Some(false) && !client.lists(issuer) {
+            return Err(untrusted());
+        }
+        self.install_discovered(discovered, || {
+            discovered.registration_for(client).map(|mut registration| {
+                registration.discovered = true;
+                registration
+            })
+        })
     }
 
     /// Registers what discovery found, getting the client at the discovered authorization
@@ -251,8 +261,8 @@ impl TokenCache {
                     .registration_for(discovered, discovery, redirect_uri)
                     .await?,
             ),
-            // A client this discovery obtained there before, or a configured one at an issuer
-            // the user listed for discovery.
+            // A client discovery obtained there before, or a configured one at an issuer the
+            // user listed for discovery by name.
             Some(true) => None,
             Some(false) if clients.lists_issuer(issuer) => None,
             // A configured client is never lent to a resource that merely names its issuer:
