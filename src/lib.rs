@@ -105,6 +105,8 @@ pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
 pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
+#[cfg(feature = "redis")]
+pub use cache::{SealingKey, SharedLevel};
 pub use config::{
     BuildError, ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig,
 };
