@@ -309,7 +309,11 @@ impl Level {
         ahead: bool,
     ) -> Result<Arc<CachedToken>, Error> {
         let names = Names::new(&self.namespace, Kind::AccessToken, key);
-        match self.read(shared, entry, key, &names, ahead).await {
+        let mut seen = None;
+        match self
+            .read(shared, entry, key, &names, ahead, &mut seen)
+            .await
+        {
             Found::Usable(token) => return Ok(self.take(shared, token).await),
             Found::Unavailable => {
                 return self.from_server(shared, entry, key, acquire, ahead).await;
@@ -319,7 +323,7 @@ impl Level {
         match self.try_lock(&names).await {
             Ok(Some(held)) => {
                 return self
-                    .fetch_locked(shared, entry, key, acquire, ahead, &names, held)
+                    .fetch_locked(shared, entry, key, acquire, ahead, &names, held, seen)
                     .await;
             }
             Ok(None) => {}
@@ -332,7 +336,10 @@ impl Level {
         while Instant::now() < deadline {
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
             pause = (pause * 2).min(POLL_MAX);
-            match self.read(shared, entry, key, &names, ahead).await {
+            match self
+                .read(shared, entry, key, &names, ahead, &mut seen)
+                .await
+            {
                 Found::Usable(token) => return Ok(self.take(shared, token).await),
                 Found::Unavailable => break,
                 Found::Nothing => {}
@@ -342,7 +349,7 @@ impl Level {
             match self.try_lock(&names).await {
                 Ok(Some(held)) => {
                     return self
-                        .fetch_locked(shared, entry, key, acquire, ahead, &names, held)
+                        .fetch_locked(shared, entry, key, acquire, ahead, &names, held, seen)
                         .await;
                 }
                 Ok(None) => {}
@@ -364,8 +371,9 @@ impl Level {
         ahead: bool,
         names: &Names,
         held: Held,
+        mut seen: Option<Vec<u8>>,
     ) -> Result<Arc<CachedToken>, Error> {
-        let result = match self.read(shared, entry, key, names, ahead).await {
+        let result = match self.read(shared, entry, key, names, ahead, &mut seen).await {
             Found::Usable(token) => Ok(self.take(shared, token).await),
             Found::Nothing | Found::Unavailable => {
                 self.from_server(shared, entry, key, acquire, ahead).await
@@ -398,6 +406,8 @@ impl Level {
         token
     }
 
+    /// Reads the key's entry. `seen` is the value this flight read last: the same value again
+    /// is no news (and a value that did not open is counted once).
     async fn read(
         &self,
         shared: &Shared,
@@ -405,6 +415,7 @@ impl Level {
         key: &CacheKey,
         names: &Names,
         ahead: bool,
+        seen: &mut Option<Vec<u8>>,
     ) -> Found {
         let envelope = match self.connection.get(&names.value).await {
             Ok(Some(envelope)) => envelope,
@@ -414,7 +425,11 @@ impl Level {
                 return Found::Unavailable;
             }
         };
-        let Some(token) = self.open_access(shared, entry, key, names, &envelope) else {
+        if seen.as_ref() == Some(&envelope) {
+            return Found::Nothing;
+        }
+        let envelope = &*seen.insert(envelope);
+        let Some(token) = self.open_access(shared, entry, key, names, envelope) else {
             self.counters.l2_decrypt_failure();
             tracing::warn!(
                 key = %key,
