@@ -34,7 +34,8 @@ pub struct Stats {
     /// sealed with a key no longer listed, or malformed). Each is treated as absent.
     pub l2_decrypt_failures: u64,
     /// Redis operations that failed or timed out. Each degrades to the in-memory behaviour;
-    /// none fails a request.
+    /// none fails a request. For a second after a timeout or a lost connection, the shared
+    /// level is not asked (and those skipped calls are not counted).
     pub l2_errors: u64,
     /// Tokens written to the shared level.
     pub l2_writes: u64,

@@ -1,10 +1,17 @@
 //! The Redis operations the shared level uses, each bounded by a timeout. Errors are reported
 //! to the caller, which degrades to the in-memory behaviour; the connection itself is a
 //! [`ConnectionManager`] that reconnects on its own when Redis comes back.
+//!
+//! After a timeout or a lost connection, calls are skipped for [`PAUSE_AFTER_OUTAGE`]: while
+//! Redis is unreachable, a miss costs no Redis timeout, and the log gets one warning per pause
+//! rather than one per call. The first call after the pause tries again (and makes the manager
+//! reconnect).
 
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, ExistenceCheck, Script, SetExpiry, SetOptions};
@@ -18,12 +25,17 @@ end
 return 0
 ";
 
+/// How long calls are skipped after Redis timed out or dropped the connection.
+pub(crate) const PAUSE_AFTER_OUTAGE: Duration = Duration::from_secs(1);
+
 /// Why a Redis operation gave no answer. Its `Display` names the operation and the cause,
 /// never a value.
 #[derive(Debug)]
 pub(crate) enum Failure {
     Timeout(&'static str),
     Redis(&'static str, redis::RedisError),
+    /// Not sent: Redis failed moments ago (see [`PAUSE_AFTER_OUTAGE`]).
+    Paused,
 }
 
 impl fmt::Display for Failure {
@@ -31,6 +43,7 @@ impl fmt::Display for Failure {
         match self {
             Self::Timeout(op) => write!(f, "Redis {op} timed out"),
             Self::Redis(op, error) => write!(f, "Redis {op} failed ({:?})", error.kind()),
+            Self::Paused => f.write_str("Redis failed moments ago; not asked"),
         }
     }
 }
@@ -39,6 +52,8 @@ pub(crate) struct Connection {
     client: redis::Client,
     /// Made on first use, inside the runtime that will drive it.
     manager: Mutex<Option<ConnectionManager>>,
+    /// Calls are skipped until then, after an outage.
+    paused_until: Mutex<Option<Instant>>,
     timeout: Duration,
     compare_and_delete: Script,
 }
@@ -48,12 +63,17 @@ impl Connection {
         Self {
             client,
             manager: Mutex::new(None),
+            paused_until: Mutex::new(None),
             timeout,
             compare_and_delete: Script::new(COMPARE_AND_DELETE),
         }
     }
 
     fn manager(&self, op: &'static str) -> Result<ConnectionManager, Failure> {
+        let paused = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if paused.is_some_and(|until| Instant::now() < until) {
+            return Err(Failure::Paused);
+        }
         let mut manager = self.manager.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(manager) = &*manager {
             return Ok(manager.clone());
@@ -77,11 +97,21 @@ impl Connection {
         op: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(Failure::Redis(op, error)),
-            Err(_) => Err(Failure::Timeout(op)),
+        let failure = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => Failure::Redis(op, error),
+            Err(_) => Failure::Timeout(op),
+        };
+        let outage = match &failure {
+            Failure::Timeout(_) => true,
+            Failure::Redis(_, error) => error.is_io_error() || error.is_unrecoverable_error(),
+            Failure::Paused => false,
+        };
+        if outage {
+            *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + PAUSE_AFTER_OUTAGE);
         }
+        Err(failure)
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {

@@ -70,7 +70,9 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 /// - **Failure.** Every Redis call is bounded by [`op_timeout`](Self::op_timeout). An error
 ///   or timeout is logged (without tokens), counted in
 ///   [`Stats::l2_errors`](crate::Stats::l2_errors), and the request goes on in memory, as
-///   without a shared level; the connection reconnects by itself when Redis is back.
+///   without a shared level. After a timeout or a lost connection the shared level is left
+///   alone for a second (so an outage costs no Redis timeout per miss); then the connection
+///   reconnects by itself, as soon as Redis is back.
 /// - **Audience.** A token read from Redis goes through the same audience decision as a
 ///   fetched one, and its `aud` is read again from the token, never taken from Redis.
 ///
@@ -532,8 +534,10 @@ impl Level {
             })),
             Ok(false) => Ok(None),
             Err(failure) => {
-                self.counters.l2_error();
-                tracing::warn!("shared level: {failure}; going on in memory");
+                if !matches!(failure, Failure::Paused) {
+                    self.counters.l2_error();
+                    tracing::warn!("shared level: {failure}; going on in memory");
+                }
                 Err(())
             }
         }
@@ -545,12 +549,18 @@ impl Level {
             .delete_if(&held.name, held.token.as_bytes())
             .await
         {
-            self.counters.l2_error();
+            if !matches!(failure, Failure::Paused) {
+                self.counters.l2_error();
+            }
             tracing::warn!("shared level: {failure}; the lock will expire by itself");
         }
     }
 
     fn failed(&self, key: &CacheKey, failure: &Failure) {
+        if matches!(failure, Failure::Paused) {
+            tracing::debug!(key = %key, "shared level: {failure}; going on in memory");
+            return;
+        }
         self.counters.l2_error();
         tracing::warn!(key = %key, "shared level: {failure}; going on in memory");
     }
@@ -673,4 +683,29 @@ impl RefreshLock<'_> {
 /// without the scopes, as one refresh token serves every scope set of its grant.
 fn grant_key(key: &CacheKey) -> CacheKey {
     key.with_scopes(&ScopeSet::empty())
+}
+
+impl crate::TokenCache {
+    /// Not a stable API: for `benches/shared_level.rs`. The shared level's read of
+    /// `resource`'s default-scope token alone, bypassing the in-memory level and storing
+    /// nothing: the entry's name (SHA-256 of the key), one `GET`, opening the envelope,
+    /// parsing and checking the payload, the schedule, reading `aud`. `None` without a shared
+    /// level or a usable entry.
+    #[doc(hidden)]
+    pub async fn read_shared_level(
+        &self,
+        resource: &crate::ResourceUri,
+    ) -> Option<crate::BearerToken> {
+        let level = self.shared.shared_level.as_ref()?;
+        let entry = self.shared.resource(resource).ok()?;
+        let key = &entry.default_key;
+        let names = Names::new(&level.namespace, Kind::AccessToken, key);
+        match level
+            .read(&self.shared, &entry, key, &names, false, &mut None)
+            .await
+        {
+            Found::Usable(token) => Some(crate::BearerToken::new(token, entry.policy.clone())),
+            Found::Nothing | Found::Unavailable => None,
+        }
+    }
 }
