@@ -318,7 +318,7 @@ impl Level {
         {
             Found::Usable(token) => return Ok(self.take(shared, token).await),
             Found::Unavailable => {
-                return self.from_server(shared, entry, key, acquire, ahead).await;
+                return self.ask_server(shared, entry, key, acquire, ahead).await;
             }
             Found::Nothing => {}
         }
@@ -329,7 +329,7 @@ impl Level {
                     .await;
             }
             Ok(None) => {}
-            Err(()) => return self.from_server(shared, entry, key, acquire, ahead).await,
+            Err(()) => return self.ask_server(shared, entry, key, acquire, ahead).await,
         }
         // Another process is fetching: wait for its token, a bounded time.
         self.counters.l2_lock_wait();
@@ -358,7 +358,7 @@ impl Level {
                 Err(()) => break,
             }
         }
-        self.from_server(shared, entry, key, acquire, ahead).await
+        self.ask_server(shared, entry, key, acquire, ahead).await
     }
 
     /// With the key's lock held: read once more (another process may have just written),
@@ -378,7 +378,7 @@ impl Level {
         let result = match self.read(shared, entry, key, names, ahead, &mut seen).await {
             Found::Usable(token) => Ok(self.take(shared, token).await),
             Found::Nothing | Found::Unavailable => {
-                self.from_server(shared, entry, key, acquire, ahead).await
+                self.ask_server(shared, entry, key, acquire, ahead).await
             }
         };
         self.release(held).await;
@@ -387,7 +387,7 @@ impl Level {
 
     /// A token from the authorization server (stored in memory and written here by
     /// `store_response`).
-    async fn from_server(
+    async fn ask_server(
         &self,
         shared: &Arc<Shared>,
         entry: &ResourceEntry,
