@@ -39,8 +39,9 @@ impl RefreshKey {
 }
 
 struct Slot {
-    /// `None` once the server has rejected it.
-    token: tokio::sync::Mutex<Option<SecretString>>,
+    /// `None` once the server has rejected it. (In an `Arc` so that the shared level's first
+    /// write of a new grant can hold it from a task of its own.)
+    token: Arc<tokio::sync::Mutex<Option<SecretString>>>,
     /// The scopes of the original grant: a refresh never asks for more.
     granted: ScopeSet,
 }
@@ -67,23 +68,28 @@ impl RefreshTokens {
     /// tokens are shared, also writes it to the shared level (in the background).
     pub(crate) fn store(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) {
         #[cfg(feature = "redis")]
+        let grant = key.grant.clone();
+        let _slot = self.insert(key, token, granted);
+        #[cfg(feature = "redis")]
         if let Some(level) = &self.shared
-            && let Some((name, envelope)) = level.seal_refresh_token(&key.grant, &token, &granted)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            // The new slot's lock, taken here (nobody else has the slot yet) and held until the
+            // write is done: a refresh of this grant in this process waits for it, so this
+            // write never lands after the refresh's newer token.
+            && let Ok(held) = _slot.token.clone().try_lock_owned()
         {
-            let (level, grant) = (level.clone(), key.grant.clone());
+            let (level, granted) = (level.clone(), _slot.granted.clone());
             runtime.spawn(async move {
-                level
-                    .write_sealed_refresh_token(&grant, &name, &envelope)
-                    .await;
+                if let Some(token) = &*held {
+                    level.write_refresh_token(&grant, token, &granted).await;
+                }
             });
         }
-        self.insert(key, token, granted);
     }
 
     fn insert(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) -> Arc<Slot> {
         let slot = Arc::new(Slot {
-            token: tokio::sync::Mutex::new(Some(token)),
+            token: Arc::new(tokio::sync::Mutex::new(Some(token))),
             granted,
         });
         self.slots

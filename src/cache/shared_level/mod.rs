@@ -567,39 +567,25 @@ impl Level {
 
     // Refresh tokens (only with `share_refresh_tokens`).
 
-    /// The sealed refresh token for the grant of `key` and its Redis name.
-    pub(crate) fn seal_refresh_token(
-        &self,
-        key: &CacheKey,
-        token: &SecretString,
-        granted: &ScopeSet,
-    ) -> Option<(String, Vec<u8>)> {
-        let names = Names::new(&self.namespace, Kind::RefreshToken, &grant_key(key));
-        let plaintext = entry::refresh_plaintext(token, granted.as_str());
-        let envelope = self.sealer.seal(&names.context, &plaintext)?;
-        Some((names.value, envelope))
-    }
-
-    pub(crate) async fn write_sealed_refresh_token(
-        &self,
-        key: &CacheKey,
-        name: &str,
-        envelope: &[u8],
-    ) {
-        match self.connection.set(name, envelope, REFRESH_TOKEN_TTL).await {
-            Ok(()) => self.counters.l2_write(),
-            Err(failure) => self.failed(key, &failure),
-        }
-    }
-
+    /// Writes the grant's refresh token (sealed, kept [`REFRESH_TOKEN_TTL`]).
     pub(crate) async fn write_refresh_token(
         &self,
         key: &CacheKey,
         token: &SecretString,
         granted: &ScopeSet,
     ) {
-        if let Some((name, envelope)) = self.seal_refresh_token(key, token, granted) {
-            self.write_sealed_refresh_token(key, &name, &envelope).await;
+        let names = Names::new(&self.namespace, Kind::RefreshToken, &grant_key(key));
+        let plaintext = entry::refresh_plaintext(token, granted.as_str());
+        let Some(envelope) = self.sealer.seal(&names.context, &plaintext) else {
+            return;
+        };
+        match self
+            .connection
+            .set(&names.value, &envelope, REFRESH_TOKEN_TTL)
+            .await
+        {
+            Ok(()) => self.counters.l2_write(),
+            Err(failure) => self.failed(key, &failure),
         }
     }
 
