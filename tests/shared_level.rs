@@ -651,3 +651,122 @@ fn the_configuration_is_checked_and_debug_shows_no_secret() {
     let bad = SharedLevel::new("redis://:hunter2@[not a host/", vec![]).unwrap_err();
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Refresh ahead, fleet-wide.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_ahead_in_two_processes_makes_one_token_request() {
+    let redis = RedisServer::start();
+    let server = new_server();
+    // A 4 s lifetime: 2 s usable after the (halved) skew, refresh ahead from 1 s.
+    server.script(|s| s.expires_in = Some(Duration::from_secs(4)));
+    let mcp = resource(MCP);
+    let (a, b) = (
+        cache(&server, &redis, &[(1, KEY_A)]),
+        cache(&server, &redis, &[(1, KEY_A)]),
+    );
+    let first = a.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    let same = b.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    assert_eq!(same.expose_secret(), first.expose_secret());
+    assert_eq!(server.token_requests(), 1);
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Both are inside the refresh window: each hit is served at once and starts a refresh
+    // ahead in the background; the fleet lock lets one of them ask the server.
+    let none = ScopeSet::empty();
+    let (x, y) = tokio::join!(a.token(&mcp, &none), b.token(&mcp, &none));
+    assert_eq!(x.unwrap().expose_secret(), first.expose_secret());
+    assert_eq!(y.unwrap().expose_secret(), first.expose_secret());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (x, y) = (
+            a.token(&mcp, &ScopeSet::empty()).await.unwrap(),
+            b.token(&mcp, &ScopeSet::empty()).await.unwrap(),
+        );
+        if x.expose_secret() != first.expose_secret() && y.expose_secret() != first.expose_secret()
+        {
+            // Both moved to the one new token.
+            assert_eq!(x.expose_secret(), y.expose_secret());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refresh ahead did not reach both caches"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.token_requests(), 2);
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(sa.fetches + sb.fetches, 2, "{sa:?} {sb:?}");
+    assert_eq!(sa.refreshes + sb.refreshes, 1, "{sa:?} {sb:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs.
+
+/// Everything the crate logged in this test binary (a TRACE subscriber, set once).
+fn captured() -> &'static Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+}
+
+struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_of_failures_holds_no_token_key_or_value() {
+    let log = captured();
+    let mut redis = RedisServer::start();
+    let server = new_server();
+    let mcp = resource(MCP);
+    let writer = cache(&server, &redis, &[(1, KEY_A)]);
+    let written = writer.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    let (name, mut value) = the_entry(&redis).await;
+    value[40] ^= 0x80;
+    let _: () = raw(&redis).await.set(&name, &value).await.unwrap();
+    let reader = cache(&server, &redis, &[(2, KEY_B)]);
+    let fetched = reader.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    redis.kill();
+    let outage = cache(&server, &redis, &[(1, KEY_A)]);
+    let in_memory = outage.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    assert!(reader.stats().l2_decrypt_failures == 1 && outage.stats().l2_errors > 0);
+
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(text.contains("did not open"), "the events were captured");
+    assert!(
+        text.contains("shared level: Redis"),
+        "the events were captured"
+    );
+    for token in [&written, &fetched, &in_memory] {
+        assert!(!text.contains(token.expose_secret()));
+        // Not even the JWT's signature alone.
+        let signature = token.expose_secret().rsplit('.').next().unwrap();
+        assert!(!text.contains(signature));
+    }
+    for key in [KEY_A, KEY_B] {
+        let hex: String = key[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!text.to_lowercase().contains(&hex));
+    }
+    let digest = name.rsplit(':').next().unwrap();
+    assert!(!text.contains(digest), "Redis names are not logged either");
+}
