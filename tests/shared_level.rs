@@ -650,6 +650,9 @@ fn the_configuration_is_checked_and_debug_shows_no_secret() {
 
     let bad = SharedLevel::new("redis://:hunter2@[not a host/", vec![]).unwrap_err();
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
+    // No TLS in this build: refused when configured, not at the first request.
+    let tls = SharedLevel::new("rediss://:hunter2@127.0.0.1:6380/", vec![]).unwrap_err();
+    assert!(!tls.to_string().contains("hunter2"), "{tls}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ pub struct Stats {
     /// through the shared level.
     pub l2_misses: u64,
     /// Fetches that found another process holding the fleet lock for their key and waited
-    /// for its token to appear in the shared level.
+    /// for its token to appear in the shared level (and shared refreshes that waited for
+    /// another process's refresh of the same grant).
     pub l2_lock_waits: u64,
     /// Shared-level values that failed to open (tampered with, stored under another key,
     /// sealed with a key no longer listed, or malformed). Each is treated as absent.
