@@ -30,6 +30,9 @@
 //!   a refresh token from an authorization code grant with PKCE, or token exchange), always
 //!   with `resource`; concurrent misses on one key make one request; a hit inside the refresh
 //!   window is served at once while one refresh runs behind; failures back off.
+//! - (feature `redis`) `SharedLevel`: a second level on Redis behind the in-memory cache, for
+//!   a fleet of processes: tokens sealed at rest under `SealingKey`s, one token request per
+//!   key for the whole fleet, and a Redis outage that only means misses.
 //! - [`AuthorizedClient`] and (feature `middleware`) `AudienceMiddleware`: reqwest with the
 //!   decision before every send, redirects followed by the crate with a decision per hop, and
 //!   one retry after `invalid_token` or `insufficient_scope`.
@@ -117,6 +120,8 @@ pub use authorization::{
     StoreFuture,
 };
 pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
+#[cfg(feature = "redis")]
+pub use cache::{SealingKey, SharedLevel};
 pub use config::{
     BuildError, ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig,
 };

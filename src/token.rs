@@ -51,6 +51,8 @@ impl Timing {
         let expires_at = received_at + usable;
         let refresh_at = expires_at - self.refresh_ahead.min(usable / 2);
         Schedule {
+            received_at,
+            lifetime,
             expires_at,
             refresh_at,
         }
@@ -60,6 +62,13 @@ impl Timing {
 /// The output of [`Timing::schedule`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Schedule {
+    /// What the schedule was made from (the shared level stores these, so that another
+    /// process makes the same schedule with its own [`Timing`]).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) received_at: Instant,
+    /// The lifetime granted (or assumed), bounded, before the skew.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) lifetime: Duration,
     pub(crate) expires_at: Instant,
     pub(crate) refresh_at: Instant,
 }

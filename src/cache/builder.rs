@@ -25,6 +25,8 @@ pub struct TokenCacheBuilder {
     options: ParseOptions,
     #[cfg(feature = "testing")]
     in_process: Option<crate::testing::InProcessHandle>,
+    #[cfg(feature = "redis")]
+    shared_level: Option<super::SharedLevel>,
 }
 
 /// The default capacity: 64 MiB of tokens (weighed by their size).
@@ -117,6 +119,15 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Puts a shared second level on Redis behind the in-memory cache, so that the processes
+    /// of a fleet share tokens (feature `redis`; see [`SharedLevel`](super::SharedLevel)).
+    /// By default there is none.
+    #[cfg(feature = "redis")]
+    pub fn shared_level(mut self, level: super::SharedLevel) -> Self {
+        self.shared_level = Some(level);
+        self
+    }
+
     /// Checks the configuration and builds the cache.
     pub fn build(mut self) -> Result<TokenCache, BuildError> {
         let day = Duration::from_secs(86_400);
@@ -153,6 +164,12 @@ impl TokenCacheBuilder {
             });
         }
         let transport = self.transport()?;
+        let counters = Arc::new(super::stats::Counters::default());
+        #[cfg(feature = "redis")]
+        let shared_level = match self.shared_level.take() {
+            Some(level) => Some(level.build(counters.clone())?),
+            None => None,
+        };
         let flights = super::flight::Flights::default();
         let forget = flights.clone();
         let store = moka::future::Cache::builder()
@@ -168,12 +185,22 @@ impl TokenCacheBuilder {
             store,
             flights,
             backoff: Backoff::new(self.backoff),
+            #[cfg(not(feature = "redis"))]
             refresh_tokens: Default::default(),
+            #[cfg(feature = "redis")]
+            refresh_tokens: super::refresh::RefreshTokens::new(
+                shared_level
+                    .as_ref()
+                    .filter(|level| level.shares_refresh_tokens())
+                    .cloned(),
+            ),
             timing: self.timing,
             limits: self.limits,
             transport,
             options: self.options,
-            counters: Default::default(),
+            counters,
+            #[cfg(feature = "redis")]
+            shared_level,
         });
         for registration in self.clients {
             shared.add_client(registration)?;

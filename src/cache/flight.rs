@@ -138,8 +138,23 @@ impl Drop for FlightGuard {
 }
 
 impl Shared {
-    /// One token request for `key`, its result stored, its failure recorded for backoff.
+    /// A flight's token: through the shared level if there is one, else from the server.
     pub(crate) async fn fetch(
+        self: &Arc<Self>,
+        entry: &ResourceEntry,
+        key: &CacheKey,
+        acquire: &Acquire,
+        ahead: bool,
+    ) -> Result<Arc<CachedToken>, Error> {
+        #[cfg(feature = "redis")]
+        if let Some(level) = &self.shared_level {
+            return level.fetch(self, entry, key, acquire, ahead).await;
+        }
+        self.fetch_from_server(entry, key, acquire, ahead).await
+    }
+
+    /// One token request for `key`, its result stored, its failure recorded for backoff.
+    pub(crate) async fn fetch_from_server(
         self: &Arc<Self>,
         entry: &ResourceEntry,
         key: &CacheKey,
@@ -201,11 +216,7 @@ impl Shared {
         response: TokenResponse,
         sent_at: Instant,
     ) -> Arc<CachedToken> {
-        use secrecy::ExposeSecret as _;
-        let audience = match entry.policy.mode() {
-            AudienceMode::ProvenanceOnly => TokenAudience::unread(),
-            _ => TokenAudience::inspect(response.access_token.expose_secret()),
-        };
+        let audience = audience_of(entry, &response.access_token);
         let token = Arc::new(CachedToken {
             access_token: response.access_token,
             key: key.clone(),
@@ -216,6 +227,20 @@ impl Shared {
         });
         self.store.insert(key.clone(), token.clone()).await;
         tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");
+        #[cfg(feature = "redis")]
+        if let Some(level) = &self.shared_level {
+            level.write(&token).await;
+        }
         token
+    }
+}
+
+/// A token's `aud`, read as the resource's audience mode says: the one place it is read,
+/// for fetched tokens and for tokens from the shared level alike.
+pub(crate) fn audience_of(entry: &ResourceEntry, token: &secrecy::SecretString) -> TokenAudience {
+    use secrecy::ExposeSecret as _;
+    match entry.policy.mode() {
+        AudienceMode::ProvenanceOnly => TokenAudience::unread(),
+        _ => TokenAudience::inspect(token.expose_secret()),
     }
 }

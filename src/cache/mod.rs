@@ -5,6 +5,8 @@ mod backoff;
 mod builder;
 mod flight;
 mod refresh;
+#[cfg(feature = "redis")]
+mod shared_level;
 mod stats;
 
 use std::collections::HashMap;
@@ -21,6 +23,8 @@ use crate::{ResourceUri, ScopeSet};
 
 pub use authorize::PendingAuthorization;
 pub use builder::TokenCacheBuilder;
+#[cfg(feature = "redis")]
+pub use shared_level::{SealingKey, SharedLevel};
 pub use stats::Stats;
 
 use backoff::Backoff;
@@ -105,7 +109,10 @@ pub(crate) struct Shared {
     limits: Limits,
     transport: Transport,
     options: ParseOptions,
-    counters: stats::Counters,
+    counters: Arc<stats::Counters>,
+    /// The shared second level, if one is configured (feature `redis`).
+    #[cfg(feature = "redis")]
+    shared_level: Option<Arc<shared_level::Level>>,
 }
 
 impl TokenCache {
@@ -486,6 +493,13 @@ impl Shared {
         // Whether or not the store's listener has run yet, the flight that produced this token
         // must not hand it out again.
         self.flights.forget(token);
+        // Nor may another process, or the next miss here, read it back from the shared level.
+        #[cfg(feature = "redis")]
+        if let Some(level) = &self.shared_level
+            && let Ok(entry) = self.resource(token.key.resource())
+        {
+            level.forget(self, &entry, token).await;
+        }
         removed
     }
 

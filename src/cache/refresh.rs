@@ -20,6 +20,9 @@ pub(crate) struct RefreshKey {
     client_id: String,
     account: Option<String>,
     resource: String,
+    /// The same as a cache key without scopes: the name of the grant in the shared level.
+    #[cfg(feature = "redis")]
+    grant: CacheKey,
 }
 
 impl RefreshKey {
@@ -29,13 +32,16 @@ impl RefreshKey {
             client_id: key.client_id().to_owned(),
             account: key.account().map(str::to_owned),
             resource: key.resource().key().to_owned(),
+            #[cfg(feature = "redis")]
+            grant: key.with_scopes(&ScopeSet::empty()),
         }
     }
 }
 
 struct Slot {
-    /// `None` once the server has rejected it.
-    token: tokio::sync::Mutex<Option<SecretString>>,
+    /// `None` once the server has rejected it. (In an `Arc` so that the shared level's first
+    /// write of a new grant can hold it from a task of its own.)
+    token: Arc<tokio::sync::Mutex<Option<SecretString>>>,
     /// The scopes of the original grant: a refresh never asks for more.
     granted: ScopeSet,
 }
@@ -43,19 +49,73 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct RefreshTokens {
     slots: Mutex<HashMap<RefreshKey, Arc<Slot>>>,
+    /// The shared level, when refresh tokens are shared through it
+    /// (`SharedLevel::share_refresh_tokens`).
+    #[cfg(feature = "redis")]
+    shared: Option<Arc<super::shared_level::Level>>,
 }
 
 impl RefreshTokens {
-    /// Keeps the refresh token of a new grant (replacing any older grant's).
+    #[cfg(feature = "redis")]
+    pub(crate) fn new(shared: Option<Arc<super::shared_level::Level>>) -> Self {
+        Self {
+            slots: Mutex::default(),
+            shared,
+        }
+    }
+
+    /// Keeps the refresh token of a new grant (replacing any older grant's); when refresh
+    /// tokens are shared, also writes it to the shared level (in the background).
     pub(crate) fn store(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) {
+        #[cfg(feature = "redis")]
+        let grant = key.grant.clone();
+        let _slot = self.insert(key, token, granted);
+        #[cfg(feature = "redis")]
+        if let Some(level) = &self.shared
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            // The new slot's lock, taken here (nobody else has the slot yet) and held until the
+            // write is done: a refresh of this grant in this process waits for it, so this
+            // write never lands after the refresh's newer token.
+            && let Ok(held) = _slot.token.clone().try_lock_owned()
+        {
+            let (level, granted) = (level.clone(), _slot.granted.clone());
+            runtime.spawn(async move {
+                if let Some(token) = &*held {
+                    level.write_refresh_token(&grant, token, &granted).await;
+                }
+            });
+        }
+    }
+
+    fn insert(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) -> Arc<Slot> {
         let slot = Arc::new(Slot {
-            token: tokio::sync::Mutex::new(Some(token)),
+            token: Arc::new(tokio::sync::Mutex::new(Some(token))),
             granted,
         });
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, slot);
+            .insert(key, slot.clone());
+        slot
+    }
+
+    /// The slot of `key`'s grant: this process's, or one made from the shared level's.
+    async fn slot(&self, key: &CacheKey) -> Option<Arc<Slot>> {
+        let refresh_key = RefreshKey::for_key(key);
+        let local = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&refresh_key)
+            .cloned();
+        #[cfg(feature = "redis")]
+        if local.is_none()
+            && let Some(level) = &self.shared
+            && let Some((token, granted)) = level.read_refresh_token(key).await
+        {
+            return Some(self.insert(refresh_key, token, granted));
+        }
+        local
     }
 
     /// Refreshes for `key` with its grant's refresh token.
@@ -69,13 +129,7 @@ impl RefreshTokens {
             resource: key.resource().key().to_owned(),
             beyond_grant: None,
         };
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&RefreshKey::for_key(key))
-            .cloned()
-            .ok_or_else(required)?;
+        let slot = self.slot(key).await.ok_or_else(required)?;
         // RFC 6749 §6: never ask for a scope the original grant did not include.
         if !slot.granted.is_superset_of(key.scopes()) {
             return Err(Error::AuthorizationRequired {
@@ -86,8 +140,46 @@ impl RefreshTokens {
         // Held across the request: a second refresh with the same token would, with rotation,
         // revoke the whole grant.
         let mut current = slot.token.lock().await;
+        // Shared refresh tokens: the fleet's refreshes of this grant take turns, each with the
+        // newest refresh token (another process may have rotated it).
+        #[cfg(feature = "redis")]
+        let fleet = match &self.shared {
+            Some(level) => {
+                let lock = level.lock_refresh(key).await;
+                if let Some((newest, _)) = level.read_refresh_token(key).await {
+                    *current = Some(newest);
+                }
+                Some((level, lock))
+            }
+            None => None,
+        };
+        let result = Self::refresh_with(&mut current, shared, entry, key).await;
+        #[cfg(feature = "redis")]
+        if let Some((level, lock)) = fleet {
+            match &*current {
+                Some(token) => level.write_refresh_token(key, token, &slot.granted).await,
+                None => level.delete_refresh_token(key).await,
+            }
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
+        }
+        result
+    }
+
+    /// The refresh request with the slot's token, which it replaces with a rotated one, or
+    /// drops when the server says it is spent.
+    async fn refresh_with(
+        current: &mut Option<SecretString>,
+        shared: &Shared,
+        entry: &ResourceEntry,
+        key: &CacheKey,
+    ) -> Result<TokenResponse, Error> {
         let Some(refresh_token) = current.as_ref() else {
-            return Err(required());
+            return Err(Error::AuthorizationRequired {
+                resource: key.resource().key().to_owned(),
+                beyond_grant: None,
+            });
         };
         shared.counters.fetch();
         shared.counters.refresh();

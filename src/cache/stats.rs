@@ -18,6 +18,28 @@ pub struct Stats {
     pub refusals: u64,
     /// Token requests that failed, and misses answered with an error while backing off.
     pub errors: u64,
+    /// Fetches answered by the shared level (feature `redis`): a token another process
+    /// stored, opened and fresh, taken instead of asking the authorization server. Zero
+    /// without a shared level.
+    pub l2_hits: u64,
+    /// Fetches that looked in the shared level and were not answered by it (nothing there, a
+    /// stale or unopenable entry, Redis unreachable), so the token came from the
+    /// authorization server. `l2_hits + l2_misses` is the number of fetches that went
+    /// through the shared level.
+    pub l2_misses: u64,
+    /// Fetches that found another process holding the fleet lock for their key and waited
+    /// for its token to appear in the shared level (and shared refreshes that waited for
+    /// another process's refresh of the same grant).
+    pub l2_lock_waits: u64,
+    /// Shared-level values that failed to open (tampered with, stored under another key,
+    /// sealed with a key no longer listed, or malformed). Each is treated as absent.
+    pub l2_decrypt_failures: u64,
+    /// Redis operations that failed or timed out. Each degrades to the in-memory behaviour;
+    /// none fails a request. For a second after a timeout or a lost connection, the shared
+    /// level is not asked (and those skipped calls are not counted).
+    pub l2_errors: u64,
+    /// Tokens written to the shared level.
+    pub l2_writes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +50,12 @@ pub(crate) struct Counters {
     refreshes: AtomicU64,
     refusals: AtomicU64,
     errors: AtomicU64,
+    l2_hits: AtomicU64,
+    l2_misses: AtomicU64,
+    l2_lock_waits: AtomicU64,
+    l2_decrypt_failures: AtomicU64,
+    l2_errors: AtomicU64,
+    l2_writes: AtomicU64,
 }
 
 macro_rules! counter {
@@ -45,7 +73,20 @@ impl Counters {
     counter!(refresh, refreshes);
     counter!(refusal, refusals);
     counter!(error, errors);
+}
 
+/// The shared level's counters, counted only where there is one.
+#[cfg(feature = "redis")]
+impl Counters {
+    counter!(l2_hit, l2_hits);
+    counter!(l2_miss, l2_misses);
+    counter!(l2_lock_wait, l2_lock_waits);
+    counter!(l2_decrypt_failure, l2_decrypt_failures);
+    counter!(l2_error, l2_errors);
+    counter!(l2_write, l2_writes);
+}
+
+impl Counters {
     pub(crate) fn snapshot(&self) -> Stats {
         Stats {
             hits: self.hits.load(Ordering::Relaxed),
@@ -54,6 +95,12 @@ impl Counters {
             refreshes: self.refreshes.load(Ordering::Relaxed),
             refusals: self.refusals.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            l2_hits: self.l2_hits.load(Ordering::Relaxed),
+            l2_misses: self.l2_misses.load(Ordering::Relaxed),
+            l2_lock_waits: self.l2_lock_waits.load(Ordering::Relaxed),
+            l2_decrypt_failures: self.l2_decrypt_failures.load(Ordering::Relaxed),
+            l2_errors: self.l2_errors.load(Ordering::Relaxed),
+            l2_writes: self.l2_writes.load(Ordering::Relaxed),
         }
     }
 }

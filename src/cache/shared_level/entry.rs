@@ -1,0 +1,218 @@
+//! What one shared-level entry is: its Redis names, the context it is sealed for, and the
+//! plaintext it carries.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::zeroize::Zeroizing;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+
+use crate::CacheKey;
+use crate::token::CachedToken;
+
+/// Which kind of value an entry holds: part of both its Redis name and its sealing context,
+/// so a refresh token never opens as an access token or the other way round.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    AccessToken,
+    RefreshToken,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::AccessToken => "tok",
+            Self::RefreshToken => "rt",
+        }
+    }
+}
+
+/// The Redis names of one entry and its lock, and the context its value is sealed for.
+pub(crate) struct Names {
+    pub(crate) value: String,
+    pub(crate) lock: String,
+    pub(crate) context: Vec<u8>,
+}
+
+impl Names {
+    /// `{ns}:tok:{digest}` and `{ns}:lock:{digest}` (`rt` and `lock:rt` for refresh tokens),
+    /// with the digest the hex SHA-256 of the key's unambiguous encoding.
+    pub(crate) fn new(namespace: &str, kind: Kind, key: &CacheKey) -> Self {
+        let digest = hex(&Sha256::digest(key.encoded()));
+        let tag = kind.tag();
+        let (value, lock) = match kind {
+            Kind::AccessToken => (
+                format!("{namespace}:{tag}:{digest}"),
+                format!("{namespace}:lock:{digest}"),
+            ),
+            Kind::RefreshToken => (
+                format!("{namespace}:{tag}:{digest}"),
+                format!("{namespace}:lock:{tag}:{digest}"),
+            ),
+        };
+        // Length-prefixed like the key's own encoding: no two (namespace, kind, key) agree.
+        let mut context = Vec::with_capacity(64 + namespace.len() + key.encoded().len());
+        context.extend_from_slice(b"audience-cache shared level\0");
+        for part in [namespace.as_bytes(), tag.as_bytes()] {
+            context.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            context.extend_from_slice(part);
+        }
+        context.extend_from_slice(key.encoded());
+        Self {
+            value,
+            lock,
+            context,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The plaintext of an access-token entry, as written.
+#[derive(Serialize)]
+struct AccessOut<'a> {
+    access_token: &'a str,
+    /// When the token request was sent, Unix milliseconds (wall clock: processes share no
+    /// monotonic clock).
+    sent_at: u64,
+    /// The absolute expiry the server granted (before the skew), Unix milliseconds.
+    expires_at: u64,
+    resource: &'a str,
+    /// The scopes of the key (requested).
+    requested: &'a str,
+    /// The scopes granted.
+    granted: &'a str,
+}
+
+/// The plaintext of an access-token entry, as read.
+#[derive(Deserialize)]
+pub(crate) struct AccessIn {
+    pub(crate) access_token: SecretString,
+    pub(crate) sent_at: u64,
+    pub(crate) expires_at: u64,
+    pub(crate) resource: String,
+    pub(crate) requested: String,
+    pub(crate) granted: String,
+}
+
+impl AccessIn {
+    /// When the request was sent, on this process's clock, and the lifetime granted.
+    pub(crate) fn received(&self) -> (Instant, Duration) {
+        let lifetime = Duration::from_millis(self.expires_at.saturating_sub(self.sent_at));
+        (instant_of(self.sent_at), lifetime)
+    }
+}
+
+pub(crate) fn access_plaintext(token: &CachedToken) -> Zeroizing<Vec<u8>> {
+    let sent_at = unix_millis_of(token.schedule.received_at);
+    let lifetime = u64::try_from(token.schedule.lifetime.as_millis()).unwrap_or(u64::MAX);
+    let out = AccessOut {
+        access_token: token.access_token.expose_secret(),
+        sent_at,
+        expires_at: sent_at.saturating_add(lifetime),
+        resource: token.resource.key(),
+        requested: token.key.scopes().as_str(),
+        granted: token.scopes.as_str(),
+    };
+    Zeroizing::new(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+pub(crate) fn read_access(plaintext: &[u8]) -> Option<AccessIn> {
+    serde_json::from_slice(plaintext).ok()
+}
+
+/// The plaintext of a refresh-token entry, as written.
+#[derive(Serialize)]
+struct RefreshOut<'a> {
+    refresh_token: &'a str,
+    /// The scopes of the original grant: a refresh never asks for more.
+    granted: &'a str,
+}
+
+/// The plaintext of a refresh-token entry, as read.
+#[derive(Deserialize)]
+pub(crate) struct RefreshIn {
+    pub(crate) refresh_token: SecretString,
+    pub(crate) granted: String,
+}
+
+pub(crate) fn refresh_plaintext(token: &SecretString, granted: &str) -> Zeroizing<Vec<u8>> {
+    let out = RefreshOut {
+        refresh_token: token.expose_secret(),
+        granted,
+    };
+    Zeroizing::new(serde_json::to_vec(&out).unwrap_or_default())
+}
+
+pub(crate) fn read_refresh(plaintext: &[u8]) -> Option<RefreshIn> {
+    serde_json::from_slice(plaintext).ok()
+}
+
+/// `instant` on the wall clock, in Unix milliseconds.
+fn unix_millis_of(instant: Instant) -> u64 {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let at = match now.checked_duration_since(instant) {
+        Some(ago) => wall.checked_sub(ago),
+        None => wall.checked_add(instant.saturating_duration_since(now)),
+    };
+    at.and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A wall-clock time in Unix milliseconds as an instant of this process. A time in the future
+/// (another host's clock ahead of ours) counts as now: a token is never made to live longer.
+fn instant_of(unix_millis: u64) -> Instant {
+    let now = Instant::now();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let ago = wall.saturating_sub(Duration::from_millis(unix_millis));
+    now.checked_sub(ago).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ResourceUri, ScopeSet};
+
+    #[test]
+    fn names_follow_the_key_encoding_and_the_kind() {
+        let resource = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();
+        let key = CacheKey::new("https://as", &resource, &ScopeSet::empty(), "c");
+        let other = key.clone().with_account("a");
+        let a = Names::new("ns", Kind::AccessToken, &key);
+        assert!(a.value.starts_with("ns:tok:") && a.value.len() == "ns:tok:".len() + 64);
+        assert_eq!(a.lock, a.value.replace(":tok:", ":lock:"));
+        let r = Names::new("ns", Kind::RefreshToken, &key);
+        assert_eq!(r.value, a.value.replace(":tok:", ":rt:"));
+        assert_ne!(r.context, a.context);
+        assert_ne!(Names::new("ns", Kind::AccessToken, &other).value, a.value);
+        assert_ne!(
+            Names::new("ns2", Kind::AccessToken, &key).context,
+            a.context
+        );
+    }
+
+    #[tokio::test]
+    async fn wall_clock_round_trip() {
+        let earlier = Instant::now() - Duration::from_secs(10);
+        let back = instant_of(unix_millis_of(earlier));
+        let diff = if back > earlier {
+            back - earlier
+        } else {
+            earlier - back
+        };
+        assert!(diff < Duration::from_millis(5), "{diff:?}");
+        let future = SystemTime::now() + Duration::from_secs(60);
+        let ms = future.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(instant_of(ms) <= Instant::now());
+    }
+}
