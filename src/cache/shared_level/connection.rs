@@ -119,6 +119,24 @@ impl Connection {
         self.bounded("GET", conn.get(key)).await
     }
 
+    /// The first of `keys` that holds a value, with its name: one `GET`, or one `MGET` for
+    /// several (during a key rotation).
+    pub(crate) async fn get_first<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<(&'a str, Vec<u8>)>, Failure> {
+        let keys: Vec<&str> = keys.into_iter().collect();
+        if let [key] = keys[..] {
+            return Ok(self.get(key).await?.map(|value| (key, value)));
+        }
+        let mut conn = self.manager("MGET")?;
+        let values: Vec<Option<Vec<u8>>> = self.bounded("MGET", conn.mget(&keys)).await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .find_map(|(key, value)| value.map(|value| (key, value))))
+    }
+
     /// `SET key value PX ttl`.
     pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Failure> {
         let mut conn = self.manager("SET")?;
@@ -155,10 +173,14 @@ impl Connection {
         Ok(deleted == 1)
     }
 
-    /// `DEL key`.
-    pub(crate) async fn delete(&self, key: &str) -> Result<(), Failure> {
+    /// `DEL key…`.
+    pub(crate) async fn delete<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), Failure> {
+        let keys: Vec<&str> = keys.into_iter().collect();
         let mut conn = self.manager("DEL")?;
-        let _deleted: i64 = self.bounded("DEL", conn.del(key)).await?;
+        let _deleted: i64 = self.bounded("DEL", conn.del(&keys)).await?;
         Ok(())
     }
 }

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
+use super::seal::Sealer;
 use crate::CacheKey;
 use crate::token::CachedToken;
 
@@ -31,16 +31,22 @@ impl Kind {
 
 /// The Redis names of one entry and its lock, and the context its value is sealed for.
 pub(crate) struct Names {
+    /// Under the sealing key: where the value is written (and read first).
     pub(crate) value: String,
+    /// Under the other listed keys, in order: where a value sealed before a rotation is.
+    pub(crate) older: Vec<String>,
     pub(crate) lock: String,
     pub(crate) context: Vec<u8>,
 }
 
 impl Names {
     /// `{ns}:tok:{digest}` and `{ns}:lock:{digest}` (`rt` and `lock:rt` for refresh tokens),
-    /// with the digest the hex SHA-256 of the key's unambiguous encoding.
-    pub(crate) fn new(namespace: &str, kind: Kind, key: &CacheKey) -> Self {
-        let digest = hex(&Sha256::digest(key.encoded()));
+    /// with the digest the hex HMAC-SHA-256 of the key's unambiguous encoding under a secret
+    /// derived from a sealing key: without the key, a name cannot be matched to a guessed
+    /// issuer, resource, client or account.
+    pub(crate) fn new(namespace: &str, kind: Kind, key: &CacheKey, sealer: &Sealer) -> Self {
+        let mut digests = sealer.digests(key.encoded()).into_iter();
+        let digest = digests.next().unwrap_or_default();
         let tag = kind.tag();
         let (value, lock) = match kind {
             Kind::AccessToken => (
@@ -52,6 +58,9 @@ impl Names {
                 format!("{namespace}:lock:{tag}:{digest}"),
             ),
         };
+        let older = digests
+            .map(|digest| format!("{namespace}:{tag}:{digest}"))
+            .collect();
         // Length-prefixed like the key's own encoding: no two (namespace, kind, key) agree.
         let mut context = Vec::with_capacity(64 + namespace.len() + key.encoded().len());
         context.extend_from_slice(b"audience-cache shared level\0");
@@ -62,18 +71,16 @@ impl Names {
         context.extend_from_slice(key.encoded());
         Self {
             value,
+            older,
             lock,
             context,
         }
     }
-}
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    /// Every name the value may be under, the sealing key's first.
+    pub(crate) fn candidates(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.value.as_str()).chain(self.older.iter().map(String::as_str))
+    }
 }
 
 /// The plaintext of an access-token entry, as written.
@@ -184,20 +191,42 @@ mod tests {
     use crate::{ResourceUri, ScopeSet};
 
     #[test]
-    fn names_follow_the_key_encoding_and_the_kind() {
+    fn names_follow_the_key_encoding_the_kind_and_the_sealing_keys() {
+        use super::super::SealingKey;
         let resource = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();
         let key = CacheKey::new("https://as", &resource, &ScopeSet::empty(), "c");
         let other = key.clone().with_account("a");
-        let a = Names::new("ns", Kind::AccessToken, &key);
+        let sealer = Sealer::new(&[SealingKey::new(1, [7; 32])]);
+        let a = Names::new("ns", Kind::AccessToken, &key, &sealer);
         assert!(a.value.starts_with("ns:tok:") && a.value.len() == "ns:tok:".len() + 64);
+        assert!(a.older.is_empty());
         assert_eq!(a.lock, a.value.replace(":tok:", ":lock:"));
-        let r = Names::new("ns", Kind::RefreshToken, &key);
+        let r = Names::new("ns", Kind::RefreshToken, &key, &sealer);
         assert_eq!(r.value, a.value.replace(":tok:", ":rt:"));
         assert_ne!(r.context, a.context);
-        assert_ne!(Names::new("ns", Kind::AccessToken, &other).value, a.value);
         assert_ne!(
-            Names::new("ns2", Kind::AccessToken, &key).context,
+            Names::new("ns", Kind::AccessToken, &other, &sealer).value,
+            a.value
+        );
+        assert_ne!(
+            Names::new("ns2", Kind::AccessToken, &key, &sealer).context,
             a.context
+        );
+        // Not the plain SHA-256 of the encoding: a guessed key cannot be checked without the
+        // sealing key. Another key names the entry differently; a rotation reads both.
+        use sha2::Digest as _;
+        let plain: String = sha2::Sha256::digest(key.encoded())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!a.value.ends_with(&plain));
+        let rotated = Sealer::new(&[SealingKey::new(2, [9; 32]), SealingKey::new(1, [7; 32])]);
+        let b = Names::new("ns", Kind::AccessToken, &key, &rotated);
+        assert_ne!(b.value, a.value);
+        assert_eq!(b.older, std::slice::from_ref(&a.value));
+        assert_eq!(
+            b.candidates().collect::<Vec<_>>(),
+            [b.value.as_str(), a.value.as_str()]
         );
     }
 

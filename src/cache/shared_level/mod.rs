@@ -46,15 +46,20 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 /// tokens: a new process starts warm, and concurrent misses on one key make one token request
 /// for the whole fleet. The in-memory cache stays the first level.
 ///
-/// - **Storage.** Each token is its own entry, `{namespace}:tok:{hex(sha256(key))}` where the
-///   key is the [`CacheKey`]'s unambiguous [encoding](CacheKey::encoded), with a TTL equal to
-///   the token's remaining usable lifetime (after the skew). The entry also carries the
+/// - **Storage.** Each token is its own entry, `{namespace}:tok:{digest}` where the digest is
+///   the hex HMAC-SHA-256 of the [`CacheKey`]'s unambiguous [encoding](CacheKey::encoded)
+///   under a secret derived from the sealing key (so a reader of Redis cannot check a guessed
+///   issuer, resource, client or account against the names), with a TTL equal to the token's
+///   remaining usable lifetime (after the skew). The entry also carries the
 ///   absolute expiry, the resource and the scopes; a reader decides freshness from them with
 ///   its own skew, never from the TTL alone, and checks that the resource and scopes are the
 ///   key's.
 /// - **Encryption at rest.** Values are sealed with XChaCha20-Poly1305 under the first of the
 ///   [`SealingKey`]s; any listed key opens (rotation: put the new key first, keep the old one
-///   listed until its entries have expired). The associated data is the namespace, the kind
+///   listed until its entries have expired; a reader looks under the names of every listed key
+///   in one `MGET`, and writes under the new key's name. While a rotation rolls out, processes
+///   that seal with different keys use different locks, so a key may be fetched once per
+///   group). The associated data is the namespace, the kind
 ///   of value and the key's encoding, so a value copied under another key does not open. The
 ///   192-bit nonces are random: safe across any number of processes sealing under one key,
 ///   with no coordination. A value that does not open is a miss, counted in
@@ -301,6 +306,11 @@ struct Held {
 }
 
 impl Level {
+    /// The Redis names and sealing context of `key`'s entry of `kind`.
+    fn names(&self, kind: Kind, key: &CacheKey) -> Names {
+        Names::new(&self.namespace, kind, key, &self.sealer)
+    }
+
     pub(crate) fn shares_refresh_tokens(&self) -> bool {
         self.share_refresh_tokens
     }
@@ -314,7 +324,7 @@ impl Level {
         acquire: &Acquire,
         ahead: bool,
     ) -> Result<Arc<CachedToken>, Error> {
-        let names = Names::new(&self.namespace, Kind::AccessToken, key);
+        let names = self.names(Kind::AccessToken, key);
         let mut seen = None;
         match self
             .read(shared, entry, key, &names, ahead, &mut seen)
@@ -423,8 +433,8 @@ impl Level {
         ahead: bool,
         seen: &mut Option<Vec<u8>>,
     ) -> Found {
-        let envelope = match self.connection.get(&names.value).await {
-            Ok(Some(envelope)) => envelope,
+        let envelope = match self.connection.get_first(names.candidates()).await {
+            Ok(Some((_, envelope))) => envelope,
             Ok(None) => return Found::Nothing,
             Err(failure) => {
                 self.failed(key, &failure);
@@ -491,7 +501,7 @@ impl Level {
         if ttl.is_zero() {
             return;
         }
-        let names = Names::new(&self.namespace, Kind::AccessToken, &token.key);
+        let names = self.names(Kind::AccessToken, &token.key);
         let plaintext = entry::access_plaintext(token);
         let Some(envelope) = self.sealer.seal(&names.context, &plaintext) else {
             return;
@@ -507,9 +517,9 @@ impl Level {
     /// written by another process stays.
     pub(crate) async fn forget(&self, shared: &Shared, entry: &ResourceEntry, token: &CachedToken) {
         use secrecy::ExposeSecret as _;
-        let names = Names::new(&self.namespace, Kind::AccessToken, &token.key);
-        let envelope = match self.connection.get(&names.value).await {
-            Ok(Some(envelope)) => envelope,
+        let names = self.names(Kind::AccessToken, &token.key);
+        let (name, envelope) = match self.connection.get_first(names.candidates()).await {
+            Ok(Some(found)) => found,
             Ok(None) => return,
             Err(failure) => return self.failed(&token.key, &failure),
         };
@@ -518,7 +528,7 @@ impl Level {
             .is_some_and(|stored| {
                 stored.access_token.expose_secret() == token.access_token.expose_secret()
             });
-        if same && let Err(failure) = self.connection.delete_if(&names.value, &envelope).await {
+        if same && let Err(failure) = self.connection.delete_if(name, &envelope).await {
             self.failed(&token.key, &failure);
         }
     }
@@ -573,7 +583,7 @@ impl Level {
 impl crate::TokenCache {
     /// Not a stable API: for `benches/shared_level.rs`. The shared level's read of
     /// `resource`'s default-scope token alone, bypassing the in-memory level and storing
-    /// nothing: the entry's name (SHA-256 of the key), one `GET`, opening the envelope,
+    /// nothing: the entry's name (HMAC-SHA-256 of the key), one `GET`, opening the envelope,
     /// parsing and checking the payload, the schedule, reading `aud`. `None` without a shared
     /// level or a usable entry.
     #[doc(hidden)]
@@ -584,7 +594,7 @@ impl crate::TokenCache {
         let level = self.shared.shared_level.as_ref()?;
         let entry = self.shared.resource(resource).ok()?;
         let key = &entry.default_key;
-        let names = Names::new(&level.namespace, Kind::AccessToken, key);
+        let names = level.names(Kind::AccessToken, key);
         match level
             .read(&self.shared, &entry, key, &names, false, &mut None)
             .await

@@ -4,7 +4,7 @@
 use secrecy::SecretString;
 use tokio::time::Instant;
 
-use super::entry::{self, Kind, Names};
+use super::entry::{self, Kind};
 use super::{Held, Level, POLL_FIRST, POLL_MAX, REFRESH_TOKEN_TTL};
 use crate::{CacheKey, ScopeSet};
 
@@ -16,7 +16,7 @@ impl Level {
         token: &SecretString,
         granted: &ScopeSet,
     ) {
-        let names = Names::new(&self.namespace, Kind::RefreshToken, &grant_key(key));
+        let names = self.names(Kind::RefreshToken, &grant_key(key));
         let plaintext = entry::refresh_plaintext(token, granted.as_str());
         let Some(envelope) = self.sealer.seal(&names.context, &plaintext) else {
             return;
@@ -36,9 +36,9 @@ impl Level {
         &self,
         key: &CacheKey,
     ) -> Option<(SecretString, ScopeSet)> {
-        let names = Names::new(&self.namespace, Kind::RefreshToken, &grant_key(key));
-        let envelope = match self.connection.get(&names.value).await {
-            Ok(envelope) => envelope?,
+        let names = self.names(Kind::RefreshToken, &grant_key(key));
+        let envelope = match self.connection.get_first(names.candidates()).await {
+            Ok(found) => found?.1,
             Err(failure) => {
                 self.failed(key, &failure);
                 return None;
@@ -60,8 +60,8 @@ impl Level {
 
     /// Drops the grant's refresh token from Redis (the server said it is spent).
     pub(crate) async fn delete_refresh_token(&self, key: &CacheKey) {
-        let names = Names::new(&self.namespace, Kind::RefreshToken, &grant_key(key));
-        if let Err(failure) = self.connection.delete(&names.value).await {
+        let names = self.names(Kind::RefreshToken, &grant_key(key));
+        if let Err(failure) = self.connection.delete(names.candidates()).await {
             self.failed(key, &failure);
         }
     }
@@ -70,7 +70,7 @@ impl Level {
     /// process's refresh to end. `None` if Redis does not answer or the wait ran out: the
     /// refresh then goes on as without a shared level.
     pub(crate) async fn lock_refresh(&self, key: &CacheKey) -> Option<RefreshLock<'_>> {
-        let names = Names::new(&self.namespace, Kind::RefreshToken, &grant_key(key));
+        let names = self.names(Kind::RefreshToken, &grant_key(key));
         let deadline = Instant::now() + self.wait_for_entry;
         let mut pause = POLL_FIRST;
         let mut waited = false;

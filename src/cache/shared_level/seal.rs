@@ -9,9 +9,11 @@ use std::fmt;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use rand::RngCore as _;
 use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret as _, SecretBox};
+use sha2::Sha256;
 
 /// The envelope format this version writes and reads.
 const VERSION: u8 = 1;
@@ -68,10 +70,15 @@ impl fmt::Debug for SealingKey {
     }
 }
 
-/// The ciphers made from the configured keys; the first one seals.
+/// The ciphers made from the configured keys (the first one seals), and from each key the
+/// secret that names entries (so that entry names say nothing to someone without the key).
 pub(crate) struct Sealer {
     keys: Vec<(u8, XChaCha20Poly1305)>,
+    namers: Vec<Hmac<Sha256>>,
 }
+
+/// What a key's naming secret is derived from: HMAC-SHA-256 under the key, of this label.
+const NAMING_LABEL: &[u8] = b"audience-cache shared level entry names v1";
 
 impl Sealer {
     /// `keys` is not empty and its ids are distinct (checked when the cache is built).
@@ -84,7 +91,24 @@ impl Sealer {
                     (k.id, cipher)
                 })
                 .collect(),
+            namers: keys
+                .iter()
+                .filter_map(|k| namer(k.key.expose_secret()))
+                .collect(),
         }
+    }
+
+    /// The hex HMAC-SHA-256 of `data` under each key's naming secret, the sealing key's
+    /// first: the names an entry may have (written under the first, read under any).
+    pub(crate) fn digests(&self, data: &[u8]) -> Vec<String> {
+        self.namers
+            .iter()
+            .map(|namer| {
+                let mut mac = namer.clone();
+                mac.update(data);
+                hex(&mac.finalize().into_bytes())
+            })
+            .collect()
     }
 
     /// Seals `plaintext` with the newest key, a fresh random nonce, and `context` as
@@ -132,6 +156,23 @@ impl Sealer {
             .ok()
             .map(Zeroizing::new)
     }
+}
+
+/// The HMAC that names entries for one key: keyed with HMAC(key, [`NAMING_LABEL`]), never the
+/// sealing key itself.
+fn namer(key: &[u8; 32]) -> Option<Hmac<Sha256>> {
+    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+    derive.update(NAMING_LABEL);
+    let secret = Zeroizing::new(derive.finalize().into_bytes());
+    <Hmac<Sha256> as Mac>::new_from_slice(&secret).ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn associated_data(header: [u8; 2], context: &[u8]) -> Vec<u8> {
