@@ -163,8 +163,8 @@ impl Sealer {
 fn namer(key: &[u8; 32]) -> Option<Hmac<Sha256>> {
     let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
     derive.update(NAMING_LABEL);
-    let secret = Zeroizing::new(derive.finalize().into_bytes());
-    <Hmac<Sha256> as Mac>::new_from_slice(&secret).ok()
+    let secret: Zeroizing<[u8; 32]> = Zeroizing::new(derive.finalize().into_bytes().into());
+    <Hmac<Sha256> as Mac>::new_from_slice(secret.as_slice()).ok()
 }
 
 fn hex(bytes: &[u8]) -> String {
