@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-600}"
-for target in resource scope coverage jwt_aud challenge; do
+for target in resource scope coverage jwt_aud challenge loopback_redirect; do
   work="target/corpus-work/$target"
   mkdir -p "$work"
   cp -n corpus/"$target"/* "$work"/ 2>/dev/null || true

@@ -281,3 +281,44 @@ pub fn challenge(data: &[u8]) {
         }
     }
 }
+
+/// The loopback listener's reading of a browser's request (input: the expected `state`, a
+/// newline, then the request head as sent). No panic; a request the listener takes as the
+/// redirect stands for a URL on 127.0.0.1 at the listener's port and the redirect URI's path,
+/// and carries exactly one `state` that, read the way the crate completes an authorization
+/// (`url`'s query pairs), is the expected one: the listener's own reading and the completion's
+/// never disagree about a redirect it ends the wait with.
+pub fn loopback_redirect(data: &[u8]) {
+    let Some(split) = data.iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    let Ok(state) = std::str::from_utf8(&data[..split]) else {
+        return;
+    };
+    let head = &data[split + 1..];
+    let Ok(redirect_uri) = Url::parse("http://127.0.0.1:53682/callback") else {
+        panic!("the fixed redirect URI must parse");
+    };
+    let state = (!state.is_empty()).then_some(state);
+    let Some(url) = crate::authorization::redirect_from_head(&redirect_uri, state, head) else {
+        return;
+    };
+    if url.host_str() != Some("127.0.0.1") || url.port() != Some(53682) {
+        panic!("the listener returned a redirect to another host or port: {url}");
+    }
+    if !crate::authorization::same_endpoint(&url, &redirect_uri) {
+        panic!("the listener returned a redirect that is not the redirect URI: {url}");
+    }
+    if let Some(expected) = state {
+        let states: Vec<String> = url
+            .query_pairs()
+            .filter(|(name, _)| name == "state")
+            .map(|(_, value)| value.into_owned())
+            .collect();
+        if states != [expected] {
+            panic!(
+                "the listener accepted {url} for state {expected:?}; the completion reads {states:?}"
+            );
+        }
+    }
+}

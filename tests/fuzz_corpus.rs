@@ -47,3 +47,11 @@ fn jwt_aud_corpus() {
 fn challenge_corpus() {
     replay("challenge", audience_cache::invariants::challenge);
 }
+
+#[test]
+fn loopback_redirect_corpus() {
+    replay(
+        "loopback_redirect",
+        audience_cache::invariants::loopback_redirect,
+    );
+}

@@ -361,7 +361,6 @@ type ShowUrl = Arc<dyn Fn(&Url) + Send + Sync>;
 /// ```
 pub struct LoopbackListener {
     listener: Mutex<TcpListener>,
-    port: u16,
     redirect_uri: Url,
     timeout: Duration,
     show: ShowUrl,
@@ -400,7 +399,6 @@ impl LoopbackListener {
             .map_err(|e| cannot(e.to_string()))?;
         Ok(Self {
             listener: Mutex::new(listener),
-            port,
             redirect_uri,
             timeout: DEFAULT_LOOPBACK_TIMEOUT,
             show: Arc::new(print_url),
@@ -494,15 +492,12 @@ impl LoopbackListener {
                     self.redirect_uri, self.timeout
                 ))
             })?;
-        Url::parse(&format!("http://127.0.0.1:{}{target}", self.port))
-            .ok()
-            .filter(|redirect| redirect.path() == self.redirect_uri.path())
-            .ok_or_else(|| {
-                gave_up(format!(
-                    "the redirect to {} was not a valid URL",
-                    self.redirect_uri
-                ))
-            })
+        redirect_url(&self.redirect_uri, &target).ok_or_else(|| {
+            gave_up(format!(
+                "the redirect to {} was not a valid URL",
+                self.redirect_uri
+            ))
+        })
     }
 }
 
@@ -553,6 +548,34 @@ fn open_in_browser(url: &Url) {
         Ok(mut child) => drop(tokio::task::spawn_blocking(move || child.wait())),
         Err(error) => tracing::debug!(program, %error, "could not open a browser"),
     }
+}
+
+/// The URL a redirect's request target stands for on the listener of `redirect_uri`.
+fn redirect_url(redirect_uri: &Url, target: &str) -> Option<Url> {
+    let port = redirect_uri.port()?;
+    Url::parse(&format!("http://127.0.0.1:{port}{target}"))
+        .ok()
+        .filter(|redirect| redirect.path() == redirect_uri.path())
+}
+
+/// The redirect a listener waiting on `redirect_uri` for `state` would return for a request
+/// `head`, read exactly as a live listener reads it (the seam the fuzz target
+/// `loopback_redirect` checks against what the crate's completion reads from the URL).
+pub(crate) fn redirect_from_head(
+    redirect_uri: &Url,
+    state: Option<&str>,
+    head: &[u8],
+) -> Option<Url> {
+    let head = &head[..find_head_end(head)?];
+    let (method, target) = parse_request_line(head)?;
+    let expected = Expected {
+        path: redirect_uri.path().to_owned(),
+        state: state.map(str::to_owned),
+    };
+    if method != "GET" || !expected.is_redirect(target) {
+        return None;
+    }
+    redirect_url(redirect_uri, target)
 }
 
 /// What the redirect of the authorization in progress looks like.

@@ -14,7 +14,9 @@ use url::Url;
 use crate::Error;
 
 pub use handler::{HeadlessAuthorization, LoopbackListener};
-pub(crate) use handler::{constant_time_eq, redirect_uri_problem, same_endpoint};
+pub(crate) use handler::{
+    constant_time_eq, redirect_from_head, redirect_uri_problem, same_endpoint,
+};
 pub(crate) use registration::OFFLINE_ACCESS;
 pub use registration::{
     ClientRegistrar, ClientStore, DynamicRegistration, MemoryClientStore, RegisteredClient,
