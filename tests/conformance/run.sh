@@ -31,6 +31,8 @@ conformance() {
 cd "$here"
 conformance --suite auth
 conformance --scenario auth/2025-03-26-oauth-endpoint-fallback
+echo "== the next scenario fails on purpose (RFC 8414 §3.3, see expected-failures.yml): its"
+echo "   'OVERALL: FAILED' is expected, and the baseline check after it decides the exit code"
 conformance --scenario auth/2025-03-26-oauth-metadata-backcompat --expected-failures expected-failures.yml
 conformance --scenario auth/client-credentials-basic
 conformance --scenario auth/client-credentials-jwt
