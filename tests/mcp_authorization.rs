@@ -403,6 +403,36 @@ async fn a_second_server_at_the_same_authorization_server_reuses_the_registered_
     assert_eq!(resources, [[first.resource()], [second.resource()]]);
 }
 
+/// A resource server of `auth` at `/stranger` that nothing configures, and a cache with the
+/// confidential client `svc` configured at `auth` (and `configured` as its resource, if any).
+async fn a_stranger_and_a_configured_client(
+    auth: &AuthorizationServer,
+    configured: Option<&ResourceServer>,
+) -> (ResourceServer, TokenCache) {
+    let stranger = ResourceServer::builder(auth)
+        .path("/stranger")
+        .start()
+        .await
+        .unwrap();
+    let mut cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .client(
+            audience_cache::ClientRegistration::new(
+                auth.issuer(),
+                Url::parse(&auth.token_endpoint()).unwrap(),
+                "svc",
+            )
+            .client_secret_basic("s3cret".into()),
+        );
+    if let Some(configured) = configured {
+        let loopback = audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(true);
+        let resource =
+            audience_cache::ResourceUri::parse_with(configured.resource(), &loopback).unwrap();
+        cache = cache.resource(audience_cache::ResourceConfig::new(resource, auth.issuer()));
+    }
+    (stranger, cache.build().unwrap())
+}
+
 /// The F10 rule with registration on: a server that names the issuer of a client the user
 /// configured does not get that client, even though a new one could be registered there.
 #[tokio::test]
@@ -413,31 +443,7 @@ async fn a_configured_client_is_not_lent_to_a_discovered_server() {
     })
     .await;
     let configured = mcp_server(&auth).await;
-    let stranger = ResourceServer::builder(&auth)
-        .path("/stranger")
-        .start()
-        .await
-        .unwrap();
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(true)
-        .client(
-            audience_cache::ClientRegistration::new(
-                auth.issuer(),
-                Url::parse(&auth.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
-        .resource(audience_cache::ResourceConfig::new(
-            audience_cache::ResourceUri::parse_with(
-                configured.resource(),
-                &audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(true),
-            )
-            .unwrap(),
-            auth.issuer(),
-        ))
-        .build()
-        .unwrap();
+    let (stranger, cache) = a_stranger_and_a_configured_client(&auth, Some(&configured)).await;
     let http = client(
         &cache,
         ClientRegistrar::new().dynamic_registration(dynamic()),
@@ -481,23 +487,7 @@ async fn the_middleware_discovers_registers_and_authorizes_too() {
 #[tokio::test]
 async fn a_public_client_for_any_issuer_does_not_lend_out_a_configured_one() {
     let auth = authorization_server(|b| b.client(Client::confidential("svc", "s3cret"))).await;
-    let stranger = ResourceServer::builder(&auth)
-        .path("/stranger")
-        .start()
-        .await
-        .unwrap();
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(true)
-        .client(
-            audience_cache::ClientRegistration::new(
-                auth.issuer(),
-                Url::parse(&auth.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
-        .build()
-        .unwrap();
+    let (stranger, cache) = a_stranger_and_a_configured_client(&auth, None).await;
     let anywhere = PreRegistered::public("app", redirect_uri()).at_any_issuer_without_a_secret();
     let http = client(&cache, ClientRegistrar::from(anywhere.clone()));
     let error = get(&http, &stranger.url()).await.unwrap_err();
