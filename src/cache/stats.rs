@@ -31,8 +31,10 @@ pub struct Stats {
     /// for its token to appear in the shared level (and shared refreshes that waited for
     /// another process's refresh of the same grant).
     pub l2_lock_waits: u64,
-    /// Shared-level values that failed to open (tampered with, stored under another key,
-    /// sealed with a key no longer listed, or malformed). Each is treated as absent.
+    /// Shared-level values that failed to open (tampered with, copied from another key's
+    /// entry, or malformed). Each is treated as absent. Entries of a sealing key no longer
+    /// listed are not found at all (their names derive from that key), so they count as
+    /// misses, not here.
     pub l2_decrypt_failures: u64,
     /// Redis operations that failed or timed out. Each degrades to the in-memory behaviour;
     /// none fails a request. For a second after a timeout or a lost connection, the shared

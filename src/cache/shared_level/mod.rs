@@ -449,8 +449,8 @@ impl Level {
             self.counters.l2_decrypt_failure();
             tracing::warn!(
                 key = %key,
-                "a shared-level value did not open (tampered with, stored under another key, \
-                 sealed with a key no longer listed, or malformed); treated as absent"
+                "a shared-level value did not open (tampered with, copied from another key's \
+                 entry, or malformed); treated as absent"
             );
             return Found::Nothing;
         };
