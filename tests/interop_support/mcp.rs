@@ -2,7 +2,7 @@
 //! server, and a small JSON-RPC session over the crate's `AuthorizedClient`.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -42,13 +42,22 @@ struct Records {
 
 impl McpServer {
     /// Starts an MCP server at `path` whose tokens must come from `issuer`, with the
-    /// `REQUIRED_SCOPES` rules given.
+    /// `REQUIRED_SCOPES` rules given. One that has not printed its address within 30 s is
+    /// killed and started once more (see `AuthServer::start_with`).
     pub fn start(issuer: &str, path: &str, required_scopes: &str) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/mcp-server");
         prepare_node_project(&dir, "@modelcontextprotocol/sdk");
+        Self::spawn(&dir, issuer, path, required_scopes).unwrap_or_else(|stalled| {
+            eprintln!("{stalled}; starting another");
+            Self::spawn(&dir, issuer, path, required_scopes)
+                .unwrap_or_else(|stalled| panic!("{stalled}, twice"))
+        })
+    }
+
+    fn spawn(dir: &Path, issuer: &str, path: &str, required_scopes: &str) -> Result<Self, String> {
         let mut child = Command::new("node")
             .arg("server.mjs")
-            .current_dir(&dir)
+            .current_dir(dir)
             .env("AS_ISSUER", issuer)
             .env("PORT", "0")
             .env("MCP_PATHS", path)
@@ -68,6 +77,14 @@ impl McpServer {
         });
         let line = match receiver.recv_timeout(START_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the MCP server printed no `LISTENING <port> <url>` within {} s",
+                    START_TIMEOUT.as_secs()
+                ));
+            }
             other => {
                 let _ = child.kill();
                 panic!("the MCP server did not print `LISTENING <port> <url>`: {other:?}")
@@ -80,12 +97,12 @@ impl McpServer {
             let _ = child.kill();
             panic!("unexpected first line from the MCP server: {line:?}");
         };
-        Self {
+        Ok(Self {
             port: port.parse().expect("a port"),
             resource: resource.to_owned(),
             child,
             http: reqwest::Client::new(),
-        }
+        })
     }
 
     /// The server's resource identifier (and MCP endpoint), `http://127.0.0.1:<port><path>`.

@@ -102,71 +102,29 @@ impl AuthServer {
         Self::start_with(Settings::default()).await
     }
 
-    /// Starts a server and waits until it listens and serves its metadata.
+    /// Starts a server and waits until it listens and serves its metadata. A server that has
+    /// not printed its port within 30 s is killed and started once more (its log is printed):
+    /// on these shared 2-core machines a start has been seen to stall that long, once.
     pub async fn start_with(settings: Settings) -> Self {
         let dir = server_dir();
         prepare(&dir);
-
-        let mut command = Command::new("node");
-        command
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .env("PORT", "0")
-            .env("EXIT_ON_STDIN_CLOSE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        match settings.access_token_ttl {
-            Some(ttl) => command.env("ACCESS_TOKEN_TTL", ttl.to_string()),
-            None => command.env_remove("ACCESS_TOKEN_TTL"),
-        };
-        let mut child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "could not start `node server.mjs` in {}: {e}",
-                dir.display()
-            )
-        });
-
-        // stderr is drained for the whole life of the server: node writes to pipes
-        // synchronously, so a full pipe would stall it. The lines are shown if a test fails.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let sink = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        let (mut process, port) = match spawn(&dir, settings) {
+            Ok(started) => started,
+            Err(stalled) => {
+                eprintln!(
+                    "oidc-provider test server printed no `LISTENING <port>` line within {} s; \
+                     starting another. Its log:\n{}",
+                    START_TIMEOUT.as_secs(),
+                    stalled.join("\n")
+                );
+                spawn(&dir, settings).unwrap_or_else(|log| {
+                    panic!(
+                        "oidc-provider test server printed no `LISTENING <port>` line within {} s, twice; its log:\n{}",
+                        START_TIMEOUT.as_secs(),
+                        log.join("\n")
+                    )
+                })
             }
-        });
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut process = Process {
-            child,
-            log,
-            name: "starting".to_owned(),
-        };
-
-        let (sender, receiver) = mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = sender.send(lines.next());
-            // Keep draining: nothing else is expected, but the pipe must not fill.
-            for _ in lines {}
-        });
-        let line = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(Some(Ok(line))) => line,
-            Ok(Some(Err(e))) => panic!("oidc-provider test server: reading its stdout failed: {e}"),
-            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                panic!("oidc-provider test server exited before printing `LISTENING <port>`")
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                "oidc-provider test server printed no `LISTENING <port>` line within {} s",
-                START_TIMEOUT.as_secs()
-            ),
-        };
-        let Some(Ok(port)) = line.strip_prefix("LISTENING ").map(str::parse::<u16>) else {
-            panic!(
-                "oidc-provider test server: the first stdout line is {line:?}, not `LISTENING <port>`"
-            );
         };
         let issuer = format!("http://127.0.0.1:{port}");
         process.name = issuer.clone();
@@ -257,6 +215,79 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &
         .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
     assert!(status.is_success(), "GET {url}: HTTP {status}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e} in {body}"))
+}
+
+/// Starts `node server.mjs` and waits for its `LISTENING <port>` line: the process and the
+/// port, or (killed) its log when the line did not come within [`START_TIMEOUT`].
+fn spawn(dir: &Path, settings: Settings) -> Result<(Process, u16), Vec<String>> {
+    let mut command = Command::new("node");
+    command
+        .arg("server.mjs")
+        .current_dir(dir)
+        .env("PORT", "0")
+        .env("EXIT_ON_STDIN_CLOSE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match settings.access_token_ttl {
+        Some(ttl) => command.env("ACCESS_TOKEN_TTL", ttl.to_string()),
+        None => command.env_remove("ACCESS_TOKEN_TTL"),
+    };
+    let mut child = command.spawn().unwrap_or_else(|e| {
+        panic!(
+            "could not start `node server.mjs` in {}: {e}",
+            dir.display()
+        )
+    });
+
+    // stderr is drained for the whole life of the server: node writes to pipes
+    // synchronously, so a full pipe would stall it. The lines are shown if a test fails.
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut process = Process {
+        child,
+        log,
+        name: "starting".to_owned(),
+    };
+
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = sender.send(lines.next());
+        // Keep draining: nothing else is expected, but the pipe must not fill.
+        for _ in lines {}
+    });
+    let line = match receiver.recv_timeout(START_TIMEOUT) {
+        Ok(Some(Ok(line))) => line,
+        Ok(Some(Err(e))) => panic!("oidc-provider test server: reading its stdout failed: {e}"),
+        Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("oidc-provider test server exited before printing `LISTENING <port>`")
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+            let log = process
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(log);
+        }
+    };
+    let Some(Ok(port)) = line.strip_prefix("LISTENING ").map(str::parse::<u16>) else {
+        panic!(
+            "oidc-provider test server: the first stdout line is {line:?}, not `LISTENING <port>`"
+        );
+    };
+    Ok((process, port))
 }
 
 /// `tests/interop/oidc-provider`.
