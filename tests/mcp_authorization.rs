@@ -507,3 +507,30 @@ async fn a_public_client_for_any_issuer_does_not_lend_out_a_configured_one() {
     assert!(auth.requests().is_empty());
     assert!(auth.authorization_requests().is_empty());
 }
+
+/// Requests that need an authorization at the same time take the user through it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_authorization() {
+    let auth = authorization_server(|b| b.dynamic_registration(true)).await;
+    let mcp = mcp_server(&auth).await;
+    let http = client(
+        &cache(),
+        ClientRegistrar::new().dynamic_registration(dynamic()),
+    );
+    let url = mcp.url();
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { get(&http, &url).await })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(auth.registrations().len(), 1);
+    assert_eq!(auth.authorization_requests().len(), 1);
+    assert_eq!(
+        the_token_request(&auth).grant_type.as_deref(),
+        Some("authorization_code")
+    );
+}

@@ -71,9 +71,19 @@ pub(crate) struct Policy {
     pub(crate) discovery: Option<(crate::Discovery, crate::ClientRegistrar)>,
     /// Where a user authorizes when a resource needs it.
     pub(crate) handler: Option<Arc<dyn crate::AuthorizationHandler>>,
+    /// One authorization at a time per resource (match key): concurrent requests that all
+    /// need one wait for the first instead of taking the user through consent once each.
+    authorizing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Policy {
+    /// The lock that lets one request at a time take the user through an authorization for
+    /// `resource`.
+    fn authorization_turn(&self, resource: &crate::ResourceUri) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.authorizing.lock().unwrap_or_else(|p| p.into_inner());
+        turns.entry(resource.key().to_owned()).or_default().clone()
+    }
+
     /// The policy to configure: this one, or a copy if it is shared already (a client cloned
     /// before it was configured keeps its own settings).
     pub(crate) fn unique(policy: &mut Arc<Self>) -> &mut Self {
@@ -94,6 +104,7 @@ impl Policy {
             step_up: Mutex::default(),
             discovery: None,
             handler: None,
+            authorizing: Mutex::default(),
         }
     }
 }
@@ -396,8 +407,16 @@ async fn attach(
         let scopes = extra(&resource);
         let token = match policy.cache.token_for_scopes(&url, &scopes).await {
             Err(Error::AuthorizationRequired { .. }) if policy.handler.is_some() => {
-                authorize(policy, &resource, &scopes, retries).await?;
-                policy.cache.token_for_scopes(&url, &scopes).await?
+                let turn = policy.authorization_turn(&resource);
+                let _turn = turn.lock().await;
+                // Another request may have authorized while this one waited its turn.
+                match policy.cache.token_for_scopes(&url, &scopes).await {
+                    Err(Error::AuthorizationRequired { .. }) => {
+                        authorize(policy, &resource, &scopes, retries).await?;
+                        policy.cache.token_for_scopes(&url, &scopes).await?
+                    }
+                    other => other?,
+                }
             }
             other => other?,
         };
