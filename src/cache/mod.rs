@@ -230,16 +230,12 @@ impl TokenCache {
         // Discovery adds resources only at issuers the discovery client lists, also when a
         // registration for that issuer exists already: otherwise any server could name a
         // configured issuer and have tokens minted for itself with the configured client.
-        let untrusted = || Error::UntrustedIssuer {
-            resource: discovered.resource().wire().to_owned(),
-            issuer: issuer.to_owned(),
-        };
         if !client.is_registered_at(issuer) {
-            return Err(untrusted());
+            return Err(untrusted(discovered));
         }
         // A configured client only for a resource at an issuer the discovery client names.
         if self.client_was_discovered(issuer) == Some(false) && !client.lists(issuer) {
-            return Err(untrusted());
+            return Err(untrusted(discovered));
         }
         self.install_discovered(discovered, || {
             discovered.registration_for(client).map(|mut registration| {
@@ -275,12 +271,7 @@ impl TokenCache {
             // A configured client is never lent to a resource that merely names its issuer:
             // the server could have tokens minted for itself with it (and, where the
             // authorization server ignores `resource`, tokens valid elsewhere).
-            Some(false) => {
-                return Err(Error::UntrustedIssuer {
-                    resource: discovered.resource().wire().to_owned(),
-                    issuer: issuer.to_owned(),
-                });
-            }
+            Some(false) => return Err(untrusted(discovered)),
         };
         self.install_discovered(discovered, || {
             registration.ok_or_else(|| Error::Registration {
@@ -557,6 +548,18 @@ impl Shared {
             Some(grant) => grant.clone(),
             None => Grant::ClientCredentials,
         }
+    }
+}
+
+/// Discovery found a resource whose authorization server no client may be used at.
+fn untrusted(discovered: &crate::Discovered) -> Error {
+    Error::UntrustedIssuer {
+        resource: discovered.resource().wire().to_owned(),
+        issuer: discovered
+            .authorization_server()
+            .issuer()
+            .as_str()
+            .to_owned(),
     }
 }
 
