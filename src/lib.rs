@@ -119,7 +119,7 @@ pub use authorization::{
     HeadlessAuthorization, LoopbackListener, MemoryClientStore, RegisteredClient, StoreError,
     StoreFuture,
 };
-pub use cache::{PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
+pub use cache::{BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "redis")]
 pub use cache::{SealingKey, SharedLevel};
 pub use config::{
@@ -140,4 +140,3 @@ pub use resource::{
     Coverage, CoverageRefusal, HostProblem, ParseOptions, PortProblem, ResourceError, ResourceUri,
 };
 pub use scope::{ScopeError, ScopeSet};
-pub use token::BearerToken;

@@ -108,8 +108,22 @@ impl AudiencePolicy {
         request: &Url,
         audience: &TokenAudience,
     ) -> Result<(), Refusal> {
+        let path = resource::check_request(request)
+            .map_err(|reason| Refusal::request_refused(resource, request, reason))?;
+        self.decide_checked(resource, request, &path, audience)
+    }
+
+    /// The decision for a request URL that [`resource::check_request`] accepted, with the
+    /// normalized path it returned: the one check serves the resource and every `aud` value.
+    pub(crate) fn decide_checked(
+        &self,
+        resource: &ResourceUri,
+        request: &Url,
+        path: &str,
+        audience: &TokenAudience,
+    ) -> Result<(), Refusal> {
         let refusal = |kind| Refusal::new(resource, request, kind);
-        match resource.covers(request) {
+        match resource.covers_checked(request, path) {
             Coverage::Covered => {}
             Coverage::NotCovered => return Err(refusal(RefusalKind::NotCovered)),
             Coverage::Refused(reason) => return Err(refusal(RefusalKind::RequestRefused(reason))),
@@ -131,7 +145,7 @@ impl AudiencePolicy {
             self.aliases.iter().any(|alias| *alias == *value.raw)
                 || value.url.as_ref().is_some_and(|url| {
                     same_as_resource(url, resource)
-                        || resource::covers_parsed(url, request).is_covered()
+                        || resource::covers_parsed_checked(url, request, path).is_covered()
                 })
         });
         if allowed {
@@ -297,9 +311,20 @@ pub enum RefusalKind {
     AudienceMissing,
     /// The token cannot be written as an HTTP header value (it contains control characters).
     UnusableToken,
+    /// The token's resource covers the request URL, but a longer configured resource covers
+    /// it too and so owns it (perhaps at another authorization server): only a token for that
+    /// resource may go there.
+    OwnedByAnotherResource {
+        /// The resource (match key) that owns the request URL.
+        owner: String,
+    },
 }
 
 impl Refusal {
+    pub(crate) fn for_kind(resource: &ResourceUri, request: &Url, kind: RefusalKind) -> Self {
+        Self::new(resource, request, kind)
+    }
+
     fn new(resource: &ResourceUri, request: &Url, kind: RefusalKind) -> Self {
         Self {
             resource: resource.key().to_owned(),
@@ -317,11 +342,22 @@ impl Refusal {
         Self::new(resource, request, RefusalKind::RequestRefused(reason))
     }
 
+    /// A refusal of the request URL before any resource was chosen for it: no token is
+    /// concerned, and [`resource`](Self::resource) is empty.
+    pub(crate) fn request_refused_before_routing(request: &Url, reason: CoverageRefusal) -> Self {
+        Self {
+            resource: String::new(),
+            request: redacted_url(request),
+            kind: RefusalKind::RequestRefused(reason),
+        }
+    }
+
     pub(crate) fn unusable_token(resource: &ResourceUri, request: &Url) -> Self {
         Self::new(resource, request, RefusalKind::UnusableToken)
     }
 
-    /// The resource (match key) the token was requested for.
+    /// The resource (match key) the token was requested for; empty when the request URL was
+    /// refused before a resource was chosen for it (userinfo, an ambiguous path).
     pub fn resource(&self) -> &str {
         &self.resource
     }
@@ -354,6 +390,9 @@ impl fmt::Display for Refusal {
                 f,
                 "token for {resource} is refused for {request}, which that resource does not cover; use a token for the resource that covers it"
             ),
+            RefusalKind::RequestRefused(reason) if resource.is_empty() => {
+                write!(f, "refusing to send a token to {request}: {reason}")
+            }
             RefusalKind::RequestRefused(reason) => write!(
                 f,
                 "refusing to send the token for {resource} to {request}: {reason}"
@@ -374,6 +413,10 @@ impl fmt::Display for Refusal {
             RefusalKind::UnusableToken => write!(
                 f,
                 "token for {resource} cannot be sent to {request}: it is not a valid header value (the authorization server sent a malformed token)"
+            ),
+            RefusalKind::OwnedByAnotherResource { owner } => write!(
+                f,
+                "token for {resource} is refused for {request}, which belongs to {owner}, the longest configured resource that covers it; use a token for {owner}"
             ),
             RefusalKind::AudienceMissing => write!(
                 f,
@@ -477,7 +520,12 @@ mod tests {
                     let request = Url::parse(request).unwrap();
                     if resource.covers(&request).is_covered() {
                         assert!(
-                            resource::covers_parsed(&parsed, &request).is_covered(),
+                            resource::covers_parsed_checked(
+                                &parsed,
+                                &request,
+                                &resource::check_request(&request).unwrap()
+                            )
+                            .is_covered(),
                             "{audience} for {resource:?} at {request}"
                         );
                     }

@@ -204,6 +204,6 @@ impl TokenCache {
             .shared
             .store_response(&entry, &key, response, sent_at)
             .await;
-        Ok(BearerToken::new(token, entry.policy.clone()))
+        Ok(self.shared.bearer(token))
     }
 }

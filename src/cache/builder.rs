@@ -181,7 +181,7 @@ impl TokenCacheBuilder {
             .build();
         let shared = Arc::new(Shared {
             clients: RwLock::new(HashMap::new()),
-            resources: RwLock::new(Vec::new()),
+            routes: Default::default(),
             store,
             flights,
             backoff: Backoff::new(self.backoff),

@@ -2,9 +2,11 @@
 
 mod authorize;
 mod backoff;
+mod bearer;
 mod builder;
 mod flight;
 mod refresh;
+mod route;
 #[cfg(feature = "redis")]
 mod shared_level;
 mod stats;
@@ -15,13 +17,19 @@ use std::sync::{Arc, RwLock};
 use tokio::time::Instant;
 use url::Url;
 
+use http::HeaderValue;
+
+use crate::audience::Refusal;
 use crate::config::{BuildError, ClientRegistration, Grant, ResourceConfig};
+use crate::error::Error;
 use crate::grant::{GrantClient, Limits, SubjectToken, Transport};
+use crate::key::CacheKey;
+use crate::resource::{ParseOptions, ResourceUri};
+use crate::scope::ScopeSet;
 use crate::token::{CachedToken, Timing};
-use crate::{AudiencePolicy, BearerToken, CacheKey, Coverage, Error, ParseOptions, Refusal};
-use crate::{ResourceUri, ScopeSet};
 
 pub use authorize::PendingAuthorization;
+pub use bearer::BearerToken;
 pub use builder::TokenCacheBuilder;
 #[cfg(feature = "redis")]
 pub use shared_level::{SealingKey, SharedLevel};
@@ -30,6 +38,8 @@ pub use stats::Stats;
 use backoff::Backoff;
 use flight::Flights;
 use refresh::RefreshTokens;
+pub(crate) use route::{ResourceEntry, Route};
+use route::{Routes, Unrouted};
 
 /// An OAuth 2.0 token cache that keeps tokens apart by audience.
 ///
@@ -80,15 +90,6 @@ impl std::fmt::Debug for TokenCache {
     }
 }
 
-/// A configured resource with what hand-outs need, resolved once.
-pub(crate) struct ResourceEntry {
-    pub(crate) config: ResourceConfig,
-    pub(crate) policy: Arc<AudiencePolicy>,
-    pub(crate) client: Arc<GrantClient>,
-    /// The key for the default scopes and no account, made once (the usual hand-out).
-    default_key: CacheKey,
-}
-
 /// How a miss gets its token.
 #[derive(Clone)]
 pub(crate) enum Acquire {
@@ -100,7 +101,8 @@ pub(crate) enum Acquire {
 
 pub(crate) struct Shared {
     clients: RwLock<HashMap<String, Arc<GrantClient>>>,
-    resources: RwLock<Vec<Arc<ResourceEntry>>>,
+    /// The configured resources, shared with every token handed out.
+    routes: Arc<Routes>,
     store: moka::future::Cache<CacheKey, Arc<CachedToken>>,
     flights: Flights,
     backoff: Backoff,
@@ -123,9 +125,11 @@ impl TokenCache {
 
     /// A token for a request to `url`, with the default scopes of the resource that covers it.
     ///
-    /// The resource is the longest configured one that covers the URL (P20). The token comes
-    /// from the cache or from one token request shared by all concurrent callers; it is
-    /// returned only if the audience decision allows it for `url`. A refused token is evicted.
+    /// The resource is the longest configured one that covers the URL. The token comes from
+    /// the cache or from one token request shared by all concurrent callers; it is returned
+    /// only if the crate's decision allows it for `url` (the same decision as
+    /// [`BearerToken::header_for`]). A refused token is evicted. A URL with userinfo, or whose
+    /// path servers could read two ways, is refused whatever resources are configured.
     pub async fn token_for(&self, url: &Url) -> Result<BearerToken, Error> {
         self.token_for_scopes(url, &ScopeSet::empty()).await
     }
@@ -137,15 +141,47 @@ impl TokenCache {
         url: &Url,
         extra: &ScopeSet,
     ) -> Result<BearerToken, Error> {
-        let entry = self.shared.resource_for(url)?;
+        let route = self.route(url)?;
+        let token = self.token_on(&route, extra).await?;
+        self.shared.hand_out(&route, token.cached()).await?;
+        Ok(token)
+    }
+
+    /// The route of a request URL: the configured resource that owns it, or why there is
+    /// none (a refused URL is an [`Error::Refused`], counted as a refusal).
+    pub(crate) fn route(&self, url: &Url) -> Result<Route, Error> {
+        self.shared.route(url)
+    }
+
+    /// A token for `route`'s resource with its default scopes plus `extra`, not yet decided
+    /// for the route's URL: [`header`](Self::header) decides.
+    pub(crate) async fn token_on(
+        &self,
+        route: &Route,
+        extra: &ScopeSet,
+    ) -> Result<BearerToken, Error> {
+        let entry = route.entry();
         let key = if extra.is_empty() {
             entry.default_key.clone()
         } else {
             self.shared
-                .key(&entry, &entry.config.scopes.union(extra), None)
+                .key(entry, &entry.config.scopes.union(extra), None)
         };
-        let token = self.shared.get(&entry, &key, &Acquire::Configured).await?;
-        self.shared.hand_out(&entry, token, url).await
+        let token = self.shared.get(entry, &key, &Acquire::Configured).await?;
+        Ok(self.shared.bearer(token))
+    }
+
+    /// The `Authorization` header for `token` on `route`, after the crate's one decision; a
+    /// token refused by its audience policy is evicted, as [`token_for`](Self::token_for) does.
+    pub(crate) async fn header(
+        &self,
+        token: &BearerToken,
+        route: &Route,
+    ) -> Result<HeaderValue, Error> {
+        match token.header_on(route) {
+            Ok(header) => Ok(header),
+            Err(refusal) => Err(self.shared.refused(token.cached(), refusal).await),
+        }
     }
 
     /// A token for a resource the caller already knows (an MCP transport, say), with the
@@ -200,7 +236,7 @@ impl TokenCache {
             key = key.exchanged();
         }
         let token = self.shared.get(&entry, &key, acquire).await?;
-        Ok(BearerToken::new(token, entry.policy.clone()))
+        Ok(self.shared.bearer(token))
     }
 
     /// Evicts `token` if it is still the cached one for its key (for example after the
@@ -335,19 +371,13 @@ impl TokenCache {
     }
 
     /// The configured resource that a request to `url` belongs to (the longest that covers
-    /// it), if any.
+    /// it), if any; `None` also for a URL the crate refuses (userinfo, an ambiguous path).
     pub fn resource_for(&self, url: &Url) -> Option<ResourceUri> {
         self.shared
-            .resource_for(url)
+            .routes
+            .route(url)
             .ok()
-            .map(|entry| entry.config.resource.clone())
-    }
-
-    /// `resource_for` with the reason when there is none (no resource, or a refused URL).
-    pub(crate) fn shared_resource_for(&self, url: &Url) -> Result<ResourceUri, Error> {
-        self.shared
-            .resource_for(url)
-            .map(|entry| entry.config.resource.clone())
+            .map(|route| route.resource().clone())
     }
 
     /// The counters so far.
@@ -366,61 +396,37 @@ impl Shared {
         )
     }
 
-    /// P20: the longest configured resource that covers `url`. A URL that every resource
-    /// refuses (userinfo, an ambiguous path) is an audience refusal, not "no resource".
-    fn resource_for(&self, url: &Url) -> Result<Arc<ResourceEntry>, Error> {
-        let resources = self.resources.read().unwrap_or_else(|p| p.into_inner());
-        let mut best: Option<&Arc<ResourceEntry>> = None;
-        for entry in resources.iter() {
-            match entry.config.resource.covers(url) {
-                Coverage::Covered => {
-                    let longer = best.is_none_or(|b| {
-                        entry.config.resource.key().len() > b.config.resource.key().len()
-                    });
-                    if longer {
-                        best = Some(entry);
-                    }
-                }
-                Coverage::Refused(reason) => {
-                    self.counters.refusal();
-                    return Err(Error::Refused(Refusal::request_refused(
-                        &entry.config.resource,
-                        url,
-                        reason,
-                    )));
-                }
-                _ => {}
+    /// The route of `url` (see [`Routes::route`]), with the crate's errors.
+    fn route(&self, url: &Url) -> Result<Route, Error> {
+        self.routes.route(url).map_err(|why| match why {
+            Unrouted::Refused(reason) => {
+                self.counters.refusal();
+                Error::Refused(Refusal::request_refused_before_routing(url, reason))
             }
-        }
-        best.cloned().ok_or_else(|| Error::NoResource {
-            request: crate::audience::redacted_url(url),
+            Unrouted::NoResource => Error::NoResource {
+                request: crate::audience::redacted_url(url),
+            },
         })
     }
 
     fn resource(&self, resource: &ResourceUri) -> Result<Arc<ResourceEntry>, Error> {
-        let resources = self.resources.read().unwrap_or_else(|p| p.into_inner());
-        resources
-            .iter()
-            .find(|entry| entry.config.resource == *resource)
-            .cloned()
+        self.routes
+            .entry(resource)
             .ok_or_else(|| Error::UnknownResource {
                 resource: resource.key().to_owned(),
             })
     }
 
-    /// The audience decision for a hand-out; a refused token is evicted.
-    async fn hand_out(
-        &self,
-        entry: &ResourceEntry,
-        token: Arc<CachedToken>,
-        url: &Url,
-    ) -> Result<BearerToken, Error> {
-        match entry
-            .policy
-            .decide_inspected(&token.resource, url, &token.audience)
-        {
-            Ok(()) => Ok(BearerToken::new(token, entry.policy.clone())),
-            Err(refusal) => Err(self.refused(&token, refusal).await),
+    /// A handle on `token` for the caller.
+    pub(crate) fn bearer(&self, token: Arc<CachedToken>) -> BearerToken {
+        BearerToken::new(token, self.routes.clone())
+    }
+
+    /// The crate's decision for a hand-out on `route`; a refused token is evicted.
+    async fn hand_out(&self, route: &Route, token: &Arc<CachedToken>) -> Result<(), Error> {
+        match route::decide(route, token) {
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(self.refused(token, refusal).await),
         }
     }
 
@@ -517,28 +523,18 @@ impl Shared {
                 issuer: config.issuer.clone(),
             });
         };
-        let mut resources = self.resources.write().unwrap_or_else(|p| p.into_inner());
-        if resources
-            .iter()
-            .any(|r| r.config.resource == config.resource)
-        {
-            return Err(BuildError::DuplicateResource {
-                resource: config.resource.key().to_owned(),
-            });
-        }
         let default_key = key_for(
             client.registration(),
             &config.resource,
             &config.scopes,
             None,
         );
-        resources.push(Arc::new(ResourceEntry {
+        self.routes.add(ResourceEntry {
             policy: Arc::new(config.audience.clone()),
             config,
             client,
             default_key,
-        }));
-        Ok(())
+        })
     }
 
     /// The grant a miss uses for this entry.

@@ -256,9 +256,20 @@ where
     F: Future<Output = Result<Response, SendError>>,
 {
     let caller_authorized = request.headers().contains_key(AUTHORIZATION);
+    // The first hop's route, resolved once: a URL the crate refuses is refused here, before
+    // anything is sent (also before a discovery probe).
+    let mut first_route = if caller_authorized {
+        None
+    } else {
+        match policy.cache.route(request.url()) {
+            Ok(route) => Some(route),
+            Err(Error::NoResource { .. }) if policy.discovery.is_some() => None,
+            Err(error) => return Err(RunError::Crate(error)),
+        }
+    };
     if !caller_authorized
+        && first_route.is_none()
         && let Some((discovery, client)) = &policy.discovery
-        && needs_discovery(policy, request.url())?
     {
         let url = request.url().clone();
         let probe = request.try_clone().ok_or_else(|| {
@@ -281,6 +292,7 @@ where
             issuer = discovered.authorization_server().issuer().as_str(),
             "discovered the resource and its authorization server"
         );
+        first_route = Some(policy.cache.route(&url)?);
     }
     let mut request = request;
     let mut hops = 0;
@@ -300,8 +312,8 @@ where
             attach(
                 policy,
                 &mut request,
+                (hops == 0).then(|| first_route.take()),
                 &mut bound,
-                hops == 0,
                 pending,
                 &mut retries,
             )
@@ -368,30 +380,34 @@ pub(crate) struct Retries {
     authorizations: usize,
 }
 
-/// Whether a URL needs discovery: no configured resource covers it. A URL that a resource
-/// refuses (userinfo, an ambiguous path) is an error, not a reason to probe.
-fn needs_discovery(policy: &Policy, url: &Url) -> Result<bool, Error> {
-    match policy.cache.shared_resource_for(url) {
-        Ok(_) => Ok(false),
-        Err(Error::NoResource { .. }) => Ok(true),
-        Err(error) => Err(error),
-    }
-}
-
-/// Attaches a token for the request's URL. The first hop must get one (fail closed); a later
-/// hop gets one only where the first hop's resource covers the new URL, and goes without one
-/// elsewhere.
+/// Attaches a token for the request's URL, after resolving it once to its route and making
+/// the crate's one decision where the header is built. The first hop (`first` is `Some`, with
+/// the route the caller resolved already, if any) must get a token (fail closed) and may take
+/// the user through an authorization; a later hop gets one only where its route is the first
+/// hop's resource, and goes without one elsewhere. A refused URL is an error on every hop.
 async fn attach(
     policy: &Policy,
     request: &mut Request,
+    first: Option<Option<crate::cache::Route>>,
     bound: &mut Option<crate::ResourceUri>,
-    first: bool,
     stepping_up: Option<&ScopeSet>,
     retries: &mut Retries,
 ) -> Result<Option<BearerToken>, Error> {
     request.headers_mut().remove(AUTHORIZATION);
-    let url = request.url().clone();
-    let extra = |resource: &crate::ResourceUri| {
+    let first_hop = first.is_some();
+    let route = match (first, bound.as_ref()) {
+        (Some(Some(route)), _) => route,
+        (Some(None), _) | (None, None) => policy.cache.route(request.url())?,
+        (None, Some(resource)) => match policy.cache.route(request.url()) {
+            // The same resource must still own the URL: a more specific resource configured
+            // for it (perhaps at another issuer) owns it otherwise.
+            Ok(route) if route.resource() == resource => route,
+            Ok(_) | Err(Error::NoResource { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        },
+    };
+    let resource = route.resource().clone();
+    let scopes = {
         let step_up = policy.step_up.lock().unwrap_or_else(|p| p.into_inner());
         let remembered = step_up.get(resource.key()).cloned().unwrap_or_default();
         match stepping_up {
@@ -399,44 +415,24 @@ async fn attach(
             None => remembered,
         }
     };
-    let token = if first {
-        let Some(resource) = policy.cache.resource_for(&url) else {
-            // Let the cache produce the precise error (no resource, or a refused URL).
-            return policy.cache.token_for(&url).await.map(Some);
-        };
-        let scopes = extra(&resource);
-        let token = match policy.cache.token_for_scopes(&url, &scopes).await {
-            Err(Error::AuthorizationRequired { .. }) if policy.handler.is_some() => {
-                let turn = policy.authorization_turn(&resource);
-                let _turn = turn.lock().await;
-                // Another request may have authorized while this one waited its turn.
-                match policy.cache.token_for_scopes(&url, &scopes).await {
-                    Err(Error::AuthorizationRequired { .. }) => {
-                        authorize(policy, &resource, &scopes, retries).await?;
-                        policy.cache.token_for_scopes(&url, &scopes).await?
-                    }
-                    other => other?,
+    let token = match policy.cache.token_on(&route, &scopes).await {
+        Err(Error::AuthorizationRequired { .. }) if policy.handler.is_some() && first_hop => {
+            let turn = policy.authorization_turn(&resource);
+            let _turn = turn.lock().await;
+            // Another request may have authorized while this one waited its turn.
+            match policy.cache.token_on(&route, &scopes).await {
+                Err(Error::AuthorizationRequired { .. }) => {
+                    authorize(policy, &resource, &scopes, retries).await?;
+                    policy.cache.token_on(&route, &scopes).await?
                 }
+                other => other?,
             }
-            other => other?,
-        };
-        *bound = Some(token.resource().clone());
-        token
-    } else {
-        // The same resource must still be the one the URL belongs to (P20): a more specific
-        // resource configured for the new URL (perhaps of another issuer) owns it.
-        match bound.as_ref() {
-            Some(resource)
-                if resource.covers(&url).is_covered()
-                    && policy.cache.resource_for(&url).as_ref() == Some(resource) =>
-            {
-                policy.cache.token(resource, &extra(resource)).await?
-            }
-            _ => return Ok(None),
         }
+        other => other?,
     };
-    let header: HeaderValue = token.header_for(&url)?;
+    let header: HeaderValue = policy.cache.header(&token, &route).await?;
     request.headers_mut().insert(AUTHORIZATION, header);
+    *bound = Some(resource);
     Ok(Some(token))
 }
 

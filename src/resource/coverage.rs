@@ -40,10 +40,11 @@ pub enum CoverageRefusal {
     /// The request URL has userinfo (RFC 9110 §4.2.4; P18).
     #[error("the request URL has userinfo; tokens are never sent to such URLs")]
     Userinfo,
-    /// The request path reads differently when fully percent-decoded, with `\` as `/`,
-    /// `;params` removed and dot segments resolved, as some servers route it (P5).
+    /// The request path reads differently when percent-decoded until nothing changes (an
+    /// escaped `%` that makes another escape, like `%252e`, counts), with `\` as `/`,
+    /// `;params` removed and dot segments resolved, as some servers and proxy chains route it.
     #[error(
-        "the request path {path:?} can be routed differently by servers that decode it (encoded '/', '\\', ';' parameters or dot segments)"
+        "the request path {path:?} can be routed differently by servers that decode it (encoded '/', '\\', ';' parameters, dot segments, or an escaped '%' that decodes into another escape)"
     )]
     AmbiguousPath {
         /// The request path as `url` serialized it.
@@ -67,12 +68,29 @@ impl fmt::Display for Coverage {
     }
 }
 
-/// `covers(R, U)` from the crate's rules, over a resource's canonical parts.
+/// `covers(R, U)` from the crate's rules, over a resource's canonical parts: the request URL is
+/// checked first ([`check_request`], whatever the resource), then compared.
 pub(crate) fn covers(resource: &Parsed, request: &Url) -> Coverage {
-    // P18: userinfo in a request URL is refused before anything else.
-    if !request.username().is_empty() || request.password().is_some() {
-        return Coverage::Refused(CoverageRefusal::Userinfo);
+    match check_request(request) {
+        Ok(path) => covers_checked(resource, request, &path),
+        Err(refusal) => Coverage::Refused(refusal),
     }
+}
+
+/// Whether a token may go to `request` at all, whatever resource it is for: no userinfo
+/// (RFC 9110 §4.2.4), and a path that every server reads the same way (see
+/// [`CoverageRefusal::AmbiguousPath`]). Returns the path normalized (RFC 3986 §6.2.2), which is
+/// what [`covers_checked`] compares.
+pub(crate) fn check_request(request: &Url) -> Result<Cow<'_, str>, CoverageRefusal> {
+    if !request.username().is_empty() || request.password().is_some() {
+        return Err(CoverageRefusal::Userinfo);
+    }
+    request_path(request.path())
+}
+
+/// [`covers`] for a request that [`check_request`] accepted, with the path it returned: the
+/// same origin, then the path and query rules.
+pub(crate) fn covers_checked(resource: &Parsed, request: &Url, path: &str) -> Coverage {
     let same_origin = request.scheme() == resource.scheme.as_str()
         && request
             .host()
@@ -81,12 +99,8 @@ pub(crate) fn covers(resource: &Parsed, request: &Url) -> Coverage {
     if !same_origin {
         return Coverage::NotCovered;
     }
-    let path = match request_path(request.path()) {
-        Ok(path) => path,
-        Err(refusal) => return Coverage::Refused(refusal),
-    };
     let covered = match &resource.query {
-        // P4: a resource with a query covers exactly that path and that query.
+        // A resource with a query covers exactly that path and that query.
         Some(query) => {
             *path == *resource.path
                 && request.query().is_some_and(|q| {
@@ -98,8 +112,9 @@ pub(crate) fn covers(resource: &Parsed, request: &Url) -> Coverage {
                     }
                 })
         }
-        // P4: without a query, the request's query does not matter; P5: segment-boundary prefix.
-        None => path_prefix_covers(&resource.path, &path),
+        // Without a query, the request's query does not matter; the path is a prefix on a
+        // segment boundary.
+        None => path_prefix_covers(&resource.path, path),
     };
     if covered {
         Coverage::Covered
@@ -239,10 +254,11 @@ fn rfc_reading(normalized: &str) -> Reading {
     reading
 }
 
-/// The aggressive reading: decode everything, treat `\` as `/`, drop `;params` from each
+/// The aggressive reading: decode everything, again and again until nothing changes (a chain
+/// of servers and proxies that each decode once), treat `\` as `/`, drop `;params` from each
 /// segment, then resolve dot segments (RFC 3986 §5.2.4 over segments).
 fn aggressive_reading(raw: &str) -> Reading {
-    let decoded = percent::decode_all(raw);
+    let decoded = percent::decode_to_fixed_point(raw);
     let mut out = Reading::with_capacity(decoded.len());
     let mut segments = decoded
         .split(|&b| b == b'/' || b == b'\\')
@@ -351,7 +367,7 @@ mod tests {
     }
 
     fn reference_aggressive_reading(raw: &str) -> Vec<Vec<u8>> {
-        let decoded: Vec<u8> = percent::decode_all(raw)
+        let decoded: Vec<u8> = percent::decode_to_fixed_point(raw)
             .into_iter()
             .map(|b| if b == b'\\' { b'/' } else { b })
             .collect();

@@ -18,7 +18,8 @@ pub use coverage::{Coverage, CoverageRefusal};
 pub use error::{HostProblem, PortProblem, ResourceError};
 pub(crate) use parse::{Parsed, Rules};
 
-pub(crate) use coverage::covers as covers_parsed;
+pub(crate) use coverage::check_request;
+pub(crate) use coverage::covers_checked as covers_parsed_checked;
 pub(crate) use parse::parse as parse_raw;
 pub(crate) use parse::shorten;
 
@@ -158,8 +159,8 @@ impl ResourceUri {
     /// of the request's normalized path ending on a segment boundary (`/mcp` covers `/mcp/x`,
     /// never `/mcpx`; `/mcp/` does not cover `/mcp`); and, when the resource has a query, the
     /// request has the same path and the same query, byte for byte after normalization. A
-    /// request with userinfo, or whose path reads differently when fully decoded (`%2F`, `%5C`,
-    /// `;params`, dot segments), is refused.
+    /// request with userinfo, or whose path reads differently when decoded until nothing
+    /// changes (`%2F`, `%5C`, `;params`, dot segments, `%252e`), is refused whatever its origin.
     ///
     /// ```
     /// use audience_cache::ResourceUri;
@@ -174,6 +175,12 @@ impl ResourceUri {
     /// ```
     pub fn covers(&self, request: &Url) -> Coverage {
         coverage::covers(&self.inner.parsed, request)
+    }
+
+    /// [`covers`](Self::covers) for a request that [`check_request`] accepted, with the path it
+    /// returned (so that one check serves every resource and audience compared with a URL).
+    pub(crate) fn covers_checked(&self, request: &Url, path: &str) -> Coverage {
+        coverage::covers_checked(&self.inner.parsed, request, path)
     }
 
     /// Whether this resource's host is loopback (`localhost`, `127.0.0.0/8`, `[::1]`).

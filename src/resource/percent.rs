@@ -75,10 +75,29 @@ pub(crate) fn normalize(s: &str) -> Result<String, MalformedEscape> {
     Ok(out)
 }
 
-/// Decodes every well-formed escape; a malformed one is kept as it is. This is the
-/// "aggressive" reading of P5, what a server that decodes before routing would see.
+/// Decodes every well-formed escape once; a malformed one is kept as it is.
+#[cfg(test)]
 pub(crate) fn decode_all(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
+    decode_once(s.as_bytes())
+}
+
+/// Decodes every well-formed escape, then the result again, until nothing changes: what a
+/// chain of servers and proxies that each decode before routing would see at its end
+/// (`%252e` is `%2e` after one decoding and `.` after two). Each pass that changes anything
+/// shortens the bytes, so there are at most `len / 3` passes; most paths take one.
+pub(crate) fn decode_to_fixed_point(s: &str) -> Vec<u8> {
+    let mut decoded = decode_once(s.as_bytes());
+    while decoded.contains(&b'%') {
+        let again = decode_once(&decoded);
+        if again.len() == decoded.len() {
+            break;
+        }
+        decoded = again;
+    }
+    decoded
+}
+
+fn decode_once(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -120,5 +139,16 @@ mod tests {
     #[test]
     fn decode_all_decodes_reserved_and_keeps_malformed() {
         assert_eq!(decode_all("/a%2Fb%5c%zz"), b"/a/b\\%zz");
+    }
+
+    #[test]
+    fn decoding_to_a_fixed_point_undoes_every_layer() {
+        assert_eq!(decode_to_fixed_point("/%252e%252e/x"), b"/../x");
+        assert_eq!(decode_to_fixed_point("/%25252F"), b"//");
+        assert_eq!(decode_to_fixed_point("/%25%32%65"), b"/.");
+        // A literal `%` that never becomes an escape stays, and so does a malformed one.
+        assert_eq!(decode_to_fixed_point("/100%25"), b"/100%");
+        assert_eq!(decode_to_fixed_point("/%25zz%2"), b"/%zz%2");
+        assert_eq!(decode_to_fixed_point("/plain"), b"/plain");
     }
 }

@@ -599,7 +599,7 @@ impl crate::TokenCache {
             .read(&self.shared, &entry, key, &names, false, &mut None)
             .await
         {
-            Found::Usable(token) => Some(crate::BearerToken::new(token, entry.policy.clone())),
+            Found::Usable(token) => Some(self.shared.bearer(token)),
             Found::Nothing | Found::Unavailable => None,
         }
     }
