@@ -448,6 +448,16 @@ pub enum BuildError {
         /// Why.
         reason: String,
     },
+    /// The reqwest client below `AudienceMiddleware` follows redirects itself (it would
+    /// re-send a token to wherever a server points it, without the crate's decision), or the
+    /// middleware could not check that it does not.
+    #[error(
+        "the reqwest client below AudienceMiddleware {detail}; build the client with AudienceMiddleware::into_client_builder, or give reqwest::Client::builder() redirect(reqwest::redirect::Policy::none())"
+    )]
+    RedirectingClient {
+        /// What the check found.
+        detail: String,
+    },
 }
 
 /// Checks a URL used as an endpoint with the same rules as a resource identifier (https, or

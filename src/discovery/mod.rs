@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 pub use authorization_server::{AuthorizationServerMetadata, ValidatedAuthorizationServer};
 pub use error::{AddressClass, DiscoveryError};
 pub use fetch::{Discovered, Discovery};
-pub(crate) use guard::screen_url_text;
+pub(crate) use guard::{address_class, screen_url_text};
 pub use guard::{check_fetch_url, check_resource_metadata_url};
 pub use issuer::Issuer;
 pub use protected_resource::{ProtectedResourceMetadata, ValidatedProtectedResource};

@@ -7,6 +7,8 @@
 mod challenge;
 #[cfg(feature = "middleware")]
 mod middleware;
+#[cfg(feature = "middleware")]
+mod probe;
 mod redirect;
 
 use std::collections::HashMap;
@@ -65,6 +67,8 @@ pub struct AuthorizedClient {
 pub(crate) struct Policy {
     pub(crate) cache: TokenCache,
     pub(crate) max_redirects: usize,
+    /// Whether a cross-origin 307/308 (or a 301/302 that keeps its body) is followed.
+    pub(crate) replay_across_origins: bool,
     /// Scopes added after a 403 `insufficient_scope`, per resource (match key).
     step_up: Mutex<HashMap<String, ScopeSet>>,
     /// Discovery for URLs no configured resource covers, with how to get a client there.
@@ -90,6 +94,7 @@ impl Policy {
         if Arc::get_mut(policy).is_none() {
             let mut fresh = Policy::new(policy.cache.clone());
             fresh.max_redirects = policy.max_redirects;
+            fresh.replay_across_origins = policy.replay_across_origins;
             fresh.discovery = policy.discovery.clone();
             fresh.handler = policy.handler.clone();
             *policy = Arc::new(fresh);
@@ -101,6 +106,7 @@ impl Policy {
         Self {
             cache,
             max_redirects: DEFAULT_MAX_REDIRECTS,
+            replay_across_origins: false,
             step_up: Mutex::default(),
             discovery: None,
             handler: None,
@@ -129,6 +135,20 @@ impl AuthorizedClient {
     /// Follows at most `max` redirects per request (default 10).
     pub fn max_redirects(mut self, max: usize) -> Self {
         self.policy_mut().max_redirects = max;
+        self
+    }
+
+    /// Follows redirects to another origin that re-send the request's method and body (a 307 or
+    /// 308 of a POST, PUT, PATCH or DELETE; a 301 or 302 of a method other than GET, HEAD and
+    /// POST). Off by default: such a redirect is an [`Error::Redirect`], because the server
+    /// that answers it chooses where the body goes. When on, the body goes along with only the
+    /// headers any origin may see (`Accept`, `Accept-Encoding`, `Accept-Language`,
+    /// `User-Agent`, `Cache-Control`, `Pragma`, and `Content-Type`, `Content-Language`,
+    /// `Content-Encoding`, `Content-Length`); the token goes only where its resource owns the
+    /// new URL. Other cross-origin hops (a GET, or a POST that a 301/302/303 turns into one)
+    /// are followed either way, with the first six of those headers only.
+    pub fn allow_cross_origin_replay(mut self, allow: bool) -> Self {
+        self.policy_mut().replay_across_origins = allow;
         self
     }
 
@@ -294,6 +314,7 @@ where
         );
         first_route = Some(policy.cache.route(&url)?);
     }
+    let start = request.url().clone();
     let mut request = request;
     let mut hops = 0;
     let mut retries = Retries::default();
@@ -338,7 +359,14 @@ where
             let entry = step_up.entry(resource).or_default();
             *entry = entry.union(&scopes);
         }
-        let next = decide(policy, &response, &url, attached.as_ref(), &retries, hops)?;
+        let next = decide(
+            policy,
+            &response,
+            (&start, &url),
+            attached.as_ref(),
+            &retries,
+            hops,
+        )?;
         let not_replayable = || {
             RunError::Crate(Error::NotReplayable {
                 url: crate::audience::redacted_url(&url),
@@ -348,7 +376,7 @@ where
             Next::Done => return Ok(response),
             Next::Redirect(hop) => {
                 hops += 1;
-                redirect::follow(hop, replay).ok_or_else(not_replayable)?
+                redirect::follow(hop, replay, policy.replay_across_origins)?
             }
             Next::RetryWithNewToken => {
                 if let Some(token) = &attached {
@@ -480,16 +508,17 @@ async fn authorize(
         .map(drop)
 }
 
+/// What to do after `response`, the answer to a request to `url` that started at `start`.
 fn decide(
     policy: &Policy,
     response: &Response,
-    url: &Url,
+    (start, url): (&Url, &Url),
     attached: Option<&BearerToken>,
     retries: &Retries,
     hops: usize,
 ) -> Result<Next, Error> {
     let status = response.status();
-    if let Some(hop) = redirect::hop(url, status, response.headers()) {
+    if let Some(hop) = redirect::hop(start, url, status, response.headers()) {
         if hops >= policy.max_redirects {
             return Err(Error::TooManyRedirects {
                 url: crate::audience::redacted_url(url),
