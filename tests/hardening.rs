@@ -401,3 +401,47 @@ async fn f13_a_tenant_document_cannot_claim_the_whole_origin() {
         "tenant B's metadata now owns {sibling}"
     );
 }
+
+/// A resource whose metadata lists `[hostile, trusted]` authorization servers: discovery used
+/// to take the first whose metadata validates and fail with `UntrustedIssuer`; it takes the
+/// first one the client may be used at, and the hostile one hears nothing.
+#[tokio::test]
+async fn discovery_uses_the_first_listed_authorization_server_the_client_may_use() {
+    let trusted = auth_server().await;
+    let hostile = auth_server().await;
+    let mcp = ResourceServer::builder(&trusted)
+        .path("/mcp")
+        .start()
+        .await
+        .unwrap();
+    let (first, second) = (hostile.issuer().to_owned(), trusted.issuer().to_owned());
+    mcp.script(|s| s.authorization_servers = vec![first, second]);
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .build()
+        .unwrap();
+    let client = discovering(
+        &cache,
+        PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(trusted.issuer()),
+    );
+    let response = get(&client, &mcp.url()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(trusted.requests().len(), 1);
+    assert!(hostile.requests().is_empty());
+
+    // With no client that may be used at either, the refusal names the first that validates.
+    let alone = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .build()
+        .unwrap();
+    let stranger = discovering(
+        &alone,
+        PreRegistered::client_secret_basic("svc", "s3cret".into())
+            .at_issuer("https://elsewhere.example"),
+    );
+    let error = get(&stranger, &mcp.url()).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::UntrustedIssuer { issuer, .. } if issuer == hostile.issuer()),
+        "{error:?}"
+    );
+}

@@ -130,6 +130,17 @@ impl ClientRegistrar {
         self.pre_registered.iter().any(|c| c.lists(issuer))
     }
 
+    /// Whether this registrar can give the client a registration at `issuer` at all: a
+    /// pre-registered client for it, or a way to register (a client ID metadata document or
+    /// dynamic registration, which the server's metadata may still not support).
+    pub(crate) fn may_obtain_at(&self, issuer: &str) -> bool {
+        self.pre_registered
+            .iter()
+            .any(|c| c.is_registered_at(issuer))
+            || self.metadata_document.is_some()
+            || self.dynamic.is_some()
+    }
+
     /// The client registration to use at the discovered authorization server, registering
     /// one if that is the way this server allows.
     pub(crate) async fn registration_for(

@@ -294,20 +294,14 @@ impl TokenCache {
         redirect_uri: Option<Url>,
     ) -> Result<(), Error> {
         let issuer = discovered.authorization_server().issuer().as_str();
-        let registration = match self.client_was_discovered(issuer) {
-            None => Some(
+        let registration = match self.trust(issuer, clients) {
+            Trust::Obtain => Some(
                 clients
                     .registration_for(discovered, discovery, redirect_uri)
                     .await?,
             ),
-            // A client discovery obtained there before, or a configured one at an issuer the
-            // user listed for discovery by name.
-            Some(true) => None,
-            Some(false) if clients.lists_issuer(issuer) => None,
-            // A configured client is never lent to a resource that merely names its issuer:
-            // the server could have tokens minted for itself with it (and, where the
-            // authorization server ignores `resource`, tokens valid elsewhere).
-            Some(false) => return Err(untrusted(discovered)),
+            Trust::Existing => None,
+            Trust::Untrusted => return Err(untrusted(discovered)),
         };
         self.install_discovered(discovered, || {
             registration.ok_or_else(|| Error::Registration {
@@ -315,6 +309,25 @@ impl TokenCache {
                 detail: "a client registration appeared concurrently".to_owned(),
             })
         })
+    }
+
+    /// Whether a client may be used at `issuer` for a resource that discovery found there, and
+    /// how: the one rule for discovered resources behind an `AuthorizedClient`.
+    ///
+    /// A client the registrar obtained at that issuer before is used again. A configured client
+    /// is used only where a pre-registered client of `clients` lists the issuer by name: a
+    /// resource that merely names a configured issuer must not have tokens minted for itself
+    /// with that client (and, where the authorization server ignores `resource`, tokens valid
+    /// elsewhere). Without a client there, `clients` may obtain one if it has a pre-registered
+    /// client for that issuer or a way to register.
+    pub(crate) fn trust(&self, issuer: &str, clients: &crate::ClientRegistrar) -> Trust {
+        match self.client_was_discovered(issuer) {
+            Some(true) => Trust::Existing,
+            Some(false) if clients.lists_issuer(issuer) => Trust::Existing,
+            Some(false) => Trust::Untrusted,
+            None if clients.may_obtain_at(issuer) => Trust::Obtain,
+            None => Trust::Untrusted,
+        }
     }
 
     /// Whether the client registration for `issuer` came from discovery; `None` when there
@@ -545,6 +558,17 @@ impl Shared {
             None => Grant::ClientCredentials,
         }
     }
+}
+
+/// The answer of [`TokenCache::trust`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// The client registered for the issuer may be used.
+    Existing,
+    /// No client is registered for the issuer; the registrar may obtain one.
+    Obtain,
+    /// No client may be used there.
+    Untrusted,
 }
 
 /// Discovery found a resource whose authorization server no client may be used at.

@@ -233,6 +233,21 @@ impl Discovery {
         server_url: &Url,
         headers: &HeaderMap,
     ) -> Result<Discovered, Error> {
+        self.discover_preferring(server_url, headers, &|_| true)
+            .await
+    }
+
+    /// [`discover_from`](Self::discover_from), taking from the metadata's
+    /// `authorization_servers` the first issuer for which `usable` is true and whose metadata
+    /// validates, and only when there is none the first whose metadata validates (which the
+    /// caller will then refuse with the reason). A server listing `[hostile, trusted]` is
+    /// served by `trusted`.
+    pub(crate) async fn discover_preferring(
+        &self,
+        server_url: &Url,
+        headers: &HeaderMap,
+        usable: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Discovered, Error> {
         let challenges = Challenges::parse(headers.get_all(WWW_AUTHENTICATE)).ok();
         let selected = challenges
             .as_ref()
@@ -261,7 +276,7 @@ impl Discovery {
             }
             Err(error) => return Err(error),
         };
-        let authorization_server = self.authorization_server(&found).await?;
+        let authorization_server = self.authorization_server(&found, usable).await?;
         let scopes = challenge_scope
             .or_else(|| found.scopes_supported().cloned())
             .unwrap_or_default();
@@ -363,9 +378,13 @@ impl Discovery {
     async fn authorization_server(
         &self,
         protected_resource: &ValidatedProtectedResource,
+        usable: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<ValidatedAuthorizationServer, Error> {
         let mut last = None;
-        for issuer in protected_resource.authorization_servers() {
+        let issuers = protected_resource.authorization_servers();
+        let (preferred, others): (Vec<_>, Vec<_>) =
+            issuers.iter().partition(|issuer| usable(issuer.as_str()));
+        for issuer in preferred.into_iter().chain(others) {
             match self.authorization_server_of(issuer).await {
                 Ok(server) => return Ok(server),
                 Err(error) => last = Some(error),

@@ -301,7 +301,11 @@ where
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        let discovered = discovery.discover_from(&url, response.headers()).await?;
+        let usable =
+            |issuer: &str| policy.cache.trust(issuer, client) != crate::cache::Trust::Untrusted;
+        let discovered = discovery
+            .discover_preferring(&url, response.headers(), &usable)
+            .await?;
         let redirect_uri = policy.handler.as_ref().map(|h| h.redirect_uri());
         policy
             .cache
