@@ -38,13 +38,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .build()?;
 
-    // reqwest follows redirects below every middleware, so they are turned off there: the
-    // middleware follows them itself, deciding again at every hop.
-    let inner = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let client = reqwest_middleware::ClientBuilder::new(inner)
-        .with(AudienceMiddleware::new(cache.clone()))
+    // reqwest follows redirects below every middleware, so the middleware builds the client
+    // with them turned off: it follows them itself, deciding again at every hop.
+    let client = AudienceMiddleware::new(cache.clone())
+        .into_client_builder(reqwest::Client::builder())?
         .build();
 
     let response = client.get(format!("{}/items", api.url())).send().await?;
