@@ -178,6 +178,14 @@ impl Shared {
                 client.client_credentials(resource, key.scopes()).await
             }
             (Acquire::Configured, Grant::AuthorizationCode { .. }) => {
+                // A miss that started while a user's authorization was completing finds its
+                // token here (it is stored before the refresh token): no refresh for it.
+                if !ahead
+                    && let Some(token) = self.store.get(key).await
+                    && token.is_fresh(Instant::now())
+                {
+                    return Ok(token);
+                }
                 self.refresh_tokens.refresh(self, entry, key).await
             }
         };

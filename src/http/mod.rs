@@ -5,6 +5,7 @@
 //! hop, and retries once after a 401 `invalid_token` or a 403 `insufficient_scope`.
 
 mod challenge;
+mod discover;
 #[cfg(feature = "middleware")]
 mod middleware;
 #[cfg(feature = "middleware")]
@@ -73,6 +74,8 @@ pub(crate) struct Policy {
     step_up: Mutex<HashMap<String, ScopeSet>>,
     /// Discovery for URLs no configured resource covers, with how to get a client there.
     pub(crate) discovery: Option<(crate::Discovery, crate::ClientRegistrar)>,
+    /// The discoveries under way, one per origin.
+    discoveries: Arc<discover::Discoveries>,
     /// Where a user authorizes when a resource needs it.
     pub(crate) handler: Option<Arc<dyn crate::AuthorizationHandler>>,
     /// One authorization at a time per resource (match key): concurrent requests that all
@@ -109,6 +112,7 @@ impl Policy {
             replay_across_origins: false,
             step_up: Mutex::default(),
             discovery: None,
+            discoveries: Arc::default(),
             handler: None,
             authorizing: Mutex::default(),
         }
@@ -289,34 +293,13 @@ where
     };
     if !caller_authorized
         && first_route.is_none()
-        && let Some((discovery, client)) = &policy.discovery
+        && let Some((discovery, clients)) = &policy.discovery
     {
-        let url = request.url().clone();
-        let probe = request.try_clone().ok_or_else(|| {
-            RunError::Crate(Error::NotReplayable {
-                url: crate::audience::redacted_url(&url),
-            })
-        })?;
-        let response = send(probe).await.map_err(RunError::Send)?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
+        match discover::route_or_discover(policy, (discovery, clients), &request, &mut send).await?
+        {
+            discover::Found::Route(route) => first_route = Some(route),
+            discover::Found::Response(response) => return Ok(response),
         }
-        let usable =
-            |issuer: &str| policy.cache.trust(issuer, client) != crate::cache::Trust::Untrusted;
-        let discovered = discovery
-            .discover_preferring(&url, response.headers(), &usable)
-            .await?;
-        let redirect_uri = policy.handler.as_ref().map(|h| h.redirect_uri());
-        policy
-            .cache
-            .register_discovered_with(&discovered, discovery, client, redirect_uri)
-            .await?;
-        tracing::info!(
-            resource = discovered.resource().wire(),
-            issuer = discovered.authorization_server().issuer().as_str(),
-            "discovered the resource and its authorization server"
-        );
-        first_route = Some(policy.cache.route(&url)?);
     }
     let start = request.url().clone();
     let mut request = request;
