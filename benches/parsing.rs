@@ -80,7 +80,7 @@ fn parsing(c: &mut Criterion) {
         let elsewhere = Url::parse(&request_str.replace("mcp.example.com", "api.example.com"))
             .expect("a valid URL");
         // The same request with one more segment holding escapes, so that the path is not
-        // plain and coverage takes the general way (normalize, then both P5 readings).
+        // plain and coverage takes the general way (normalize, then both rules §5 readings).
         let escaped =
             Url::parse(&format!("{request_str}/caf%C3%A9%20au%20lait")).expect("a valid URL");
         assert!(resource.covers(&escaped).is_covered());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::{ResourceUri, ScopeSet};
 
-/// The identity of a cached token (P15): issuer, resource, scopes, client and account.
+/// The identity of a cached token (rules §15): issuer, resource, scopes, client and account.
 ///
 /// Two keys are equal exactly when all five parts are equal: the issuer as an exact string
 /// (no case folding or slash normalization, RFC 8414 §3.3), the resource by its match key, the

@@ -94,6 +94,13 @@ mod token;
 #[doc(hidden)]
 pub mod invariants;
 
+/// The rules the crate follows, cited in its documentation and code as "rules §N": what is
+/// canonical, what covers what, what is refused and why, with the RFC and MCP sections behind
+/// each (the file `docs/rules.md` of the repository).
+///
+#[doc = include_str!("../docs/rules.md")]
+pub mod rules {}
+
 /// The README's examples are compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

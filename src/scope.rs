@@ -29,7 +29,7 @@ pub enum ScopeError {
     },
 }
 
-/// A set of OAuth scopes in canonical form (P12): duplicates dropped, byte-sorted, case kept.
+/// A set of OAuth scopes in canonical form (rules §12): duplicates dropped, byte-sorted, case kept.
 ///
 /// Two sets with the same scopes are equal however they were written, and
 /// [`Display`](fmt::Display) gives the canonical space-delimited string used in cache keys.

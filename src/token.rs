@@ -38,7 +38,7 @@ impl Default for Timing {
 
 impl Timing {
     /// The expiry and refresh instants of a token received at `received_at`. This is the only
-    /// place the skew is applied (RFC 6749 §5.1 `expires_in`; digest §6.7).
+    /// place the skew is applied (RFC 6749 §5.1 `expires_in`; rules §22).
     pub(crate) fn schedule(&self, received_at: Instant, expires_in: Option<Duration>) -> Schedule {
         // `expires_in` is whatever number the server sent: bounded, so that adding it to an
         // instant cannot overflow (which panics).

@@ -371,7 +371,7 @@ async fn the_longest_covering_resource_is_chosen_and_unconfigured_urls_get_no_to
         .await
         .unwrap();
     assert_eq!(root.resource().key(), "https://api.example.com/");
-    // The wire form of a configured root resource has no trailing slash (P1).
+    // The wire form of a configured root resource has no trailing slash (rules §1).
     assert_eq!(server.requests()[1].resources, ["https://api.example.com"]);
 
     let none = cache

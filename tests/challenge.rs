@@ -1,4 +1,4 @@
-//! `WWW-Authenticate` parsing (RFC 9110 §11.6.1, RFC 6750 §3, RFC 9728 §5.1, P14): the grammar,
+//! `WWW-Authenticate` parsing (RFC 9110 §11.6.1, RFC 6750 §3, RFC 9728 §5.1, rules §14): the grammar,
 //! the gaps in `http_auth` the wrapper covers, the limits and hostile headers.
 
 use audience_cache::{

@@ -104,7 +104,7 @@ async fn f1_discovery_never_sends_the_secret_to_an_issuer_the_client_is_not_regi
 
 /// F2: a redirect to a URL that a more specific configured resource owns still carries the
 /// first hop's token (from another authorization server), though `resource_for` and
-/// `token_for` pick the more specific resource for that URL (P20, MCP 2025-11-25 §9.2).
+/// `token_for` pick the more specific resource for that URL (rules §20, MCP 2025-11-25 §9.2).
 #[tokio::test]
 async fn f2_a_redirect_hop_respects_the_longest_match() {
     let a = auth_server().await;

@@ -376,7 +376,7 @@ async fn the_aud_check_reads_real_tokens() {
     assert_eq!(server.stats().await.token_requests, 3);
 }
 
-/// P1: a resource taken from protected resource metadata is sent verbatim, oidc-provider puts
+/// rules §1: a resource taken from protected resource metadata is sent verbatim, oidc-provider puts
 /// that exact string in `aud`, and the crate recognises it as the same resource.
 #[tokio::test]
 async fn a_resource_from_metadata_is_sent_verbatim_and_its_aud_is_accepted() {

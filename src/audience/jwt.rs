@@ -1,7 +1,7 @@
 //! Reading `aud` from a JWT access token without checking its signature.
 //!
 //! RFC 9068 §6 tells clients not to inspect access tokens, so nothing here may *allow* a token:
-//! what is read can only make the crate refuse one (P10). Anything that is not a readable
+//! what is read can only make the crate refuse one (rules §10). Anything that is not a readable
 //! three-part JWS with a JSON object payload is "unreadable", and the caller decides what that
 //! means. Input is bounded and nothing here panics.
 

@@ -1,4 +1,4 @@
-//! The audience decision: may this token be sent to this request URL? (P10)
+//! The audience decision: may this token be sent to this request URL? (rules §10)
 //!
 //! Two checks, in this order:
 //! 1. **Provenance** (always): the resource the token was requested for must cover the request
@@ -181,7 +181,7 @@ enum Claim {
 struct AudValue {
     raw: Box<str>,
     /// The value as a resource, when it is an http(s) URL, with one trailing slash removed
-    /// (P10); `None` for a logical audience.
+    /// (rules §10); `None` for a logical audience.
     url: Option<ParsedAud>,
 }
 
@@ -194,7 +194,7 @@ struct AudValue {
 /// scheme, host, port, path and query, and coverage reads nothing else. The one difference:
 /// an audience's trailing slash is dropped from its path but not from its `Url`, so an equal
 /// serialization can also mean the audience is the resource without its trailing slash, which
-/// covers more than the resource (P10); the answer is the same.
+/// covers more than the resource (rules §10); the answer is the same.
 fn same_as_resource(url: &Parsed, resource: &ResourceUri) -> bool {
     url.url.as_str() == resource.as_url().as_str()
 }

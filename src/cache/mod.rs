@@ -585,7 +585,7 @@ fn untrusted(discovered: &crate::Discovered) -> Error {
 
 /// The one place a hand-out's cache key is made: the client registration's issuer and client
 /// id, the resource, the scopes (with `offline_access` when the registration asks for refresh
-/// tokens: it changes what the server returns, P12) and the account.
+/// tokens: it changes what the server returns, rules §12) and the account.
 fn key_for(
     registration: &ClientRegistration,
     resource: &ResourceUri,

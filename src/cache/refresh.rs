@@ -11,7 +11,7 @@ use super::{ResourceEntry, Shared};
 use crate::grant::TokenResponse;
 use crate::{CacheKey, Error, ScopeSet};
 
-/// What a refresh token is bound to (P15): the issuer, the client, the account and the
+/// What a refresh token is bound to (rules §15): the issuer, the client, the account and the
 /// resource of the original grant. The requested scopes are not part of it: one refresh token
 /// serves every scope subset of its grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

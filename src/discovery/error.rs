@@ -109,7 +109,7 @@ pub enum DiscoveryError {
     },
 
     /// The protected resource metadata's `resource` does not belong to the URL that was requested
-    /// (RFC 9728 §3.3, §7.3; P3). Nothing in the document may be used.
+    /// (RFC 9728 §3.3, §7.3; rules §3). Nothing in the document may be used.
     #[error(
         "the protected resource metadata is for {found:?}, which does not match the requested {expected:?} (same origin and a path prefix on a segment boundary, or the same resource in exact mode); the document is ignored (the server's metadata is wrong, or someone else's)"
     )]

@@ -42,7 +42,7 @@ use crate::resource::shorten;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ResourceMatch {
-    /// The default (P3): same scheme, host and port, and the `resource` path is a prefix of the
+    /// The default (rules §3): same scheme, host and port, and the `resource` path is a prefix of the
     /// requested path on a segment boundary (draft-mcguinness-oauth-rfc9728bis). This is what
     /// MCP's root well-known fallback needs (`resource: https://h` for `https://h/mcp`).
     #[default]

@@ -72,8 +72,8 @@ impl ProtectedResourceMetadata {
     ///
     /// - `resource` must be an acceptable resource identifier
     ///   ([`ResourceUri::from_metadata`], with the options' [`ParseOptions`](crate::ParseOptions)):
-    ///   its wire form stays the document's string verbatim (P1).
-    /// - [`ResourceMatch::Prefix`] (the default, P3): `resource` must cover `server_url` (same
+    ///   its wire form stays the document's string verbatim (rules §1).
+    /// - [`ResourceMatch::Prefix`] (the default, rules §3): `resource` must cover `server_url` (same
     ///   scheme, host and port; path prefix on a segment boundary). [`ResourceMatch::Exact`]:
     ///   the same match key (RFC 9728 §3.3 read strictly).
     /// - At least one authorization server (MCP 2025-11-25 §4.1), each a valid [`Issuer`] that

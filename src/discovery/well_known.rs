@@ -12,7 +12,7 @@ const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 /// The protected resource metadata URLs to try for a server URL, in order (MCP 2025-11-25 §4.2;
 /// RFC 9728 §3.1): the path-inserted URL, then the root one. One URL when they coincide.
 ///
-/// RFC 9728 §3.1 is followed literally (P21): `/.well-known/oauth-protected-resource` goes
+/// RFC 9728 §3.1 is followed literally (rules §21): `/.well-known/oauth-protected-resource` goes
 /// between the host and the path and query, and only the `/` right after the host is removed.
 /// So `https://h/mcp/` gives `https://h/.well-known/oauth-protected-resource/mcp/`, the query is
 /// kept after the path, and the fragment and userinfo are never carried over.

@@ -1,4 +1,4 @@
-//! `WWW-Authenticate` challenges (RFC 9110 §11.2, §11.6.1; RFC 6750 §3; RFC 9728 §5.1; P14).
+//! `WWW-Authenticate` challenges (RFC 9110 §11.2, §11.6.1; RFC 6750 §3; RFC 9728 §5.1; rules §14).
 //!
 //! [`Challenges::parse`] reads every challenge of every header field; [`Challenges::select`]
 //! picks the one a client acts on and returns its `resource_metadata` (resolved against the
@@ -304,7 +304,7 @@ impl Challenge {
     }
 
     /// The `resource_metadata` parameter resolved against `request`, the URL that was answered
-    /// with this challenge (P14: a relative value is resolved, never guessed at).
+    /// with this challenge (rules §14: a relative value is resolved, never guessed at).
     ///
     /// Refused: an empty value, one with characters a URL cannot hold (whitespace, tabs,
     /// backslashes, quotes, angle brackets; `url` would silently drop or rewrite them), one that

@@ -8,7 +8,7 @@ use url::Url;
 use super::parse::Parsed;
 use super::percent;
 
-/// The answer to "may a token for this resource be sent to this URL?" (P4, P5, P17, P18).
+/// The answer to "may a token for this resource be sent to this URL?" (rules §4, §5, §17, §18).
 ///
 /// Three outcomes, because a refusal is not the same as a mismatch: `NotCovered` means the URL
 /// belongs to something else; `Refused` means the URL is one the crate will not send a token to
@@ -37,7 +37,7 @@ impl Coverage {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CoverageRefusal {
-    /// The request URL has userinfo (RFC 9110 §4.2.4; P18).
+    /// The request URL has userinfo (RFC 9110 §4.2.4; rules §18).
     #[error("the request URL has userinfo; tokens are never sent to such URLs")]
     Userinfo,
     /// The request path reads differently when percent-decoded until nothing changes (an
@@ -123,7 +123,7 @@ pub(crate) fn covers_checked(resource: &Parsed, request: &Url, path: &str) -> Co
     }
 }
 
-/// A request path, normalized (P6), or why it is refused (P5).
+/// A request path, normalized (rules §6), or why it is refused (rules §5).
 ///
 /// Most request paths are plain: no `%`, `\` or `;`, and no `.` or `..` segment. Such a path
 /// is already normalized and both readings of it are its segments, so it is borrowed as it is;
@@ -178,12 +178,12 @@ fn is_plain(path: &str) -> bool {
 }
 
 /// Whether a (normalized) path reads differently under the RFC 3986 reading and the
-/// aggressive one (P5).
+/// aggressive one (rules §5).
 pub(crate) fn is_ambiguous(normalized: &str) -> bool {
     rfc_reading(normalized) != aggressive_reading(normalized)
 }
 
-/// P2/P5: `/` covers everything; `/p` covers `/p`, `/p/` and `/p/…`; `/p/` covers `/p/…` only.
+/// rules §2/§5: `/` covers everything; `/p` covers `/p`, `/p/` and `/p/…`; `/p/` covers `/p/…` only.
 pub(crate) fn path_prefix_covers(resource_path: &str, request_path: &str) -> bool {
     if resource_path.ends_with('/') {
         return request_path.starts_with(resource_path);

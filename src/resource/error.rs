@@ -10,7 +10,7 @@ use std::fmt;
 ///
 /// The checks behind these variants run on the raw string *before* the `url` crate sees it,
 /// because `url` silently repairs many of these inputs into something else (see the policies
-/// P6–P9 and P16–P19 in the crate's documentation).
+/// rules §6–§9 and §16–§19 in the crate's documentation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResourceError {
@@ -20,7 +20,7 @@ pub enum ResourceError {
     )]
     Empty,
 
-    /// The input is longer than the 2048-byte cap (P16).
+    /// The input is longer than the 2048-byte cap (rules §16).
     #[error("resource identifier is {len} bytes long; the limit is {max} bytes")]
     TooLong {
         /// The input's length in bytes.
@@ -29,7 +29,7 @@ pub enum ResourceError {
         max: usize,
     },
 
-    /// A space or no-break space appears in the input (P16). `url` would trim or encode it.
+    /// A space or no-break space appears in the input (rules §16). `url` would trim or encode it.
     #[error(
         "resource identifier contains whitespace at byte {position}; remove it or percent-encode it as %20"
     )]
@@ -38,7 +38,7 @@ pub enum ResourceError {
         position: usize,
     },
 
-    /// A C0 or C1 control character or DEL appears in the input (P16). `url` would remove TAB,
+    /// A C0 or C1 control character or DEL appears in the input (rules §16). `url` would remove TAB,
     /// CR and LF silently, which turns header-injection shapes into "valid" URLs.
     #[error("resource identifier contains the control character {character:?} at byte {position}")]
     ControlCharacter {
@@ -49,7 +49,7 @@ pub enum ResourceError {
     },
 
     /// An invisible formatting character (zero-width, bidirectional override, byte-order mark,
-    /// soft hyphen) appears in the input (P16).
+    /// soft hyphen) appears in the input (rules §16).
     #[error(
         "resource identifier contains the invisible character {character:?} at byte {position}"
     )]
@@ -61,7 +61,7 @@ pub enum ResourceError {
     },
 
     /// A backslash appears in the input. `url` reads it as `/` for http(s), other parsers do not,
-    /// so the host can differ between them (P16).
+    /// so the host can differ between them (rules §16).
     #[error("resource identifier contains a backslash at byte {position}; URLs use '/'")]
     Backslash {
         /// Byte offset of the backslash.
@@ -106,7 +106,7 @@ pub enum ResourceError {
         input: String,
     },
 
-    /// The scheme is not http(s): `urn:`, `ftp:`, `ws:` and the like are refused (P9), because a
+    /// The scheme is not http(s): `urn:`, `ftp:`, `ws:` and the like are refused (rules §9), because a
     /// token for an abstract identifier cannot be checked against a request URL.
     #[error("resource identifier has the scheme {scheme:?}; only https is accepted")]
     UnsupportedScheme {
@@ -116,7 +116,7 @@ pub enum ResourceError {
 
     /// The scheme is `http`, which is accepted only for a loopback host and only when
     /// [`ParseOptions::allow_insecure_http_on_loopback`](crate::ParseOptions::allow_insecure_http_on_loopback)
-    /// is set (P9; RFC 6750 §5.3).
+    /// is set (rules §9; RFC 6750 §5.3).
     #[error(
         "resource identifier uses http for the host {host:?}; use https (plain http is allowed only on a loopback host, with ParseOptions::allow_insecure_http_on_loopback)"
     )]
@@ -145,7 +145,7 @@ pub enum ResourceError {
     },
 
     /// The input has userinfo (`user@` or an empty `@`), which disguises the real host
-    /// (RFC 9110 §4.2.4; P18). A password in it is never quoted.
+    /// (RFC 9110 §4.2.4; rules §18). A password in it is never quoted.
     #[error(
         "resource identifier has userinfo ({shown}) before the host; remove everything up to and including '@'"
     )]
@@ -158,7 +158,7 @@ pub enum ResourceError {
     #[error("resource identifier has an empty host")]
     EmptyHost,
 
-    /// The host is written in a form the crate refuses (P7).
+    /// The host is written in a form the crate refuses (rules §7).
     #[error("resource identifier host {host:?} is refused: {problem}")]
     Host {
         /// The host as written.
@@ -167,7 +167,7 @@ pub enum ResourceError {
         problem: HostProblem,
     },
 
-    /// The port is not acceptable (P8).
+    /// The port is not acceptable (rules §8).
     #[error("resource identifier port {port:?} is refused: {problem}")]
     Port {
         /// The port as written.
@@ -176,7 +176,7 @@ pub enum ResourceError {
         problem: PortProblem,
     },
 
-    /// The path has a `.` or `..` segment, literal or percent-encoded (P19). Resolving it would
+    /// The path has a `.` or `..` segment, literal or percent-encoded (rules §19). Resolving it would
     /// silently widen the audience (`https://h/tenantA/..` is `https://h/`).
     #[error(
         "resource identifier path has the dot segment {segment:?}; write the path without '.' or '..' segments"
@@ -188,7 +188,7 @@ pub enum ResourceError {
 
     /// The path reads differently once fully percent-decoded, with `\\` as `/`, `;params`
     /// removed and dot segments resolved (an encoded `/` or `\\`, a `;`), so servers could
-    /// route it elsewhere (P5). Such a resource could never cover its own URL.
+    /// route it elsewhere (rules §5). Such a resource could never cover its own URL.
     #[error(
         "resource identifier path {path:?} can be routed differently by servers that decode it (an encoded '/' or '\\', or ';' parameters); use a path without them"
     )]
@@ -197,7 +197,7 @@ pub enum ResourceError {
         path: String,
     },
 
-    /// A `%` is not followed by two hex digits (P6).
+    /// A `%` is not followed by two hex digits (rules §6).
     #[error(
         "resource identifier has the malformed percent-escape {escape:?}; a '%' must be followed by two hex digits (write a literal '%' as %25)"
     )]
@@ -206,7 +206,7 @@ pub enum ResourceError {
         escape: String,
     },
 
-    /// A percent-escape encodes a control character (`%00`–`%1F`, `%7F`) (P6).
+    /// A percent-escape encodes a control character (`%00`–`%1F`, `%7F`) (rules §6).
     #[error(
         "resource identifier has the percent-escape {escape:?}, which encodes a control character"
     )]
@@ -216,7 +216,7 @@ pub enum ResourceError {
     },
 
     /// The input ends in `?` with nothing after it. RFC 3986 §6.2.3 does not equate it with no
-    /// query, so it is refused rather than keyed twice (P4).
+    /// query, so it is refused rather than keyed twice (rules §4).
     #[error("resource identifier has an empty query (a trailing '?'); remove the '?'")]
     EmptyQuery,
 
@@ -242,7 +242,7 @@ pub enum ResourceError {
     },
 }
 
-/// What is wrong with a resource identifier's host (P7).
+/// What is wrong with a resource identifier's host (rules §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HostProblem {
@@ -307,7 +307,7 @@ impl fmt::Display for HostProblem {
     }
 }
 
-/// What is wrong with a resource identifier's port (P8).
+/// What is wrong with a resource identifier's port (rules §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PortProblem {

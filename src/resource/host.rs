@@ -1,4 +1,4 @@
-//! The authority of a resource identifier: host and port, screened per P7 and P8 before `url`
+//! The authority of a resource identifier: host and port, screened per rules §7 and §8 before `url`
 //! would map, decode or renumber them.
 
 use std::fmt;
@@ -18,7 +18,7 @@ pub(crate) enum Host {
 }
 
 impl Host {
-    /// Loopback as P9 means it: `localhost`, `127.0.0.0/8` and `[::1]`.
+    /// Loopback as rules §9 means it: `localhost`, `127.0.0.0/8` and `[::1]`.
     pub(crate) fn is_loopback(&self) -> bool {
         match self {
             Self::Domain(name) => name == "localhost",

@@ -39,7 +39,7 @@ impl ParseOptions {
     }
 
     /// Also accept `http` when the host is loopback: `localhost`, `127.0.0.0/8` written as four
-    /// decimal numbers, or `[::1]` (P9). For development and tests against local servers; a
+    /// decimal numbers, or `[::1]` (rules §9). For development and tests against local servers; a
     /// token sent over plain http can be read by anything on the path, so never enable this for
     /// anything but a loopback server you run yourself.
     pub fn allow_insecure_http_on_loopback(mut self, allow: bool) -> Self {
@@ -67,7 +67,7 @@ impl ParseOptions {
 /// canonical form, a usable port, no dot segments, no malformed escapes, no whitespace or
 /// control characters, at most 2048 bytes.
 ///
-/// It carries two strings (P1):
+/// It carries two strings (rules §1):
 /// - [`key`](Self::key), the RFC 3986 §6-normalized *match key*, used for cache keys, equality,
 ///   hashing and coverage;
 /// - [`wire`](Self::wire), the exact string sent as RFC 8707 `resource`.
@@ -122,7 +122,7 @@ impl ResourceUri {
     ///
     /// It is validated exactly as [`parse_with`](Self::parse_with) validates, and its wire form
     /// is the document's string **verbatim**: authorization servers compare `resource` as a
-    /// string, and adding or removing a trailing slash has broken real deployments (P1).
+    /// string, and adding or removing a trailing slash has broken real deployments (rules §1).
     pub fn from_metadata(input: &str, options: &ParseOptions) -> Result<Self, ResourceError> {
         let parsed = parse::parse(input, options.rules())?;
         let key = parsed.key();

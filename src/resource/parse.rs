@@ -1,6 +1,6 @@
 //! From a raw string to a canonical resource identifier.
 //!
-//! The raw string is screened first (P16–P19, P7, P8), because `url` repairs many hostile
+//! The raw string is screened first (rules §16–§19, §7, §8), because `url` repairs many hostile
 //! inputs into something else: it trims and deletes whitespace, reads `\` as `/`, drops an empty
 //! userinfo, decodes escapes in hosts and renumbers `0x7f.1`. Only input that passes the screen
 //! is normalized; then `url` parses the result as a second net, and any disagreement between
@@ -10,7 +10,7 @@ use super::error::ResourceError;
 use super::host::{Authority, Host, parse_authority};
 use super::percent;
 
-/// P16: the longest resource identifier accepted, in bytes.
+/// rules §16: the longest resource identifier accepted, in bytes.
 pub(crate) const MAX_LEN: usize = 2048;
 
 /// The http(s) scheme of a resource.
@@ -39,7 +39,7 @@ impl Scheme {
 /// What the parse needs to know beyond the string.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rules {
-    /// Accept `http` when the host is loopback (P9, development only).
+    /// Accept `http` when the host is loopback (rules §9, development only).
     pub(crate) http_on_loopback: bool,
     /// Accept `http` on any host. Never reachable from the public API: only used to read a
     /// token's `aud` values, which are compared and never fetched.
@@ -170,7 +170,7 @@ pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> 
     })
 }
 
-/// P16: length, whitespace, controls, invisible characters and backslashes, anywhere.
+/// rules §16: length, whitespace, controls, invisible characters and backslashes, anywhere.
 fn screen_characters(input: &str) -> Result<(), ResourceError> {
     if input.is_empty() {
         return Err(ResourceError::Empty);
@@ -268,7 +268,7 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
         return Ok("/".to_owned());
     }
     let path = normalize_component(raw, offset, false)?;
-    // P19: `.` and `..` segments, literal or encoded (normalization decoded `%2E` already;
+    // rules §19: `.` and `..` segments, literal or encoded (normalization decoded `%2E` already;
     // `/` is never produced by it, so the segments line up with the raw ones).
     for (segment, raw_segment) in path.split('/').zip(raw.split('/')) {
         if segment == "." || segment == ".." {
@@ -278,7 +278,7 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
         }
     }
     // A resource whose own path a server could route elsewhere could never cover its own
-    // URL (P5), so it is refused here rather than at every request.
+    // URL (rules §5), so it is refused here rather than at every request.
     if super::coverage::is_ambiguous(&path) {
         return Err(ResourceError::AmbiguousPath { path: shorten(raw) });
     }
@@ -286,7 +286,7 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
 }
 
 /// RFC 3986 grammar for a path (`pchar` and `/`) or a query (also `?`), escapes checked and
-/// normalized (P6).
+/// normalized (rules §6).
 fn normalize_component(raw: &str, offset: usize, query: bool) -> Result<String, ResourceError> {
     let bytes = raw.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {

@@ -98,7 +98,7 @@ pub enum ChallengeError {
 
     /// A parameter name appears twice in one challenge (names compare case-insensitively).
     /// RFC 9110 §11.2 allows each name once per challenge; rather than let either value win, the
-    /// challenge is dropped (P14).
+    /// challenge is dropped (rules §14).
     #[error(
         "the {scheme:?} challenge repeats the parameter {name:?}; the challenge is ignored (RFC 9110 §11.2 allows each parameter once)"
     )]

@@ -10,7 +10,7 @@
 //! - it refuses an empty field, or one that ends in `, ` (RFC 9110 §5.6.1 asks recipients to
 //!   accept empty list elements);
 //! - it keeps a repeated parameter twice, leaving "which one wins" to the reader (the caller
-//!   drops such challenges, P14);
+//!   drops such challenges, rules §14);
 //! - it reports errors with byte offsets and the whole input, which we shorten.
 //!
 //! So a field is first split at the commas outside quoted strings, the elements are grouped into
