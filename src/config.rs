@@ -316,6 +316,14 @@ impl ResourceConfig {
     }
 
     /// The scopes requested when the caller names none (empty by default: no `scope` is sent).
+    ///
+    /// Set the scopes the resource server requires for the calls you make: the `scope` of its
+    /// 401 challenge, or what its protected resource metadata lists in `scopes_supported` (an
+    /// MCP server built with the TypeScript SDK usually requires `mcp:read`, say). Without them
+    /// the authorization server issues a token with its default scopes, the first requests are
+    /// answered 403 `insufficient_scope`, and each retries once with the scopes the challenge
+    /// names (a second token request). A resource found by discovery gets these scopes from
+    /// the challenge or the metadata by itself.
     pub fn scopes(mut self, scopes: ScopeSet) -> Self {
         self.scopes = scopes;
         self
@@ -473,8 +481,19 @@ pub(crate) fn check_endpoint(
         .map_err(|e| BuildError::InvalidEndpoint {
             issuer: issuer.to_owned(),
             endpoint,
-            reason: e.to_string(),
+            reason: url_problem(endpoint, &e),
         })
+}
+
+/// Why an issuer or endpoint URL is refused, in words about that URL: plain http names the
+/// development switch a user can reach, not the resource parser's options.
+fn url_problem(what: &str, error: &crate::ResourceError) -> String {
+    match error {
+        crate::ResourceError::InsecureScheme { .. } => format!(
+            "the {what} uses plain http; it must be https (plain http is allowed only on a loopback host, for development: TokenCacheBuilder::allow_insecure_http_on_loopback(true))"
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// RFC 8414 §2: an issuer is an https URL with no query and no fragment.
@@ -483,7 +502,8 @@ pub(crate) fn check_issuer(issuer: &str, options: &ParseOptions) -> Result<(), B
         issuer: issuer.to_owned(),
         reason,
     };
-    let parsed = ResourceUri::parse_with(issuer, options).map_err(|e| invalid(e.to_string()))?;
+    let parsed =
+        ResourceUri::parse_with(issuer, options).map_err(|e| invalid(url_problem("issuer", &e)))?;
     if parsed.as_url().query().is_some() {
         return Err(invalid(
             "it has a query; remove it (RFC 8414 §2: an issuer has no query or fragment)"

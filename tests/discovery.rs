@@ -8,7 +8,7 @@ use audience_cache::{
 use url::Url;
 
 fn options() -> DiscoveryOptions {
-    DiscoveryOptions::strict().allow_loopback_for_development(true)
+    DiscoveryOptions::strict().allow_insecure_http_on_loopback(true)
 }
 
 async fn servers() -> (AuthorizationServer, ResourceServer) {

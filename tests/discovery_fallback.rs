@@ -23,7 +23,7 @@ async fn serve(routes: impl FnOnce(String) -> Router) -> String {
 }
 
 fn options() -> DiscoveryOptions {
-    DiscoveryOptions::strict().allow_loopback_for_development(true)
+    DiscoveryOptions::strict().allow_insecure_http_on_loopback(true)
 }
 
 /// `GET` answered 401 as an MCP server answers a request without a token, with `challenge`

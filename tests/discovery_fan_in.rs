@@ -39,7 +39,7 @@ async fn world() -> World {
         .build()
         .unwrap();
     let discovery =
-        Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true)).unwrap();
+        Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true)).unwrap();
     let client = AuthorizedClient::new(cache)
         .unwrap()
         .with_discovery(

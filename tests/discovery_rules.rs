@@ -94,7 +94,7 @@ fn outcome<T>(
 
 fn run(v: &Vector) -> Result<(), String> {
     let options = DiscoveryOptions::strict()
-        .allow_loopback_for_development(v.loopback)
+        .allow_insecure_http_on_loopback(v.loopback)
         .allow_cross_origin_resource_metadata(v.cross_origin)
         .with_resource_match(if v.exact {
             ResourceMatch::Exact
@@ -243,7 +243,7 @@ fn url(s: &str) -> Url {
 #[test]
 fn the_fetch_guard() {
     let strict = DiscoveryOptions::strict();
-    let dev = strict.allow_loopback_for_development(true);
+    let dev = strict.allow_insecure_http_on_loopback(true);
     let check = |u: &str, o: &DiscoveryOptions| check_fetch_url(&url(u), o).map_err(|e| class(&e));
     assert_eq!(
         check("https://mcp.example.com/.well-known/x", &strict),
@@ -340,7 +340,7 @@ fn issuers_are_kept_verbatim_and_validated() {
     ] {
         assert!(Issuer::parse(bad, &strict).is_err(), "{bad:?}");
     }
-    let dev = strict.allow_loopback_for_development(true);
+    let dev = strict.allow_insecure_http_on_loopback(true);
     assert!(Issuer::parse("http://localhost:4000", &dev).is_ok());
 }
 

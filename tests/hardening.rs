@@ -53,7 +53,7 @@ fn discovering(cache: &TokenCache, client: PreRegistered) -> AuthorizedClient {
     AuthorizedClient::new(cache.clone())
         .unwrap()
         .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+            Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true))
                 .unwrap(),
             client,
         )

@@ -22,7 +22,7 @@ fn client(cache: &TokenCache, issuer: &str) -> AuthorizedClient {
     AuthorizedClient::new(cache.clone())
         .unwrap()
         .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+            Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true))
                 .unwrap(),
             PreRegistered::client_secret_basic("cc-client", "cc-secret".into()).at_issuer(issuer),
         )
@@ -196,7 +196,7 @@ async fn with_no_credentials_the_client_registers_and_a_user_authorizes() {
     let http = AuthorizedClient::new(cache())
         .unwrap()
         .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+            Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true))
                 .unwrap(),
             clients,
         )

@@ -51,7 +51,7 @@ fn cache() -> TokenCache {
 
 fn client(cache: &TokenCache, clients: ClientRegistrar) -> AuthorizedClient {
     let discovery =
-        Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true)).unwrap();
+        Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true)).unwrap();
     AuthorizedClient::new(cache.clone())
         .unwrap()
         .with_discovery(discovery, clients)
@@ -461,7 +461,7 @@ async fn the_middleware_discovers_registers_and_authorizes_too() {
     let mcp = mcp_server(&auth).await;
     let middleware = audience_cache::AudienceMiddleware::new(cache())
         .with_discovery(
-            Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+            Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true))
                 .unwrap(),
             ClientRegistrar::new().dynamic_registration(dynamic()),
         )
@@ -493,7 +493,7 @@ async fn a_public_client_for_any_issuer_does_not_lend_out_a_configured_one() {
     let error = get(&http, &stranger.url()).await.unwrap_err();
     assert!(matches!(error, Error::UntrustedIssuer { .. }), "{error:?}");
     // The same through the cache's own registration of a discovery.
-    let found = Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true))
+    let found = Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true))
         .unwrap()
         .discover(&Url::parse(&stranger.url()).unwrap())
         .await

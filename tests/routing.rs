@@ -260,7 +260,7 @@ async fn refused_urls_are_never_probed_by_discovery() {
         .build()
         .unwrap();
     let client = AuthorizedClient::new(cache).unwrap().with_discovery(
-        Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(true)).unwrap(),
+        Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true)).unwrap(),
         PreRegistered::confidential("svc", "s3cret".into()),
     );
     for path in [

@@ -104,8 +104,12 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// Accepts `http` for issuers, endpoints and resources on a loopback host (development and
-    /// tests only; see [`ParseOptions::allow_insecure_http_on_loopback`]).
+    /// The development switch: accepts plain `http` for issuers, endpoints and resources on a
+    /// loopback host (`localhost`, `127.0.0.0/8`, `[::1]`), for trying the crate against servers
+    /// on this machine. Off by default: what it gives up is TLS (anything on the path can read
+    /// the token) and the guarantee that the server is the one named (anything on the machine
+    /// can listen there). An [`AuthorizedClient`](crate::AuthorizedClient)'s discovery follows
+    /// this switch, so it is set once, here. See [`ParseOptions::allow_insecure_http_on_loopback`].
     pub fn allow_insecure_http_on_loopback(mut self, allow: bool) -> Self {
         self.options = self.options.allow_insecure_http_on_loopback(allow);
         self

@@ -393,6 +393,12 @@ impl TokenCache {
             .map(|route| route.resource().clone())
     }
 
+    /// Whether the development switch
+    /// ([`TokenCacheBuilder::allow_insecure_http_on_loopback`]) is on.
+    pub(crate) fn allows_insecure_http_on_loopback(&self) -> bool {
+        self.shared.options.allows_insecure_http_on_loopback()
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()

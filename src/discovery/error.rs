@@ -15,9 +15,12 @@ use crate::{CoverageRefusal, ResourceError, ScopeError};
 pub enum DiscoveryError {
     /// The URL is plain http. Discovery uses https (RFC 9728 §7.1, RFC 8414 §6.1); http is
     /// accepted only for a loopback host with
-    /// [`DiscoveryOptions::allow_loopback_for_development`](crate::DiscoveryOptions::allow_loopback_for_development).
+    /// the development switch,
+    /// [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::TokenCacheBuilder::allow_insecure_http_on_loopback)
+    /// (or [`DiscoveryOptions::allow_insecure_http_on_loopback`](crate::DiscoveryOptions::allow_insecure_http_on_loopback)
+    /// for a `Discovery` used alone).
     #[error(
-        "refusing to use {url:?}: it is plain http; discovery needs https (http only on loopback, with DiscoveryOptions::allow_loopback_for_development)"
+        "refusing to use {url:?}: it is plain http; discovery needs https (plain http only on loopback, for development: TokenCacheBuilder::allow_insecure_http_on_loopback(true), or DiscoveryOptions::allow_insecure_http_on_loopback(true) for a Discovery used alone)"
     )]
     InsecureUrl {
         /// The URL.
@@ -56,7 +59,7 @@ pub enum DiscoveryError {
     /// (RFC 9728 §7.7; MCP security best practices, SSRF): a cloud metadata service, the local
     /// network, or this machine.
     #[error(
-        "refusing to fetch {url:?}: its host is a {class} address; discovery never fetches internal addresses"
+        "refusing to fetch {url:?}: its host is a {class} address; discovery never fetches internal addresses (loopback only for development against servers on this machine: TokenCacheBuilder::allow_insecure_http_on_loopback(true))"
     )]
     PrivateAddress {
         /// The URL.

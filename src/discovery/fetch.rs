@@ -212,6 +212,14 @@ impl Discovery {
         &self.options
     }
 
+    /// This discovery with the development switch set to `allow` (sharing its HTTP client
+    /// and documents).
+    pub(crate) fn with_insecure_http_on_loopback(&self, allow: bool) -> Self {
+        let mut discovery = self.clone();
+        discovery.options = discovery.options.allow_insecure_http_on_loopback(allow);
+        discovery
+    }
+
     /// Discovers from nothing but the server URL: an unauthenticated GET, and its 401's
     /// challenge (or the well-known URLs when it has none).
     pub async fn discover(&self, server_url: &Url) -> Result<Discovered, Error> {

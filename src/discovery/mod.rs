@@ -70,17 +70,24 @@ impl DiscoveryOptions {
         Self::default()
     }
 
-    /// Also accept loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) for metadata, issuers,
+    /// The development switch, named as on
+    /// [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::TokenCacheBuilder::allow_insecure_http_on_loopback):
+    /// also accept loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) for metadata, issuers,
     /// endpoints and resources, over https or plain http. For development against servers you
     /// run on this machine; anything else on the machine could answer there, and plain http can
     /// be read on the way. Other internal addresses stay refused.
-    pub fn allow_loopback_for_development(mut self, allow: bool) -> Self {
+    ///
+    /// A `Discovery` given to
+    /// [`AuthorizedClient::with_discovery`](crate::AuthorizedClient::with_discovery) (or the
+    /// middleware's) follows the cache's switch instead, so that it is set once, on the
+    /// `TokenCacheBuilder`.
+    pub fn allow_insecure_http_on_loopback(mut self, allow: bool) -> Self {
         self.loopback = allow;
         self
     }
 
-    /// Whether loopback hosts are accepted.
-    pub fn allows_loopback_for_development(&self) -> bool {
+    /// Whether loopback hosts (and plain http on them) are accepted.
+    pub fn allows_insecure_http_on_loopback(&self) -> bool {
         self.loopback
     }
 
@@ -125,7 +132,7 @@ impl DiscoveryOptions {
     }
 
     /// The options used to parse resources and issuers: strict, or http on loopback when
-    /// [`allow_loopback_for_development`](Self::allow_loopback_for_development) is on.
+    /// [`allow_insecure_http_on_loopback`](Self::allow_insecure_http_on_loopback) is on.
     pub fn parse_options(&self) -> ParseOptions {
         ParseOptions::strict().allow_insecure_http_on_loopback(self.loopback)
     }

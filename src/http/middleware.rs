@@ -95,7 +95,9 @@ impl AudienceMiddleware {
         discovery: crate::Discovery,
         clients: impl Into<crate::ClientRegistrar>,
     ) -> Self {
-        Policy::unique(&mut self.policy).discovery = Some((discovery, clients.into()));
+        let policy = Policy::unique(&mut self.policy);
+        let discovery = policy.follow_cache(&discovery);
+        policy.discovery = Some((discovery, clients.into()));
         self
     }
 

@@ -105,6 +105,11 @@ impl Policy {
         Arc::get_mut(policy).unwrap_or_else(|| unreachable!("made unique above"))
     }
 
+    /// `discovery` with the cache's development switch: one switch, set once.
+    pub(crate) fn follow_cache(&self, discovery: &crate::Discovery) -> crate::Discovery {
+        discovery.with_insecure_http_on_loopback(self.cache.allows_insecure_http_on_loopback())
+    }
+
     pub(crate) fn new(cache: TokenCache) -> Self {
         Self {
             cache,
@@ -164,12 +169,18 @@ impl AuthorizedClient {
     /// as it is. `clients` says how to get a client at the authorization server found: a
     /// [`PreRegistered`](crate::PreRegistered) client, or a [`ClientRegistrar`](crate::ClientRegistrar)
     /// that can also use a client ID metadata document or dynamic registration.
+    ///
+    /// Plain http on loopback (development against servers on this machine) is decided by the
+    /// cache's one switch, [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::TokenCacheBuilder::allow_insecure_http_on_loopback):
+    /// the discovery follows it, whatever its own options say.
     pub fn with_discovery(
         mut self,
         discovery: crate::Discovery,
         clients: impl Into<crate::ClientRegistrar>,
     ) -> Self {
-        self.policy_mut().discovery = Some((discovery, clients.into()));
+        let policy = self.policy_mut();
+        let discovery = policy.follow_cache(&discovery);
+        policy.discovery = Some((discovery, clients.into()));
         self
     }
 
