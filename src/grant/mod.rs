@@ -21,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::config::{ClientAuth, ClientRegistration};
+use crate::key::{SubjectFingerprint, SubjectKey};
 use crate::{Error, ParseOptions, ResourceUri, ScopeSet};
 
 pub(crate) use response::TokenResponse;
@@ -97,6 +98,8 @@ pub(crate) struct GrantClient {
     transport: Transport,
     limits: Limits,
     options: ParseOptions,
+    /// What the subject tokens of this client's exchanges are fingerprinted under.
+    subjects: SubjectKey,
 }
 
 impl GrantClient {
@@ -132,11 +135,21 @@ impl GrantClient {
             transport,
             limits,
             options,
+            subjects: SubjectKey::random(),
         }
     }
 
     pub(crate) fn registration(&self) -> &ClientRegistration {
         &self.registration
+    }
+
+    /// Which subject a token exchanged for `subject` acts for: the keyed fingerprint of the
+    /// subject token and its type, for the cache key (see [`CacheKey`](crate::CacheKey)).
+    pub(crate) fn subject_fingerprint(&self, subject: &SubjectToken) -> SubjectFingerprint {
+        self.subjects.fingerprint(
+            &subject.token_type,
+            subject.token.expose_secret().as_bytes(),
+        )
     }
 
     fn requested<'a>(&'a self, resource: &'a ResourceUri, scopes: &'a ScopeSet) -> Requested<'a> {
