@@ -272,3 +272,55 @@ async fn invalid_grant_in_a_200_refresh_answer_drops_the_refresh_token() {
     );
     assert_eq!(server.token_requests(), sent);
 }
+
+#[tokio::test(start_paused = true)]
+async fn expires_in_zero_is_a_protocol_error_that_backs_off() {
+    let server = new_server();
+    server.script(|s| s.expires_in = Some(Duration::ZERO));
+    let cache = new_cache(&server, confidential(), [config(MCP)]);
+    let mut errors = Vec::new();
+    for _ in 0..5 {
+        errors.push(cache.token(&resource(MCP), &empty()).await.unwrap_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(server.token_requests(), 1, "{errors:?}");
+    assert!(
+        matches!(&errors[0], Error::Protocol { detail, .. } if detail.contains("expires_in")),
+        "{:?}",
+        errors[0]
+    );
+    for later in &errors[1..] {
+        assert!(
+            matches!(later, Error::BackingOff { failures: 1, .. }),
+            "{later:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn expires_in_zero_on_a_refresh_keeps_the_rotated_refresh_token() {
+    let server = new_server();
+    let cache = authorized(&server).await;
+    server.script(|s| s.expires_in = Some(Duration::ZERO));
+    let error = cache.token(&resource(MCP), &empty()).await.unwrap_err();
+    assert!(matches!(error, Error::Protocol { .. }), "{error:?}");
+    // The server rotated the refresh token in that answer; presenting the old one again would
+    // revoke the grant (reuse detection, RFC 9700 §4.14.2).
+    server.script(|s| s.expires_in = Some(Duration::from_secs(3600)));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let token = cache.token(&resource(MCP), &empty()).await;
+    assert!(token.is_ok(), "{token:?}; {:?}", server.requests());
+    let statuses: Vec<_> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.grant_type.unwrap(), r.status.unwrap().as_u16()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("authorization_code".to_owned(), 200),
+            ("refresh_token".to_owned(), 200),
+            ("refresh_token".to_owned(), 200),
+        ]
+    );
+}

@@ -182,6 +182,14 @@ pub(crate) fn accept(
             }
         }
     }
+    // RFC 6749 §5.1: the lifetime in seconds. A token expired on arrival is never fresh, so
+    // caching it would mean a token request at every call: refused, and the key backs off.
+    if raw.expires_in() == Some(Duration::ZERO) {
+        return Err(requested.protocol(
+            "the token response's expires_in is 0: the token expired on arrival; the token was \
+             discarded",
+        ));
+    }
     let token = raw.access_token().secret();
     // RFC 6750 §2.1 b68token is stricter; anything that is visible ASCII can go in a header.
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
