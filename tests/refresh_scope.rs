@@ -111,3 +111,63 @@ async fn a_refresh_answer_narrower_than_the_grant_is_taken() {
         .unwrap();
     assert_eq!(token.scopes(), &scopes("mcp:read"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn scopes_the_code_exchange_adds_are_not_part_of_the_refresh_grant() {
+    let server = new_server();
+    server.script(|s| s.scope_field = ScopeField::Fixed("mcp:read admin".into()));
+    let cache = authorized(&server, public_app()).await;
+    server.script(|s| s.scope_field = ScopeField::Echo);
+    let before = server.token_requests();
+
+    // `admin` was never asked for: a token with it needs the user, not the refresh token.
+    let error = cache
+        .token(&resource(MCP), &scopes("admin"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::AuthorizationRequired { beyond_grant: Some(beyond), .. }
+            if beyond == &scopes("admin mcp:read")),
+        "{error:?}"
+    );
+    assert_eq!(server.token_requests(), before, "no refresh was sent");
+    // What was asked for still refreshes.
+    let token = cache
+        .token(&resource(MCP), &ScopeSet::empty())
+        .await
+        .unwrap();
+    assert_eq!(token.scopes(), &scopes("mcp:read"));
+    assert_eq!(server.token_requests(), before + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_offline_access_grant_refreshes_when_the_answer_leaves_offline_access_out() {
+    // No `scope` in the answers (RFC 6749 §5.1: the granted scope is the requested one), or a
+    // `scope` with only the resource's scopes (as oidc-provider answers).
+    for field in [ScopeField::Omit, ScopeField::Fixed("mcp:read".into())] {
+        let server = new_server();
+        server.script(|s| s.scope_field = field.clone());
+        let cache = authorized(&server, public_app().request_offline_access(true)).await;
+        let token = cache.token(&resource(MCP), &ScopeSet::empty()).await;
+        assert!(token.is_ok(), "{field:?}: {token:?}");
+        assert_eq!(
+            server.authorization_requests()[0].scope.as_deref(),
+            Some("mcp:read offline_access")
+        );
+        assert_eq!(
+            sent(&server),
+            [
+                row("authorization_code", None, 200),
+                row("refresh_token", Some("mcp:read offline_access"), 200),
+            ],
+            "{field:?}"
+        );
+        // And again with the rotated refresh token.
+        tokio::time::advance(USABLE + Duration::from_secs(1)).await;
+        cache
+            .token(&resource(MCP), &ScopeSet::empty())
+            .await
+            .unwrap();
+        assert_eq!(server.token_requests(), 3, "{field:?}");
+    }
+}

@@ -185,16 +185,13 @@ impl TokenCache {
                 pending.verifier,
                 &pending.redirect_uri,
                 &pending.resource,
-                &pending.scopes,
+                // What the authorization request asked for (the key's scopes).
+                key.scopes(),
             )
             .await
             .inspect_err(|_| self.shared.counters.error())?;
         if let Some(refresh_token) = response.refresh_token.take() {
-            // The grant is what the user authorized as well as what the token carries: a server
-            // may restrict the token to the resource's scopes (RFC 8707 §2.2) and leave `openid`
-            // out of the response while the refresh token keeps it. A scope it did not grant at
-            // all is refused at refresh time by the server (`invalid_scope`).
-            let granted = pending.scopes.union(&response.scopes);
+            let granted = super::refresh::granted_by_code(key.scopes());
             self.shared
                 .refresh_tokens
                 .store(RefreshKey::for_key(&key), refresh_token, granted);

@@ -230,6 +230,16 @@ fn widened(entry: &ResourceEntry, granted: &ScopeSet, returned: &ScopeSet) -> Er
     }
 }
 
+/// The grant a code exchange records for its refresh token: what was asked for. A server
+/// that answers without `scope` granted exactly that (RFC 6749 §5.1), `offline_access`
+/// included; one that answers with less may still hold the rest in the grant (a token for
+/// one resource carries only its scopes, RFC 8707 §2.2; the server refuses a scope it did not
+/// grant at refresh time with `invalid_scope`); scopes it answers beyond the request were not
+/// asked of the user and are not recorded.
+pub(crate) fn granted_by_code(asked: &ScopeSet) -> ScopeSet {
+    asked.clone()
+}
+
 /// Whether an error from a refresh means the refresh token is dead: `invalid_grant`
 /// (RFC 6749 §5.2), or `invalid_target`, on which some servers (oidc-provider) have already
 /// rotated it. The next call then needs a new authorization, without asking the server.
