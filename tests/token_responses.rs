@@ -324,3 +324,28 @@ async fn expires_in_zero_on_a_refresh_keeps_the_rotated_refresh_token() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_error_status_without_an_oauth_error_is_a_protocol_error() {
+    for grant in GRANTS {
+        let cases = [
+            (
+                Failure::Answer {
+                    status: 400,
+                    content_type: Some("text/html".into()),
+                    body: "<html>Bad Request</html>".into(),
+                },
+                "HTTP 400 without an OAuth error body",
+            ),
+            (
+                answer(401, Some("application/json"), json!({"error": 5})),
+                "`error` member that is not a string",
+            ),
+        ];
+        for (failure, says) in cases {
+            let context = format!("{grant:?} {failure:?}");
+            let (result, _, _) = answered(grant, failure).await;
+            assert_protocol(&result, says, &context);
+        }
+    }
+}
