@@ -4,16 +4,30 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac as _};
+use rand::RngCore as _;
+use secrecy::zeroize::Zeroizing;
+use sha2::Sha256;
+
 use crate::{ResourceUri, ScopeSet};
 
-/// The identity of a cached token (rules §15): issuer, resource, scopes, client and account.
+/// The identity of a cached token (rules §15): issuer, resource, scopes, client, account, and for
+/// a token from RFC 8693 token exchange the subject token it was exchanged for.
 ///
-/// Two keys are equal exactly when all five parts are equal: the issuer as an exact string
+/// Two keys are equal exactly when all parts are equal: the issuer as an exact string
 /// (no case folding or slash normalization, RFC 8414 §3.3), the resource by its match key, the
-/// scopes in canonical form, the client id exactly, and the optional account discriminator
-/// exactly. The same key is used to store a token and to merge concurrent fetches, so a fetch
-/// is never shared between requests that would be cached apart (the bug behind MSAL JS PR
-/// #8680 and Duende foss #360).
+/// scopes in canonical form, the client id exactly, the optional account discriminator
+/// exactly, and the subject token's fingerprint. The same key is used to store a token and to
+/// merge concurrent fetches, so a fetch is never shared between requests that would be cached
+/// apart (the bug behind MSAL JS PR #8680 and Duende foss #360).
+///
+/// An exchanged token acts for its subject, so its key holds a keyed fingerprint of the
+/// subject token and its type (HMAC-SHA-256 under a random key of the cache's client, never a
+/// plain hash): another subject token, or a forged one, with the same `account` is another
+/// key, a miss, and a flight of its own. The account is a label, not an identity. The
+/// fingerprint is never shown: `Display` and `Debug` say only "by token exchange" with the
+/// fingerprint's first four bytes.
 ///
 /// [`encoded`](Self::encoded) is an unambiguous byte encoding: every part is length-prefixed,
 /// so no two different keys encode alike whatever their parts contain.
@@ -48,17 +62,19 @@ struct Inner {
     scopes: ScopeSet,
     client_id: Box<str>,
     account: Option<Box<str>>,
-    exchanged: bool,
+    /// For a token from token exchange: its subject token's fingerprint.
+    subject: Option<SubjectFingerprint>,
     encoded: Box<[u8]>,
 }
 
-/// Version of the encoding; a later part (a DPoP key thumbprint, say) bumps it.
-const ENCODING_VERSION: u8 = 1;
+/// Version of the encoding; a later part (a DPoP key thumbprint, say) bumps it. Version 2
+/// added the subject token's fingerprint to exchanged tokens' keys.
+const ENCODING_VERSION: u8 = 2;
 
 impl CacheKey {
     /// A key with no account discriminator.
     pub fn new(issuer: &str, resource: &ResourceUri, scopes: &ScopeSet, client_id: &str) -> Self {
-        Self::build(issuer, resource, scopes, client_id, None, false)
+        Self::build(issuer, resource, scopes, client_id, None, None)
     }
 
     /// The same key for one account (a user, a tenant, a subject): tokens for different
@@ -71,14 +87,15 @@ impl CacheKey {
             &inner.scopes,
             &inner.client_id,
             Some(account),
-            inner.exchanged,
+            inner.subject,
         )
     }
 
-    /// The same key for a token obtained by RFC 8693 token exchange. Such a token acts for the
-    /// subject whose token was exchanged, so it is never shared with a token of the client's
-    /// own grant for the same account.
-    pub fn exchanged(self) -> Self {
+    /// The same key for a token obtained by RFC 8693 token exchange of the subject token with
+    /// this fingerprint. Such a token acts for that subject, so it is never shared with a token
+    /// of the client's own grant, nor with one exchanged for another subject token, whatever
+    /// the account.
+    pub(crate) fn exchanged(self, subject: SubjectFingerprint) -> Self {
         let inner = &self.inner;
         Self::build(
             &inner.issuer,
@@ -86,7 +103,7 @@ impl CacheKey {
             &inner.scopes,
             &inner.client_id,
             inner.account.as_deref(),
-            true,
+            Some(subject),
         )
     }
 
@@ -99,7 +116,7 @@ impl CacheKey {
             scopes,
             &inner.client_id,
             inner.account.as_deref(),
-            inner.exchanged,
+            inner.subject,
         )
     }
 
@@ -109,7 +126,7 @@ impl CacheKey {
         scopes: &ScopeSet,
         client_id: &str,
         account: Option<&str>,
-        exchanged: bool,
+        subject: Option<SubjectFingerprint>,
     ) -> Self {
         let encoded = encode(
             issuer,
@@ -117,7 +134,7 @@ impl CacheKey {
             scopes.as_str(),
             client_id,
             account,
-            exchanged,
+            subject.as_ref(),
         );
         Self {
             inner: Arc::new(Inner {
@@ -126,7 +143,7 @@ impl CacheKey {
                 scopes: scopes.clone(),
                 client_id: client_id.into(),
                 account: account.map(Into::into),
-                exchanged,
+                subject,
                 encoded,
             }),
         }
@@ -159,13 +176,14 @@ impl CacheKey {
 
     /// Whether the key is for a token obtained by token exchange.
     pub fn is_exchanged(&self) -> bool {
-        self.inner.exchanged
+        self.inner.subject.is_some()
     }
 
-    /// The unambiguous encoding: a version byte, then each part as an 8-byte big-endian length
-    /// and its bytes, in the order issuer, resource key, scope key, client id; then `0` for no
-    /// account or `1` followed by the account's length and bytes; then `1` for a token from
-    /// token exchange or `0` otherwise.
+    /// The unambiguous encoding: a version byte (2), then each part as an 8-byte big-endian
+    /// length and its bytes, in the order issuer, resource key, scope key, client id; then `0`
+    /// for no account or `1` followed by the account's length and bytes; then `0`, or for a
+    /// token from token exchange `1` followed by the 32 bytes of the subject token's
+    /// fingerprint.
     pub fn encoded(&self) -> &[u8] {
         &self.inner.encoded
     }
@@ -177,11 +195,13 @@ fn encode(
     scopes: &str,
     client_id: &str,
     account: Option<&str>,
-    exchanged: bool,
+    subject: Option<&SubjectFingerprint>,
 ) -> Box<[u8]> {
     let parts = [issuer, resource, scopes, client_id];
-    let size =
-        2 + parts.iter().map(|p| 8 + p.len()).sum::<usize>() + account.map_or(0, |a| 8 + a.len());
+    let size = 3
+        + parts.iter().map(|p| 8 + p.len()).sum::<usize>()
+        + account.map_or(0, |a| 8 + a.len())
+        + FINGERPRINT_LEN;
     let mut out = Vec::with_capacity(size);
     out.push(ENCODING_VERSION);
     for p in parts {
@@ -194,7 +214,13 @@ fn encode(
             push_part(&mut out, account);
         }
     }
-    out.push(u8::from(exchanged));
+    match subject {
+        None => out.push(0),
+        Some(subject) => {
+            out.push(1);
+            out.extend_from_slice(&subject.0);
+        }
+    }
     out.into_boxed_slice()
 }
 
@@ -226,12 +252,13 @@ impl fmt::Debug for CacheKey {
             .field("scopes", &self.scopes().as_str())
             .field("client_id", &self.client_id())
             .field("account", &self.account())
-            .field("exchanged", &self.is_exchanged())
+            .field("exchanged", &self.inner.subject)
             .finish()
     }
 }
 
-/// `issuer | resource | scopes | client_id[ | account]`, for logs and messages.
+/// Issuer, resource, scopes, client, account (if any) and "by token exchange" (with the subject
+/// fingerprint's first bytes) for logs and messages.
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -245,9 +272,131 @@ impl fmt::Display for CacheKey {
         if let Some(account) = self.account() {
             write!(f, ", account {account:?}")?;
         }
-        if self.is_exchanged() {
-            f.write_str(", by token exchange")?;
+        if let Some(subject) = &self.inner.subject {
+            write!(f, ", by token exchange for subject {subject:?}")?;
         }
         Ok(())
+    }
+}
+
+const FINGERPRINT_LEN: usize = 32;
+
+/// HMAC-SHA-256 of a subject token and its type under a [`SubjectKey`]: which subject an
+/// exchanged token acts for, without the subject token. Shown only as its first four bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubjectFingerprint([u8; FINGERPRINT_LEN]);
+
+impl fmt::Debug for SubjectFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..4] {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str("…")
+    }
+}
+
+/// The random key subject tokens are fingerprinted under: 32 bytes from the operating
+/// system's generator (through `rand`'s thread generator), made once per client of a cache
+/// and never shown. Keyed, so that a fingerprint (in a key's encoding, or a shared level's
+/// entry names derived from it) cannot be checked against a guessed or stolen token.
+pub(crate) struct SubjectKey {
+    mac: Hmac<Sha256>,
+}
+
+impl SubjectKey {
+    pub(crate) fn random() -> Self {
+        // RFC 2104 §2: a key shorter than the hash's block (64 bytes for SHA-256) is padded
+        // with zeros. Padding the 32 random bytes here gives the same HMAC, through the
+        // constructor that takes a block-sized key and cannot fail.
+        let mut block = Zeroizing::new([0u8; 64]);
+        rand::rng().fill_bytes(&mut block[..32]);
+        Self {
+            mac: <Hmac<Sha256> as KeyInit>::new(&(*block).into()),
+        }
+    }
+
+    /// The fingerprint of `token` of RFC 8693 §3 type `token_type`, both length-prefixed so
+    /// that no two (type, token) pairs are fed alike.
+    pub(crate) fn fingerprint(&self, token_type: &str, token: &[u8]) -> SubjectFingerprint {
+        let mut mac = self.mac.clone();
+        for part in [token_type.as_bytes(), token] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        SubjectFingerprint(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubjectKey([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CacheKey {
+        CacheKey::new(
+            "https://as.example",
+            &ResourceUri::parse("https://rs.example/mcp").unwrap(),
+            &ScopeSet::parse("a b").unwrap(),
+            "client",
+        )
+    }
+
+    #[test]
+    fn the_padded_key_is_hmac_under_the_32_random_bytes() {
+        let random = [7u8; 32];
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&random);
+        let padded = SubjectKey {
+            mac: <Hmac<Sha256> as KeyInit>::new(&block.into()),
+        };
+        let mut direct = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&random).unwrap();
+        direct.update(&6u64.to_be_bytes());
+        direct.update(b"type-1");
+        direct.update(&5u64.to_be_bytes());
+        direct.update(b"token");
+        let expected: [u8; 32] = direct.finalize().into_bytes().into();
+        assert_eq!(padded.fingerprint("type-1", b"token").0, expected);
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_tell_type_and_token_apart() {
+        let (one, two) = (SubjectKey::random(), SubjectKey::random());
+        let fp = one.fingerprint("t", b"token");
+        assert_eq!(fp, one.fingerprint("t", b"token"));
+        assert_ne!(fp, two.fingerprint("t", b"token"));
+        assert_ne!(fp, one.fingerprint("t", b"token2"));
+        assert_ne!(fp, one.fingerprint("u", b"token"));
+        // No shifting of bytes between the type and the token.
+        assert_ne!(one.fingerprint("ab", b"c"), one.fingerprint("a", b"bc"));
+        assert_eq!(format!("{one:?}"), "SubjectKey([redacted])");
+    }
+
+    #[test]
+    fn an_exchanged_key_is_its_subjects_and_shows_four_bytes() {
+        let subject = SubjectKey::random();
+        let alice = subject.fingerprint("t", b"alice's token");
+        let bob = subject.fingerprint("t", b"bob's token");
+        let a = key().with_account("tenant").exchanged(alice);
+        let b = key().with_account("tenant").exchanged(bob);
+        assert_ne!(a, b);
+        assert_ne!(a, key().with_account("tenant"));
+        assert_eq!(a, key().exchanged(alice).with_account("tenant"));
+        assert!(a.with_scopes(&ScopeSet::empty()).is_exchanged());
+        assert_eq!(a.encoded()[0], 2);
+        assert_eq!(
+            a.encoded().len(),
+            key().with_account("tenant").encoded().len() + 32
+        );
+        assert!(a.encoded().ends_with(&alice.0));
+        let shown = format!("{a} {a:?}");
+        let hex: String = alice.0.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(shown.contains(&hex[..8]), "{shown}");
+        assert!(!shown.contains(&hex[..10]), "{shown}");
+        assert!(shown.contains("by token exchange"), "{shown}");
     }
 }

@@ -640,7 +640,7 @@ fn an_http_issuer_is_refused_off_loopback() {
             matches!(&error, BuildError::InvalidIssuer { issuer: i, .. } if i == issuer),
             "{error:?}"
         );
-        assert_says(&error, &[issuer, "use https"]);
+        assert_says(&error, &[issuer, "must be https"]);
     }
 }
 
@@ -864,7 +864,7 @@ fn an_http_token_endpoint_off_loopback_is_refused() {
             if issuer == ISSUER),
         "{error:?}"
     );
-    assert_says(&error, &[ISSUER, "token endpoint", "use https"]);
+    assert_says(&error, &[ISSUER, "token endpoint", "must be https"]);
 }
 
 #[tokio::test(start_paused = true)]

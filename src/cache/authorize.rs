@@ -185,16 +185,15 @@ impl TokenCache {
                 pending.verifier,
                 &pending.redirect_uri,
                 &pending.resource,
-                &pending.scopes,
+                // What the authorization request asked for (the key's scopes).
+                key.scopes(),
             )
             .await
             .inspect_err(|_| self.shared.counters.error())?;
         let refresh_token = response.refresh_token.take();
-        // The grant is what the user authorized as well as what the token carries: a server
-        // may restrict the token to the resource's scopes (RFC 8707 §2.2) and leave `openid`
-        // out of the response while the refresh token keeps it. A scope it did not grant at
-        // all is refused at refresh time by the server (`invalid_scope`).
-        let granted = pending.scopes.union(&response.scopes);
+        // The grant recorded for the refresh token is what was asked for (offline_access
+        // included), not what the answer added or left out (RFC 6749 §6).
+        let granted = super::refresh::granted_by_code(key.scopes());
         self.shared.backoff.succeeded(&key);
         // The access token first: a concurrent miss on this key that finds the refresh token
         // finds the access token too, and uses it instead of spending the refresh token.

@@ -146,8 +146,12 @@ impl Shared {
         acquire: &Acquire,
         ahead: bool,
     ) -> Result<Arc<CachedToken>, Error> {
+        // An exchanged token's key holds a fingerprint under this process's own secret, so no
+        // other process could ever read it from the shared level: it stays in memory.
         #[cfg(feature = "redis")]
-        if let Some(level) = &self.shared_level {
+        if let Some(level) = &self.shared_level
+            && !key.is_exchanged()
+        {
             return level.fetch(self, entry, key, acquire, ahead).await;
         }
         self.fetch_from_server(entry, key, acquire, ahead).await

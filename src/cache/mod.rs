@@ -208,8 +208,11 @@ impl TokenCache {
             .await
     }
 
-    /// A token for `resource` obtained by RFC 8693 token exchange of `subject`, cached for
-    /// `account` (the subject's identity, so that different subjects never share a token).
+    /// A token for `resource` obtained by RFC 8693 token exchange of `subject`, cached for that
+    /// subject token: its key holds a keyed fingerprint of the subject token (see
+    /// [`CacheKey`]), so a different or forged subject token is a miss and another exchange.
+    /// `account` is a label kept with the key (for logs and [`CacheKey::account`]), not an
+    /// identity: two subject tokens with one account never share a token.
     pub async fn exchange_token(
         &self,
         resource: &ResourceUri,
@@ -231,9 +234,10 @@ impl TokenCache {
         let entry = self.shared.resource(resource)?;
         let scopes = entry.config.scopes.union(scopes);
         let mut key = self.shared.key(&entry, &scopes, account);
-        if matches!(acquire, Acquire::Exchange(_)) {
-            // An exchanged token acts for the subject: never shared with the client's own.
-            key = key.exchanged();
+        if let Acquire::Exchange(subject) = acquire {
+            // An exchanged token acts for the subject whose token was exchanged: never shared
+            // with the client's own, nor with another subject token's under the same account.
+            key = key.exchanged(entry.client.subject_fingerprint(subject));
         }
         let token = self.shared.get(&entry, &key, acquire).await?;
         Ok(self.shared.bearer(token))

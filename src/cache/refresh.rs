@@ -42,7 +42,8 @@ struct Slot {
     /// `None` once the server has rejected it. (In an `Arc` so that the shared level's first
     /// write of a new grant can hold it from a task of its own.)
     token: Arc<tokio::sync::Mutex<Option<SecretString>>>,
-    /// The scopes of the original grant: a refresh never asks for more.
+    /// The scopes of the original grant: a refresh never asks for more, and an answer that
+    /// grants more is refused.
     granted: ScopeSet,
 }
 
@@ -153,7 +154,7 @@ impl RefreshTokens {
             }
             None => None,
         };
-        let result = Self::refresh_with(&mut current, shared, entry, key).await;
+        let result = Self::refresh_with(&mut current, &slot.granted, shared, entry, key).await;
         #[cfg(feature = "redis")]
         if let Some((level, lock)) = fleet {
             match &*current {
@@ -168,9 +169,11 @@ impl RefreshTokens {
     }
 
     /// The refresh request with the slot's token, which it replaces with a rotated one, or
-    /// drops when the server says it is spent.
+    /// drops when the server says it is spent. An answer granting scopes beyond `granted` is
+    /// refused (its rotated refresh token is kept).
     async fn refresh_with(
         current: &mut Option<SecretString>,
+        granted: &ScopeSet,
         shared: &Shared,
         entry: &ResourceEntry,
         key: &CacheKey,
@@ -192,6 +195,11 @@ impl RefreshTokens {
                 if let Some(rotated) = response.refresh_token.take() {
                     *current = Some(rotated);
                 }
+                // RFC 6749 §6: the new token's scope may not go beyond the original grant. A
+                // token carrying more (`admin` on a grant of `mcp:read`) is not cached.
+                if !granted.is_superset_of(&response.scopes) {
+                    return Err(widened(entry, granted, &response.scopes));
+                }
                 Ok(response)
             }
             Err(rejected) => {
@@ -205,6 +213,31 @@ impl RefreshTokens {
             }
         }
     }
+}
+
+/// The refusal of a refresh answer that grants `returned`, beyond the original grant.
+fn widened(entry: &ResourceEntry, granted: &ScopeSet, returned: &ScopeSet) -> Error {
+    let beyond: Vec<&str> = returned.iter().filter(|s| !granted.contains(s)).collect();
+    Error::Protocol {
+        endpoint: entry.client.registration().token_endpoint.to_string(),
+        detail: format!(
+            "the refresh answer grants {:?} beyond the original grant {:?} (RFC 6749 §6); the \
+             token was discarded. If these scopes are meant to be granted, add them to the \
+             resource's scopes (ResourceConfig::scopes) and authorize again",
+            crate::resource::shorten(&beyond.join(" ")),
+            granted.as_str()
+        ),
+    }
+}
+
+/// The grant a code exchange records for its refresh token: what was asked for. A server
+/// that answers without `scope` granted exactly that (RFC 6749 §5.1), `offline_access`
+/// included; one that answers with less may still hold the rest in the grant (a token for
+/// one resource carries only its scopes, RFC 8707 §2.2; the server refuses a scope it did not
+/// grant at refresh time with `invalid_scope`); scopes it answers beyond the request were not
+/// asked of the user and are not recorded.
+pub(crate) fn granted_by_code(asked: &ScopeSet) -> ScopeSet {
+    asked.clone()
 }
 
 /// Whether an error from a refresh means the refresh token is dead: `invalid_grant`

@@ -7,6 +7,8 @@ pub(crate) mod assertion;
 mod response;
 mod transport;
 
+use std::cell::Cell;
+
 use base64::Engine as _;
 use oauth2::TokenResponse as _;
 use oauth2::basic::{
@@ -14,13 +16,14 @@ use oauth2::basic::{
 };
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    Scope, StandardRevocableToken, TokenUrl,
+    EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, RequestTokenError, Scope, StandardRevocableToken, TokenUrl,
 };
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::config::{ClientAuth, ClientRegistration};
+use crate::key::{SubjectFingerprint, SubjectKey};
 use crate::{Error, ParseOptions, ResourceUri, ScopeSet};
 
 pub(crate) use response::TokenResponse;
@@ -97,6 +100,8 @@ pub(crate) struct GrantClient {
     transport: Transport,
     limits: Limits,
     options: ParseOptions,
+    /// What the subject tokens of this client's exchanges are fingerprinted under.
+    subjects: SubjectKey,
 }
 
 impl GrantClient {
@@ -132,11 +137,21 @@ impl GrantClient {
             transport,
             limits,
             options,
+            subjects: SubjectKey::random(),
         }
     }
 
     pub(crate) fn registration(&self) -> &ClientRegistration {
         &self.registration
+    }
+
+    /// Which subject a token exchanged for `subject` acts for: the keyed fingerprint of the
+    /// subject token and its type, for the cache key (see [`CacheKey`](crate::CacheKey)).
+    pub(crate) fn subject_fingerprint(&self, subject: &SubjectToken) -> SubjectFingerprint {
+        self.subjects.fingerprint(
+            &subject.token_type,
+            subject.token.expose_secret().as_bytes(),
+        )
     }
 
     fn requested<'a>(&'a self, resource: &'a ResourceUri, scopes: &'a ScopeSet) -> Requested<'a> {
@@ -146,6 +161,7 @@ impl GrantClient {
             resource,
             scopes,
             options: &self.options,
+            issued_token_type: None,
         }
     }
 
@@ -166,18 +182,18 @@ impl GrantClient {
         }
     }
 
-    fn http(
+    /// Sends a token request and reads the answer: the one path of every grant's answer.
+    async fn send(
         &self,
-    ) -> impl Fn(
-        oauth2::HttpRequest,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<oauth2::HttpResponse, transport::TransportError>> + Send>,
-    > + '_ {
-        move |request| {
-            let transport = self.transport.clone();
-            let limits = self.limits;
-            Box::pin(async move { transport.send(request, limits).await })
-        }
+        request: HttpRequest,
+        requested: &Requested<'_>,
+    ) -> Result<RawTokenResponse, Error> {
+        let response = self
+            .transport
+            .send(request, self.limits)
+            .await
+            .map_err(|e| response::from_transport(e, requested))?;
+        response::read(response, requested)
     }
 
     /// RFC 6749 §4.4 with `resource`.
@@ -195,8 +211,9 @@ impl GrantClient {
         for (name, value) in self.assertion() {
             request = request.add_extra_param(name, value);
         }
-        let result = request.request_async(&self.http()).await;
-        finish(result, &requested)
+        let request = prepare(|client| request.request(client), &requested)?;
+        let raw = self.send(request, &requested).await?;
+        response::accept(raw, &requested)
     }
 
     /// RFC 6749 §6 with `resource`. `scopes` must be within the original grant (the caller
@@ -217,24 +234,21 @@ impl GrantClient {
         for (name, value) in self.assertion() {
             request = request.add_extra_param(name, value);
         }
-        let result = request.request_async(&self.http()).await;
-        match result {
-            // A rotated refresh token in a response the crate rejects is still the one the
-            // server expects next (the presented one is spent): it goes back to the caller.
-            Ok(raw) => {
-                let rotated = raw
-                    .refresh_token()
-                    .map(|t| SecretString::from(t.secret().as_str()));
-                response::accept(raw, &requested).map_err(|error| Rejected {
-                    error,
-                    refresh_token: rotated,
-                })
-            }
-            Err(error) => Err(Rejected {
-                error: response::reject(error, &requested),
-                refresh_token: None,
-            }),
-        }
+        let unrotated = |error| Rejected {
+            error,
+            refresh_token: None,
+        };
+        let request = prepare(|client| request.request(client), &requested).map_err(unrotated)?;
+        let raw = self.send(request, &requested).await.map_err(unrotated)?;
+        // A rotated refresh token in a response the crate rejects is still the one the server
+        // expects next (the presented one is spent): it goes back to the caller.
+        let rotated = raw
+            .refresh_token()
+            .map(|t| SecretString::from(t.secret().as_str()));
+        response::accept(raw, &requested).map_err(|error| Rejected {
+            error,
+            refresh_token: rotated,
+        })
     }
 
     /// The authorization URL for the code flow, with `resource`, `state` and an S256 PKCE
@@ -289,57 +303,27 @@ impl GrantClient {
         for (name, value) in self.assertion() {
             request = request.add_extra_param(name, value);
         }
-        let result = request.request_async(&self.http()).await;
-        finish(result, &requested)
+        let request = prepare(|client| request.request(client), &requested)?;
+        let raw = self.send(request, &requested).await?;
+        response::accept(raw, &requested)
     }
 
     /// RFC 8693 token exchange with `resource`. The oauth2 crate has no token exchange, so the
-    /// request is built here, with the same client authentication rules, and the response goes
-    /// through the same checks.
+    /// request is built here, with the same client authentication rules; the answer is read
+    /// and checked like every other grant's, and must name an access token as issued.
     pub(crate) async fn token_exchange(
         &self,
         subject: &SubjectToken,
         resource: &ResourceUri,
         scopes: &ScopeSet,
     ) -> Result<TokenResponse, Error> {
-        let requested = self.requested(resource, scopes);
+        let requested = Requested {
+            issued_token_type: Some(ACCESS_TOKEN_TYPE),
+            ..self.requested(resource, scopes)
+        };
         let request = self.exchange_request(subject, resource, scopes, &requested)?;
-        let response = self
-            .transport
-            .send(request, self.limits)
-            .await
-            .map_err(|e| response::from_transport(e, &requested))?;
-        if response.status().is_success() {
-            let mut deserializer = serde_json::Deserializer::from_slice(response.body());
-            let raw: RawTokenResponse = serde_path_to_error::deserialize(&mut deserializer)
-                .map_err(|e| {
-                    response::reject(oauth2::RequestTokenError::Parse(e, Vec::new()), &requested)
-                })?;
-            if let Some(issued) = &raw.extra_fields().issued_token_type
-                && issued != ACCESS_TOKEN_TYPE
-            {
-                return Err(requested_protocol(
-                    &requested,
-                    format!("the exchange issued a {issued:?}, not an access token"),
-                ));
-            }
-            return response::accept(raw, &requested);
-        }
-        match serde_json::from_slice::<BasicErrorResponse>(response.body()) {
-            Ok(error) => Err(response::oauth_error(
-                &requested,
-                error.error().as_ref().to_owned(),
-                error.error_description(),
-                error.error_uri(),
-            )),
-            Err(_) => Err(requested_protocol(
-                &requested,
-                format!(
-                    "HTTP {} without an OAuth error body",
-                    response.status().as_u16()
-                ),
-            )),
-        }
+        let raw = self.send(request, &requested).await?;
+        response::accept(raw, &requested)
     }
 
     /// The RFC 8693 request, with the client authentication of the registration.
@@ -416,15 +400,56 @@ fn oauth_scopes(scopes: &ScopeSet) -> Vec<Scope> {
     scopes.iter().map(|s| Scope::new(s.to_owned())).collect()
 }
 
-fn finish(
-    result: Result<
-        RawTokenResponse,
-        oauth2::RequestTokenError<transport::TransportError, BasicErrorResponse>,
-    >,
+/// Builds a grant's request with oauth2, sending nothing.
+///
+/// oauth2 builds a request (client authentication, scope encoding) only inside its `request`
+/// methods, which also read the answer, each in its own way. They are given a client that
+/// keeps the request and answers nothing, so that the crate sends every grant's request
+/// itself and reads every answer with one function ([`response::read`]), token exchange's
+/// (which oauth2 does not know) included.
+fn prepare<T>(
+    build: impl FnOnce(&Capture) -> Result<T, RequestTokenError<Unsent, BasicErrorResponse>>,
     requested: &Requested<'_>,
-) -> Result<TokenResponse, Error> {
-    match result {
-        Ok(raw) => response::accept(raw, requested),
-        Err(error) => Err(response::reject(error, requested)),
+) -> Result<HttpRequest, Error> {
+    let capture = Capture::default();
+    let result = build(&capture);
+    match (capture.0.take(), result) {
+        (Some(request), _) => Ok(request),
+        (None, Err(RequestTokenError::Other(detail))) => Err(requested_protocol(
+            requested,
+            format!(
+                "the token request could not be built: {}",
+                crate::resource::shorten(&detail)
+            ),
+        )),
+        (None, _) => Err(requested_protocol(
+            requested,
+            "the token request could not be built",
+        )),
     }
 }
+
+/// The client [`prepare`] gives oauth2: it keeps the request and sends nothing.
+#[derive(Default)]
+struct Capture(Cell<Option<HttpRequest>>);
+
+impl oauth2::SyncHttpClient for Capture {
+    type Error = Unsent;
+
+    fn call(&self, request: HttpRequest) -> Result<HttpResponse, Unsent> {
+        self.0.set(Some(request));
+        Err(Unsent)
+    }
+}
+
+/// What [`Capture`] answers oauth2 with.
+#[derive(Debug)]
+struct Unsent;
+
+impl std::fmt::Display for Unsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("kept to be sent by the crate")
+    }
+}
+
+impl std::error::Error for Unsent {}

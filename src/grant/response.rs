@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use oauth2::basic::{BasicErrorResponse, BasicTokenType};
-use oauth2::{RequestTokenError, TokenResponse as _};
+use http::{StatusCode, header};
+use oauth2::TokenResponse as _;
+use oauth2::basic::BasicTokenType;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::transport::TransportError;
 use crate::{Error, OAuthError, ParseOptions, ResourceUri, ScopeSet};
@@ -52,6 +54,9 @@ pub(crate) struct Requested<'a> {
     pub(crate) resource: &'a ResourceUri,
     pub(crate) scopes: &'a ScopeSet,
     pub(crate) options: &'a ParseOptions,
+    /// RFC 8693 §2.2.1: the `issued_token_type` a token exchange answer must name; `None` for
+    /// the other grants.
+    pub(crate) issued_token_type: Option<&'a str>,
 }
 
 impl Requested<'_> {
@@ -60,6 +65,87 @@ impl Requested<'_> {
             endpoint: self.endpoint.to_owned(),
             detail: detail.into(),
         }
+    }
+}
+
+/// The members of an RFC 6749 §5.2 error response.
+#[derive(Deserialize)]
+struct ErrorMembers {
+    error: Option<Value>,
+    error_description: Option<Value>,
+    error_uri: Option<Value>,
+}
+
+/// Reads a token endpoint's answer (what the transport passed on: a 2xx or a 4xx), the same
+/// way for every grant: an `error` member is the OAuth error it names whatever the status
+/// (RFC 6749 §5.2; some servers send it with a 200); a token comes only in a `200` answer of
+/// type `application/json` (§5.1).
+pub(crate) fn read(
+    response: http::Response<Vec<u8>>,
+    requested: &Requested<'_>,
+) -> Result<RawTokenResponse, Error> {
+    let status = response.status();
+    let body = response.body();
+    if let Ok(members) = serde_json::from_slice::<ErrorMembers>(body)
+        && let Some(code) = members.error
+    {
+        let text = |value: Option<Value>| match value {
+            Some(Value::String(text)) => Some(text),
+            _ => None,
+        };
+        let Value::String(code) = code else {
+            return Err(requested.protocol(format!(
+                "HTTP {} with an `error` member that is not a string",
+                status.as_u16()
+            )));
+        };
+        return Err(oauth_error(
+            requested,
+            code,
+            text(members.error_description).as_ref(),
+            text(members.error_uri).as_ref(),
+        ));
+    }
+    if status != StatusCode::OK {
+        let detail = if status.is_success() {
+            format!(
+                "HTTP {}, where a token comes with 200 (RFC 6749 §5.1); the answer was discarded",
+                status.as_u16()
+            )
+        } else {
+            format!("HTTP {} without an OAuth error body", status.as_u16())
+        };
+        return Err(requested.protocol(detail));
+    }
+    check_media_type(response.headers(), requested)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| parse_error(&e, requested))
+}
+
+/// RFC 6749 §5.1: `application/json`, in any case, with or without parameters (RFC 9110
+/// §8.3.1). Anything else may be a login page or a proxy's answer that happens to parse.
+fn check_media_type(headers: &http::HeaderMap, requested: &Requested<'_>) -> Result<(), Error> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(requested.protocol(
+            "the token response has no Content-Type, where RFC 6749 §5.1 sends application/json; \
+             the answer was discarded",
+        ));
+    };
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match essence {
+        Some(essence) if essence.eq_ignore_ascii_case("application/json") => Ok(()),
+        Some(essence) => Err(requested.protocol(format!(
+            "the token response is {:?}, not application/json (RFC 6749 §5.1); the answer was \
+             discarded",
+            crate::resource::shorten(essence)
+        ))),
+        None => Err(requested.protocol(
+            "the token response's Content-Type is not readable text; the answer was discarded",
+        )),
     }
 }
 
@@ -77,6 +163,32 @@ pub(crate) fn accept(
             "the token type is {:?}; only Bearer tokens are supported",
             shown.escape_debug().to_string()
         )));
+    }
+    // RFC 8693 §2.2.1: `issued_token_type` is REQUIRED, and only an access token can be used.
+    if let Some(expected) = requested.issued_token_type {
+        match raw.extra_fields().issued_token_type.as_deref() {
+            Some(issued) if issued == expected => {}
+            Some(issued) => {
+                return Err(requested.protocol(format!(
+                    "the exchange issued a {:?}, not an access token",
+                    crate::resource::shorten(issued)
+                )));
+            }
+            None => {
+                return Err(requested.protocol(
+                    "the token exchange answer has no issued_token_type (REQUIRED, RFC 8693 \
+                     §2.2.1); the token was discarded",
+                ));
+            }
+        }
+    }
+    // RFC 6749 §5.1: the lifetime in seconds. A token expired on arrival is never fresh, so
+    // caching it would mean a token request at every call: refused, and the key backs off.
+    if raw.expires_in() == Some(Duration::ZERO) {
+        return Err(requested.protocol(
+            "the token response's expires_in is 0: the token expired on arrival; the token was \
+             discarded",
+        ));
     }
     let token = raw.access_token().secret();
     // RFC 6750 §2.1 b68token is stricter; anything that is visible ASCII can go in a header.
@@ -125,42 +237,24 @@ fn check_resource(returned: Option<&OneOrMany>, requested: &Requested<'_>) -> Re
     }
 }
 
-/// Maps oauth2's error for a token request to the crate's error.
-pub(crate) fn reject(
-    error: RequestTokenError<TransportError, BasicErrorResponse>,
+/// A JSON body that is not a token response: only the JSON path and the kind of error are
+/// kept (the body may hold a token).
+fn parse_error(
+    error: &serde_path_to_error::Error<serde_json::Error>,
     requested: &Requested<'_>,
 ) -> Error {
-    match error {
-        RequestTokenError::ServerResponse(response) => oauth_error(
-            requested,
-            oauth_code(&response),
-            response.error_description(),
-            response.error_uri(),
-        ),
-        RequestTokenError::Request(transport) => from_transport(transport, requested),
-        // The body may hold a token: only the JSON path and the kind of error are kept.
-        RequestTokenError::Parse(error, _body) => {
-            let what = match error.inner().classify() {
-                serde_json::error::Category::Data => {
-                    "has a member of the wrong type or is missing one"
-                }
-                serde_json::error::Category::Eof => "ends too early",
-                _ => "is malformed",
-            };
-            let path = error.path().to_string();
-            let place = if path.is_empty() || path == "." || path == "?" {
-                String::new()
-            } else {
-                format!(" (at {})", crate::resource::shorten(&path))
-            };
-            requested.protocol(format!("the token response's JSON {what}{place}"))
-        }
-        RequestTokenError::Other(detail) => requested.protocol(crate::resource::shorten(&detail)),
-    }
-}
-
-fn oauth_code(response: &BasicErrorResponse) -> String {
-    response.error().as_ref().to_owned()
+    let what = match error.inner().classify() {
+        serde_json::error::Category::Data => "has a member of the wrong type or is missing one",
+        serde_json::error::Category::Eof => "ends too early",
+        _ => "is malformed",
+    };
+    let path = error.path().to_string();
+    let place = if path.is_empty() || path == "." || path == "?" {
+        String::new()
+    } else {
+        format!(" (at {})", crate::resource::shorten(&path))
+    };
+    requested.protocol(format!("the token response's JSON {what}{place}"))
 }
 
 /// One OAuth error response as the crate's error: `invalid_target` has its own variant.

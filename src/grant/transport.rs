@@ -1,6 +1,7 @@
-//! The one HTTP path for token requests: oauth2's async client interface over reqwest 0.13 (or,
-//! with the `testing` feature, over the embedded authorization server in process), with a
-//! timeout, a body cap, no redirects, and server failures told apart from OAuth errors.
+//! The one HTTP path for token requests (every grant's, built by oauth2 or by the crate): over
+//! reqwest 0.13 (or, with the `testing` feature, over the embedded authorization server in
+//! process), with a timeout, a body cap, no redirects, and server failures told apart from
+//! answers for the OAuth layer (`response::read`).
 
 use std::fmt;
 use std::time::Duration;

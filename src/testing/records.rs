@@ -33,6 +33,9 @@ pub struct TokenRequestRecord {
     pub code_verifier_presented: bool,
     /// Whether an RFC 8693 `subject_token` was presented.
     pub subject_token_presented: bool,
+    /// The [`fingerprint`](super::fingerprint) of the `subject_token`, if one was presented:
+    /// which subject a token exchange was for.
+    pub subject_token_fingerprint: Option<String>,
     /// The status of the response; `None` while the request is still being handled.
     pub status: Option<StatusCode>,
     /// The OAuth `error` code of the response, if it was an error response this server

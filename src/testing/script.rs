@@ -180,6 +180,17 @@ pub enum Failure {
         /// The `error` code, e.g. `"temporarily_unavailable"`.
         error: String,
     },
+    /// This answer verbatim, for answers a well-behaved server never gives: a token response
+    /// as `text/html` or with no `Content-Type`, a `201`, a `200` holding only an `error`, a
+    /// token exchange answer without `issued_token_type`.
+    Answer {
+        /// The HTTP status (an invalid one is `200`).
+        status: u16,
+        /// The `Content-Type` header; `None` sends none.
+        content_type: Option<String>,
+        /// The body.
+        body: String,
+    },
 }
 
 /// The `scope` member of successful token responses (RFC 6749 §5.1).

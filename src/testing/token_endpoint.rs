@@ -58,6 +58,7 @@ pub(crate) async fn token(
         code_presented: params.first("code").is_some(),
         code_verifier_presented: params.first("code_verifier").is_some(),
         subject_token_presented: params.first("subject_token").is_some(),
+        subject_token_fingerprint: params.first("subject_token").map(jwt::fingerprint),
         status: None,
         error: None,
     };
@@ -397,6 +398,23 @@ fn scripted(failure: &Failure) -> (Response, Option<String>) {
         Failure::OAuth { status, error } => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
             oauth(status, error)
+        }
+        Failure::Answer {
+            status,
+            content_type,
+            body,
+        } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            let mut response = no_store(status, "application/json", body.clone().into_bytes());
+            let headers = response.headers_mut();
+            headers.remove(header::CONTENT_TYPE);
+            if let Some(value) = content_type
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+            {
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            (response, None)
         }
     }
 }
