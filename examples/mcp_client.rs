@@ -89,7 +89,7 @@ async fn run() -> Result<(), String> {
         Some(other) => return Err(format!("AUTHORIZE={other:?}: use browser or headless")),
     };
     let discovery =
-        Discovery::new(DiscoveryOptions::strict().allow_loopback_for_development(loopback))
+        Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(loopback))
             .map_err(|e| e.to_string())?;
     let clients = registrar(&server, &discovery, &*handler).await?;
     let cache = TokenCache::builder()
