@@ -81,6 +81,7 @@
 mod audience;
 mod authorization;
 mod cache;
+mod challenge;
 mod config;
 mod discovery;
 mod error;
@@ -114,10 +115,6 @@ pub mod testing;
 #[cfg(feature = "middleware")]
 pub use crate::http::AudienceMiddleware;
 pub use crate::http::AuthorizedClient;
-pub use crate::http::{
-    Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
-    UntrustedText,
-};
 pub use audience::{
     AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
 };
@@ -129,19 +126,21 @@ pub use authorization::{
 pub use cache::{BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "redis")]
 pub use cache::{SealingKey, SharedLevel};
-pub use config::{
-    BuildError, ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig,
+pub use challenge::{
+    Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
+    UntrustedText,
 };
+#[cfg(feature = "private-key-jwt")]
+pub use config::assertion::ClientAssertionKey;
+pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
 pub use discovery::{
     AddressClass, AuthorizationServerMetadata, Discovered, Discovery, DiscoveryError,
     DiscoveryOptions, Issuer, ProtectedResourceMetadata, ResourceMatch,
     ValidatedAuthorizationServer, ValidatedProtectedResource, authorization_server_metadata_urls,
     check_fetch_url, check_resource_metadata_url, protected_resource_metadata_urls,
 };
-pub use error::{Error, OAuthError};
+pub use error::{BuildError, Error, OAuthError};
 pub use grant::SubjectToken;
-#[cfg(feature = "private-key-jwt")]
-pub use grant::assertion::ClientAssertionKey;
 pub use key::CacheKey;
 pub use resource::{
     Coverage, CoverageRefusal, HostProblem, ParseOptions, PortProblem, ResourceError, ResourceUri,

@@ -187,7 +187,7 @@ impl HeadlessAuthorization {
         let response = self.http.get(url.clone()).send().await.map_err(|e| {
             gave_up(format!(
                 "the authorization endpoint {endpoint} could not be reached: {}",
-                crate::grant::describe(&e)
+                crate::error::describe(&e)
             ))
         })?;
         if response.url() != url {

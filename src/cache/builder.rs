@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::backoff::{Backoff, BackoffPolicy};
 use super::{Shared, TokenCache};
-use crate::config::{self, BuildError, ClientAuth, ClientRegistration, Grant, ResourceConfig};
-use crate::grant::{GrantClient, Limits, Transport};
+use crate::config::{self, ClientAuth, ClientRegistration, Grant, ResourceConfig};
+use crate::error::BuildError;
+use crate::grant::{Exchange, GrantClient, Limits, Transport};
 use crate::token::{CachedToken, Timing};
 use crate::{CacheKey, ParseOptions};
 
@@ -23,8 +24,9 @@ pub struct TokenCacheBuilder {
     max_capacity: Option<u64>,
     http_client: Option<reqwest::ClientBuilder>,
     options: ParseOptions,
-    #[cfg(feature = "testing")]
-    in_process: Option<crate::testing::InProcessHandle>,
+    /// Token requests go here instead of over reqwest (the testing module's in-process
+    /// server).
+    exchange: Option<Arc<dyn Exchange>>,
     #[cfg(feature = "redis")]
     shared_level: Option<super::SharedLevel>,
 }
@@ -115,11 +117,10 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// Sends token requests to an embedded [`testing::AuthorizationServer`](crate::testing::AuthorizationServer)
-    /// in process, with no socket, so tests can run on paused tokio time.
-    #[cfg(feature = "testing")]
-    pub fn in_process(mut self, server: &crate::testing::AuthorizationServer) -> Self {
-        self.in_process = Some(server.in_process_handle());
+    /// Sends token requests through `exchange` instead of reqwest.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn exchange(mut self, exchange: Arc<dyn Exchange>) -> Self {
+        self.exchange = Some(exchange);
         self
     }
 
@@ -216,9 +217,8 @@ impl TokenCacheBuilder {
     }
 
     fn transport(&mut self) -> Result<Transport, BuildError> {
-        #[cfg(feature = "testing")]
-        if let Some(server) = &self.in_process {
-            return Ok(Transport::InProcess(server.clone()));
+        if let Some(exchange) = &self.exchange {
+            return Ok(Transport::Other(exchange.clone()));
         }
         self.http_client
             .take()

@@ -20,7 +20,8 @@ use url::Url;
 use http::HeaderValue;
 
 use crate::audience::Refusal;
-use crate::config::{BuildError, ClientRegistration, Grant, ResourceConfig};
+use crate::config::{ClientRegistration, Grant, ResourceConfig};
+use crate::error::BuildError;
 use crate::error::Error;
 use crate::grant::{GrantClient, Limits, SubjectToken, Transport};
 use crate::key::CacheKey;

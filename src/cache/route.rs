@@ -19,7 +19,8 @@ use std::sync::{Arc, RwLock};
 use url::Url;
 
 use crate::audience::{AudiencePolicy, Refusal, RefusalKind};
-use crate::config::{BuildError, ResourceConfig};
+use crate::config::ResourceConfig;
+use crate::error::BuildError;
 use crate::grant::GrantClient;
 use crate::key::CacheKey;
 use crate::resource::{self, Coverage, CoverageRefusal, ResourceUri};

@@ -16,8 +16,8 @@ use super::{
     authorization_server_metadata_urls, check_fetch_url, check_resource_metadata_url,
     protected_resource_metadata_urls,
 };
+use crate::challenge::{Challenges, TokenType};
 use crate::config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
-use crate::http::{Challenges, TokenType};
 use crate::{Error, ResourceUri, ScopeSet};
 
 /// The largest metadata body read.
@@ -229,7 +229,7 @@ impl Discovery {
             .get(server_url.clone())
             .send()
             .await
-            .map_err(|e| crate::http::request_error(&e))?;
+            .map_err(|e| crate::error::request_error(&e))?;
         self.discover_from(server_url, response.headers()).await
     }
 
@@ -441,7 +441,7 @@ impl Discovery {
             .header(http::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| crate::http::request_error(&e))?;
+            .map_err(|e| crate::error::request_error(&e))?;
         let status = response.status();
         if !status.is_success() {
             return Ok(Fetched::Missing(format!("HTTP {}", status.as_u16())));
@@ -476,7 +476,7 @@ impl Discovery {
             .json(body)
             .send()
             .await
-            .map_err(|e| crate::http::request_error(&e))?;
+            .map_err(|e| crate::error::request_error(&e))?;
         let status = response.status();
         Ok((status, read_bounded(&mut response).await?))
     }
@@ -491,7 +491,7 @@ async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, Error
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| crate::http::request_error(&e))?
+        .map_err(|e| crate::error::request_error(&e))?
     {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(too_large(body.len() + chunk.len()));

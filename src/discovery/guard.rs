@@ -117,25 +117,10 @@ pub(crate) fn parse_fetch_url(
         value: shorten(value),
         reason: reason.to_owned(),
     };
-    screen_url_text(value).map_err(invalid)?;
+    crate::resource::screen_url_text(value).map_err(invalid)?;
     let url = Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
     check_fetch_url(&url, options)?;
     Ok(url)
-}
-
-/// The characters a URL sent by a server may contain: visible ASCII except `\ " < > { } ` `.
-pub(crate) fn screen_url_text(value: &str) -> Result<(), &'static str> {
-    if value.is_empty() {
-        return Err("it is empty");
-    }
-    let allowed = |b: u8| {
-        b.is_ascii_graphic() && !matches!(b, b'\\' | b'"' | b'<' | b'>' | b'`' | b'{' | b'}')
-    };
-    if value.bytes().all(allowed) {
-        Ok(())
-    } else {
-        Err("it contains whitespace, a backslash or another character a URL cannot hold")
-    }
 }
 
 /// A URL for an error message: no userinfo, shortened.

@@ -17,7 +17,6 @@
 //! of it is used.
 
 mod authorization_server;
-mod error;
 mod fetch;
 mod guard;
 mod issuer;
@@ -26,10 +25,10 @@ mod well_known;
 
 use serde::de::DeserializeOwned;
 
+pub use crate::error::{AddressClass, DiscoveryError};
 pub use authorization_server::{AuthorizationServerMetadata, ValidatedAuthorizationServer};
-pub use error::{AddressClass, DiscoveryError};
 pub use fetch::{Discovered, Discovery};
-pub(crate) use guard::{address_class, screen_url_text};
+pub(crate) use guard::address_class;
 pub use guard::{check_fetch_url, check_resource_metadata_url};
 pub use issuer::Issuer;
 pub use protected_resource::{ProtectedResourceMetadata, ValidatedProtectedResource};

@@ -2,8 +2,6 @@
 //! exchange. Every request here carries the resource's wire form as RFC 8707 `resource`; this
 //! module is the only place that adds it.
 
-#[cfg(feature = "private-key-jwt")]
-pub(crate) mod assertion;
 mod response;
 mod transport;
 
@@ -28,7 +26,7 @@ use crate::{Error, ParseOptions, ResourceUri, ScopeSet};
 
 pub(crate) use response::TokenResponse;
 
-pub(crate) use transport::{Limits, Transport, describe};
+pub(crate) use transport::{Exchange, Limits, Transport};
 
 use response::{RawTokenResponse, Requested};
 
@@ -172,7 +170,10 @@ impl GrantClient {
         match &self.registration.auth {
             #[cfg(feature = "private-key-jwt")]
             ClientAuth::PrivateKeyJwt(key) => vec![
-                ("client_assertion_type", assertion::JWT_BEARER.to_owned()),
+                (
+                    "client_assertion_type",
+                    crate::config::assertion::JWT_BEARER.to_owned(),
+                ),
                 (
                     "client_assertion",
                     key.assertion(&self.registration.client_id, &self.registration.issuer),

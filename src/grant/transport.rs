@@ -1,30 +1,44 @@
 //! The one HTTP path for token requests (every grant's, built by oauth2 or by the crate): over
-//! reqwest 0.13 (or, with the `testing` feature, over the embedded authorization server in
-//! process), with a timeout, a body cap, no redirects, and server failures told apart from
-//! answers for the OAuth layer (`response::read`).
+//! reqwest 0.13, or over another [`Exchange`] (the `testing` module's embedded authorization
+//! server plugs in here, in process), with a timeout, a body cap, no redirects, and server
+//! failures told apart from answers for the OAuth layer (`response::read`).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+
+use crate::error::describe;
+
+/// One HTTP exchange with a token endpoint, for a [`Transport`] that is not reqwest: the seam
+/// the embedded test servers use, so that production code has no branch of theirs.
+pub(crate) trait Exchange: Send + Sync + fmt::Debug {
+    /// Sends `request` and returns the whole answer.
+    fn exchange(
+        &self,
+        request: Request<Vec<u8>>,
+    ) -> Pin<Box<dyn Future<Output = Response<Vec<u8>>> + Send + '_>>;
+}
 
 /// Where token requests go.
 #[derive(Clone)]
 pub(crate) enum Transport {
     /// A reqwest client built with redirects disabled.
     Http(reqwest::Client),
-    /// The embedded authorization server, called in process (no socket), so tests can run on
-    /// paused time.
-    #[cfg(feature = "testing")]
-    InProcess(crate::testing::InProcessHandle),
+    /// Another exchange (the embedded authorization server, called in process with no socket,
+    /// so tests can run on paused time).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    Other(Arc<dyn Exchange>),
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Http(_) => f.write_str("Transport::Http"),
-            #[cfg(feature = "testing")]
-            Self::InProcess(_) => f.write_str("Transport::InProcess"),
+            Self::Other(_) => f.write_str("Transport::Other"),
         }
     }
 }
@@ -92,9 +106,8 @@ impl Transport {
         let exchange = async {
             match self {
                 Self::Http(client) => send_http(client, request, limits.max_body).await,
-                #[cfg(feature = "testing")]
-                Self::InProcess(server) => {
-                    let response = server.handle(request).await;
+                Self::Other(exchange) => {
+                    let response = exchange.exchange(request).await;
                     if response.body().len() > limits.max_body {
                         return Err(TransportError::TooLarge(limits.max_body));
                     }
@@ -171,27 +184,6 @@ async fn send_http(
     builder
         .body(body)
         .map_err(|e| TransportError::Connect(e.to_string()))
-}
-
-/// A reqwest error in words, with its cause chain (reqwest's own message is often just
-/// "error sending request").
-pub(crate) fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_connect() {
-        "could not connect".to_owned()
-    } else if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_body() || error.is_decode() {
-        "the response body could not be read".to_owned()
-    } else {
-        "the request could not be sent".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

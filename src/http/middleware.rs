@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 use super::{Policy, RunError, SendError, probe};
 use crate::cache::TokenCache;
-use crate::config::BuildError;
+use crate::error::BuildError;
 use crate::error::Error;
 
 /// A `reqwest_middleware::Middleware` that attaches audience-checked tokens, with the same
@@ -72,7 +72,7 @@ impl AudienceMiddleware {
             .build()
             .map_err(|e| {
                 Error::Configuration(BuildError::HttpClient {
-                    reason: crate::grant::describe(&e),
+                    reason: crate::error::describe(&e),
                 })
             })?;
         // The client was just built without redirects: nothing to probe.

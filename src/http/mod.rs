@@ -4,7 +4,6 @@
 //! sharing one loop that attaches the token, follows redirects itself deciding again at every
 //! hop, and retries once after a 401 `invalid_token` or a 403 `insufficient_scope`.
 
-mod challenge;
 mod discover;
 #[cfg(feature = "middleware")]
 mod middleware;
@@ -20,12 +19,9 @@ use http::{HeaderValue, StatusCode};
 use reqwest::{Request, Response};
 use url::Url;
 
+use crate::challenge::{ChallengeErrorCode, Challenges, TokenType};
 use crate::{BearerToken, Error, ScopeSet, TokenCache};
 
-pub use challenge::{
-    Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
-    UntrustedText,
-};
 #[cfg(feature = "middleware")]
 pub use middleware::AudienceMiddleware;
 
@@ -229,7 +225,7 @@ impl AuthorizedClient {
         .await
         .map_err(|e| match e {
             RunError::Crate(e) => e,
-            RunError::Send(SendError::Reqwest(e)) => request_error(&e),
+            RunError::Send(SendError::Reqwest(e)) => crate::error::request_error(&e),
             #[cfg(feature = "middleware")]
             RunError::Send(SendError::Middleware(e)) => Error::Request {
                 url: "the server".to_owned(),
@@ -256,19 +252,6 @@ pub(crate) enum RunError {
 impl From<Error> for RunError {
     fn from(error: Error) -> Self {
         Self::Crate(error)
-    }
-}
-
-pub(crate) fn request_error(error: &reqwest::Error) -> Error {
-    // reqwest's own Display ends with the full URL, query included: only the cause chain is
-    // kept, and the URL without its query.
-    Error::Request {
-        url: error
-            .url()
-            .map(crate::audience::redacted_url)
-            .unwrap_or_else(|| "the server".to_owned()),
-        detail: crate::grant::describe(error),
-        transient: error.is_connect() || error.is_timeout(),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use url::Url;
 
 use super::SendError;
-use crate::config::BuildError;
+use crate::error::BuildError;
 use crate::error::Error;
 
 /// How long the probe may take in all.

@@ -259,3 +259,18 @@ impl TryFrom<&str> for ResourceUri {
         Self::parse(s)
     }
 }
+
+/// The characters a URL sent by a server may contain: visible ASCII except `\ " < > { } ` `.
+pub(crate) fn screen_url_text(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        return Err("it is empty");
+    }
+    let allowed = |b: u8| {
+        b.is_ascii_graphic() && !matches!(b, b'\\' | b'"' | b'<' | b'>' | b'`' | b'{' | b'}')
+    };
+    if value.bytes().all(allowed) {
+        Ok(())
+    } else {
+        Err("it contains whitespace, a backslash or another character a URL cannot hold")
+    }
+}

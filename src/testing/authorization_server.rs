@@ -95,6 +95,23 @@ impl InProcessHandle {
     }
 }
 
+impl crate::grant::Exchange for InProcessHandle {
+    fn exchange(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<Vec<u8>>> + Send + '_>> {
+        Box::pin(self.handle(request))
+    }
+}
+
+impl crate::cache::TokenCacheBuilder {
+    /// Sends token requests to an embedded [`AuthorizationServer`] in process, with no
+    /// socket, so tests can run on paused tokio time.
+    pub fn in_process(self, server: &AuthorizationServer) -> Self {
+        self.exchange(Arc::new(server.in_process_handle()))
+    }
+}
+
 impl AuthorizationServer {
     /// A builder with no clients, user subject `"user"`, no `scopes_supported` and the
     /// [`Script::default`] behaviour.

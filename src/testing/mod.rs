@@ -123,7 +123,6 @@
 )]
 
 mod authorization_server;
-pub(crate) use authorization_server::InProcessHandle;
 mod authorize;
 mod client;
 mod jwt;

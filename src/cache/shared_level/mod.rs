@@ -22,7 +22,8 @@ use tokio::time::Instant;
 
 use super::stats::Counters;
 use super::{Acquire, ResourceEntry, Shared};
-use crate::config::{self, BuildError};
+use crate::config::{self};
+use crate::error::BuildError;
 use crate::token::CachedToken;
 use crate::{CacheKey, Error, ScopeSet};
 use connection::{Connection, Failure};

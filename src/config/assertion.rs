@@ -13,7 +13,7 @@ use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::DecodePrivateKey as _;
 use serde_json::json;
 
-use crate::BuildError;
+use crate::error::BuildError;
 
 /// `client_assertion_type` for a JWT (RFC 7523 §2.2).
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

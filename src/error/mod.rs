@@ -1,10 +1,17 @@
-//! The runtime error: what went wrong getting or handing out a token, and whether trying again
-//! can help.
+//! The crate's errors, below every module that returns them: the runtime [`Error`] (what
+//! went wrong getting or handing out a token, and whether trying again can help), the
+//! configuration error [`BuildError`] and discovery's [`DiscoveryError`].
+
+mod build;
+mod discovery;
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::Refusal;
+use crate::audience::Refusal;
+
+pub use build::BuildError;
+pub use discovery::{AddressClass, DiscoveryError};
 
 /// An error from the authorization server's token endpoint (RFC 6749 §5.2), as the server sent
 /// it. `description` and `uri` are untrusted text from the server; they are shown escaped.
@@ -163,12 +170,12 @@ pub enum Error {
 
     /// A registration made at run time (from discovery) was refused.
     #[error(transparent)]
-    Configuration(crate::BuildError),
+    Configuration(BuildError),
 
     /// Discovery found no usable metadata, or refused what it found (a URL it must not fetch,
     /// a document for another resource or issuer).
     #[error(transparent)]
-    Discovery(crate::DiscoveryError),
+    Discovery(DiscoveryError),
 
     /// Sending a request to a resource server failed (the crate's HTTP client or middleware
     /// chain returned an error).
@@ -321,4 +328,39 @@ impl From<Refusal> for Error {
     fn from(refusal: Refusal) -> Self {
         Self::Refused(refusal)
     }
+}
+
+/// A failed reqwest request as the crate's error, naming the URL without its query.
+pub(crate) fn request_error(error: &reqwest::Error) -> Error {
+    // reqwest's own Display ends with the full URL, query included: only the cause chain is
+    // kept, and the URL without its query.
+    Error::Request {
+        url: error
+            .url()
+            .map(crate::audience::redacted_url)
+            .unwrap_or_else(|| "the server".to_owned()),
+        detail: describe(error),
+        transient: error.is_connect() || error.is_timeout(),
+    }
+}
+
+/// A reqwest error in words, with its cause chain (reqwest's own message is often just
+/// "error sending request").
+pub(crate) fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_connect() {
+        "could not connect".to_owned()
+    } else if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_body() || error.is_decode() {
+        "the response body could not be read".to_owned()
+    } else {
+        "the request could not be sent".to_owned()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -319,7 +319,7 @@ impl Challenge {
             value: shorten(value),
             reason,
         };
-        crate::discovery::screen_url_text(value).map_err(refuse)?;
+        crate::resource::screen_url_text(value).map_err(refuse)?;
         let url = request
             .join(value)
             .map_err(|_| refuse("it is not a valid URL reference"))?;
