@@ -4,7 +4,7 @@
 //! On an in-memory miss (inside the process's own single-flight, so one Redis read per process
 //! per key), the flight reads the key's entry; a fresh one is stored in memory and handed out
 //! (the audience decision runs on it as on any token). Otherwise the flight takes the key's
-//! fleet lock (`SET NX PX` with a random token), reads once more, asks the authorization
+//! fleet lock (`SET NX PX` with a random token, in a script), reads once more, asks the authorization
 //! server, writes the sealed token and releases the lock (compare-and-delete). A flight that
 //! finds the lock taken polls for the entry for a bounded time, then fetches itself. Every
 //! Redis call is bounded by a timeout; an error degrades to the in-memory behaviour.

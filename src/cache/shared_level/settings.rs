@@ -37,7 +37,8 @@ use crate::config::{self, BuildError};
 ///   with no coordination. A value that does not open is a miss, counted in
 ///   [`Stats::l2_decrypt_failures`](crate::Stats::l2_decrypt_failures), never an error.
 /// - **One request per key for the fleet.** A miss takes the key's lock,
-///   `{namespace}:lock:{digest}`, with `SET NX PX` and a random token, and releases it with a
+///   `{namespace}:lock:{digest}`, with a random token (`SET NX PX`, in a script that also
+///   knows the lock as its own when a lost answer is asked again), and releases it with a
 ///   compare-and-delete script. A process that finds the lock taken reads the entry again
 ///   (10 ms, then up to every 100 ms) for at most [`wait_for_entry`](Self::wait_for_entry),
 ///   taking the lock itself if it is released empty, and then fetches on its own rather than
@@ -47,9 +48,11 @@ use crate::config::{self, BuildError};
 /// - **Failure.** Every Redis call is bounded by [`op_timeout`](Self::op_timeout). An error
 ///   or timeout is logged (without tokens), counted in
 ///   [`Stats::l2_errors`](crate::Stats::l2_errors), and the request goes on in memory, as
-///   without a shared level. After a timeout or a lost connection the shared level is left
-///   alone for a second (so an outage costs no Redis timeout per miss); then the connection
-///   reconnects by itself, as soon as Redis is back.
+///   without a shared level. A call that finds its connection gone (Redis restarted while
+///   the process asked nothing) reconnects and is sent once more, so the first call after a
+///   restart is answered. After a timeout, or a connection still lost, the shared level is
+///   left alone for a second (so an outage costs no Redis timeout per miss); then the
+///   connection reconnects by itself, as soon as Redis is back.
 /// - **Audience.** A token read from Redis goes through the same audience decision as a
 ///   fetched one, and its `aud` is read again from the token, never taken from Redis.
 ///
@@ -159,7 +162,8 @@ impl SharedLevel {
         self
     }
 
-    /// The time limit of each Redis call (connecting included). Default 250 ms: a shared
+    /// The time limit of each Redis call (connecting included); a call that finds the
+    /// connection gone is sent once more, with the same limit. Default 250 ms: a shared
     /// level slower than that is worse than none. Between 1 ms and 60 s.
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
