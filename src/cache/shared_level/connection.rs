@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands as _, Script, SetExpiry, SetOptions};
+use redis::{AsyncCommands as _, Script};
 
 /// Deletes `KEYS[1]` only if it still holds `ARGV[1]`: releasing a lock with its token, or
 /// dropping a value that was read, without touching whatever another process wrote since.
@@ -37,6 +37,50 @@ if holder then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Writes a value under its generation record. `KEYS[1]` the record, `KEYS[2]` the value;
+/// `ARGV[1]` the record as the writer read it (empty: none), `ARGV[2]` a new record (empty:
+/// keep it), `ARGV[3]` the value, `ARGV[4]` its TTL in ms. Nothing is written, and 0
+/// returned, if the record changed since it was read (the key was invalidated meanwhile). A
+/// kept record is made to live at least as long as the value.
+const WRITE_UNDER_GENERATION: &str = r"
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then
+  return 0
+end
+local ttl = tonumber(ARGV[4])
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+elseif redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
+return 1
+";
+
+/// Moves a key to a new generation. `KEYS[1]` the record, `KEYS[2]` the value; `ARGV[1]`
+/// and `ARGV[2]` them as read (empty: none), `ARGV[3]` the new record, `ARGV[4]` the value
+/// sealed again under it (empty: delete the value), `ARGV[5]` the least TTL of the record in
+/// ms (it also outlives a kept value). 0, and nothing changed, if either changed since read.
+const SUPERSEDE: &str = r"
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then
+  return 0
+end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[2] then
+  return 0
+end
+local ttl = tonumber(ARGV[5])
+local left = redis.call('PTTL', KEYS[2])
+if left > ttl then
+  ttl = left
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[4], 'KEEPTTL')
+else
+  redis.call('DEL', KEYS[2])
+end
 return 1
 ";
 
@@ -72,6 +116,8 @@ pub(crate) struct Connection {
     timeout: Duration,
     compare_and_delete: Script,
     take_lock: Script,
+    write_under_generation: Script,
+    supersede: Script,
 }
 
 impl Connection {
@@ -83,6 +129,8 @@ impl Connection {
             timeout,
             compare_and_delete: Script::new(COMPARE_AND_DELETE),
             take_lock: Script::new(TAKE_LOCK),
+            write_under_generation: Script::new(WRITE_UNDER_GENERATION),
+            supersede: Script::new(SUPERSEDE),
         }
     }
 
@@ -153,36 +201,10 @@ impl Connection {
             .await
     }
 
-    /// The first of `keys` that holds a value, with its name: one `GET`, or one `MGET` for
-    /// several (during a key rotation).
-    pub(crate) async fn get_first<'a>(
-        &self,
-        keys: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Option<(&'a str, Vec<u8>)>, Failure> {
-        let keys: Vec<&str> = keys.into_iter().collect();
-        if let [key] = keys[..] {
-            return Ok(self.get(key).await?.map(|value| (key, value)));
-        }
-        let values = self.get_all(&keys).await?;
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .find_map(|(key, value)| value.map(|value| (key, value))))
-    }
-
     /// `MGET keys…`: each key's value, in order.
     pub(crate) async fn get_all(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, Failure> {
         self.call("MGET", |mut conn| async move { conn.mget(keys).await })
             .await
-    }
-
-    /// `SET key value PX ttl`.
-    pub(crate) async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Failure> {
-        self.call("SET", |mut conn| async move {
-            let options = SetOptions::default().with_expiration(SetExpiry::PX(millis(ttl)));
-            conn.set_options(key, value, options).await
-        })
-        .await
     }
 
     /// Takes the lock `key` with `token` for `ttl` (`SET NX PX` in a script): whether this
@@ -215,17 +237,59 @@ impl Connection {
         Ok(deleted == 1)
     }
 
-    /// `DEL key…`.
-    pub(crate) async fn delete<'a>(
+    /// Writes `value` at `name` under the generation record `record_name` (see
+    /// [`WRITE_UNDER_GENERATION`]): whether it was written.
+    pub(crate) async fn write_under_generation(
         &self,
-        keys: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), Failure> {
-        let keys: Vec<&str> = keys.into_iter().collect();
-        let keys = &keys;
-        let _deleted: i64 = self
-            .call("DEL", |mut conn| async move { conn.del(keys).await })
+        record_name: &str,
+        name: &str,
+        record_read: &[u8],
+        new_record: &[u8],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, Failure> {
+        let written: i64 = self
+            .call("write", |mut conn| {
+                let mut invocation = self.write_under_generation.key(record_name);
+                invocation
+                    .key(name)
+                    .arg(record_read)
+                    .arg(new_record)
+                    .arg(value)
+                    .arg(millis(ttl));
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
-        Ok(())
+        Ok(written == 1)
+    }
+
+    /// Moves the key at `name` to the generation of `new_record` (see [`SUPERSEDE`]): whether
+    /// it was done.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn supersede(
+        &self,
+        record_name: &str,
+        name: &str,
+        record_read: &[u8],
+        value_read: &[u8],
+        new_record: &[u8],
+        kept_value: &[u8],
+        lifetime: Duration,
+    ) -> Result<bool, Failure> {
+        let done: i64 = self
+            .call("invalidate", |mut conn| {
+                let mut invocation = self.supersede.key(record_name);
+                invocation
+                    .key(name)
+                    .arg(record_read)
+                    .arg(value_read)
+                    .arg(new_record)
+                    .arg(kept_value)
+                    .arg(millis(lifetime));
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(done == 1)
     }
 }
 

@@ -8,14 +8,21 @@
 //! server, writes the sealed token and releases the lock (compare-and-delete). A flight that
 //! finds the lock taken polls for the entry for a bounded time, then fetches itself. Every
 //! Redis call is bounded by a timeout; an error degrades to the in-memory behaviour.
+//!
+//! Each entry is read together with its generation record, and is current only under it
+//! ([`generation`]); invalidating a token moves the record on ([`access_tokens`]), as does
+//! every write of a shared refresh token ([`refresh_tokens`]).
 
+mod access_tokens;
 mod connection;
 mod entry;
+mod generation;
 mod refresh_tokens;
 mod seal;
 mod settings;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,10 +30,12 @@ use tokio::time::Instant;
 use super::stats::Counters;
 use super::{Acquire, ResourceEntry, Shared};
 use crate::token::CachedToken;
-use crate::{CacheKey, Error, ScopeSet};
+use crate::{CacheKey, Error};
 use connection::{Connection, Failure};
 use entry::{Kind, Names};
+use generation::{Generation, Opened};
 
+pub(crate) use refresh_tokens::SharedRefresh;
 pub use seal::SealingKey;
 pub use settings::SharedLevel;
 
@@ -47,7 +56,15 @@ pub(crate) struct Level {
     wait_for_entry: Duration,
     share_refresh_tokens: bool,
     counters: Arc<Counters>,
+    /// The generation of each shared refresh token this process holds as the newest (it
+    /// wrote it or read it as current), by the name of the grant's value: the refresh token of
+    /// a process whose generation is the record's is the newest, whatever value Redis holds.
+    refresh_generations: Mutex<HashMap<String, Generation>>,
 }
+
+/// How many rounds a compare-and-set of a generation tries before it gives up (another
+/// process changing the same key each time).
+const CAS_ROUNDS: usize = 3;
 
 /// What a read of the shared level found.
 enum Found {
@@ -182,115 +199,141 @@ impl Level {
         token
     }
 
-    /// Reads the key's entry. `seen` is the value this flight read last: the same value again
-    /// is no news (and a value that did not open is counted once).
-    async fn read(
+    /// Each place's value and generation record, in one `MGET`.
+    async fn read_places(
         &self,
-        shared: &Shared,
-        entry: &ResourceEntry,
-        key: &CacheKey,
         names: &Names,
-        ahead: bool,
-        seen: &mut Option<Vec<u8>>,
-    ) -> Found {
-        let envelope = match self.connection.get_first(names.candidates()).await {
-            Ok(Some((_, envelope))) => envelope,
-            Ok(None) => return Found::Nothing,
-            Err(failure) => {
-                self.failed(key, &failure);
-                return Found::Unavailable;
+    ) -> Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>, Failure> {
+        let mut read = self.connection.get_all(&names.to_read()).await?.into_iter();
+        let mut places = Vec::with_capacity(names.places.len());
+        while let (Some(value), Some(record)) = (read.next(), read.next()) {
+            places.push((value, record));
+        }
+        Ok(places)
+    }
+
+    /// Writes `plaintext` at the current place, sealed under the generation its record holds
+    /// (or a new one: when there is no record that opens, or `new_generation`), in a script
+    /// that first checks the record is still the one read. `Ok(Some)` with the generation
+    /// written under; `Ok(None)` if the record changed between the read and the write.
+    async fn write_value(
+        &self,
+        names: &Names,
+        plaintext: &[u8],
+        ttl: Duration,
+        new_generation: bool,
+    ) -> Result<Option<Generation>, Failure> {
+        let Some(place) = names.current() else {
+            return Ok(None);
+        };
+        let read = self.connection.get(&place.generation).await?;
+        let found = read
+            .as_deref()
+            .and_then(|record| generation::open_record(&self.sealer, names, record));
+        let (generation, record) = match found {
+            Some(current) if !new_generation => (current, None),
+            previous => {
+                let next = Generation::after(previous);
+                (next, generation::seal_record(&self.sealer, names, next))
             }
         };
-        if seen.as_ref() == Some(&envelope) {
-            return Found::Nothing;
-        }
-        let envelope = &*seen.insert(envelope);
-        let Some(token) = self.open_access(shared, entry, key, names, envelope) else {
-            self.counters.l2_decrypt_failure();
-            tracing::warn!(
-                key = %key,
-                "a shared-level value did not open (tampered with, copied from another key's \
-                 entry, or malformed); treated as absent"
-            );
-            return Found::Nothing;
+        let Some(value) = generation::seal_value(&self.sealer, names, generation, plaintext) else {
+            return Ok(None);
         };
-        let now = Instant::now();
-        let usable = token.is_fresh(now) && !(ahead && token.wants_refresh(now));
-        if usable {
-            Found::Usable(Arc::new(token))
-        } else {
-            Found::Nothing
-        }
+        let written = self
+            .connection
+            .write_under_generation(
+                &place.generation,
+                &place.value,
+                read.as_deref().unwrap_or_default(),
+                record.as_deref().unwrap_or_default(),
+                &value,
+                ttl,
+            )
+            .await?;
+        Ok(written.then_some(generation))
     }
 
-    /// Opens an access-token envelope read for `key` and rebuilds the token: its schedule by
-    /// this process's [`Timing`](crate::token::Timing), its audience read from the token.
-    fn open_access(
+    /// Moves the generation of every place of `names` that holds a value or a record, so that
+    /// no value sealed before opens as current again, whoever writes its bytes back. A current
+    /// value whose plaintext `keep` accepts is sealed again under the new generation (same
+    /// TTL). The record lives at least `lifetime` and as long as a kept value. The new
+    /// generation of the current place, if it was written.
+    async fn supersede(
         &self,
-        shared: &Shared,
-        entry: &ResourceEntry,
         key: &CacheKey,
         names: &Names,
-        envelope: &[u8],
-    ) -> Option<CachedToken> {
-        let plaintext = self.sealer.open(&names.context, envelope)?;
-        let stored = entry::read_access(&plaintext)?;
-        // The associated data already binds the value to the key; a second net.
-        if stored.resource != key.resource().key() || stored.requested != key.scopes().as_str() {
-            return None;
+        lifetime: Duration,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Option<Generation> {
+        let mut newest = None;
+        for (index, place) in names.places.iter().enumerate() {
+            for round in 1..=CAS_ROUNDS {
+                let read = self
+                    .connection
+                    .get_all(&[place.value.as_str(), place.generation.as_str()])
+                    .await;
+                let (value, record) = match read.as_deref() {
+                    Ok([value, record]) => (value.as_deref(), record.as_deref()),
+                    Ok(_) => break,
+                    Err(failure) => {
+                        self.failed(key, failure);
+                        return newest;
+                    }
+                };
+                if value.is_none() && record.is_none() {
+                    break;
+                }
+                let current =
+                    record.and_then(|record| generation::open_record(&self.sealer, names, record));
+                let next = Generation::after(current);
+                let kept = match (current, value) {
+                    (Some(current), Some(value)) => {
+                        match generation::open_value(&self.sealer, names, current, value) {
+                            Opened::Current(plaintext) if keep(&plaintext) => {
+                                generation::seal_value(&self.sealer, names, next, &plaintext)
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let Some(new_record) = generation::seal_record(&self.sealer, names, next) else {
+                    return newest;
+                };
+                let done = self
+                    .connection
+                    .supersede(
+                        &place.generation,
+                        &place.value,
+                        record.unwrap_or_default(),
+                        value.unwrap_or_default(),
+                        &new_record,
+                        kept.as_deref().unwrap_or_default(),
+                        lifetime,
+                    )
+                    .await;
+                match done {
+                    Ok(true) => {
+                        if index == 0 {
+                            newest = Some(next);
+                        }
+                        break;
+                    }
+                    Ok(false) if round < CAS_ROUNDS => continue,
+                    Ok(false) => tracing::warn!(
+                        key = %key,
+                        "the shared-level entry kept changing while it was invalidated; left \
+                         as it is"
+                    ),
+                    Err(failure) => {
+                        self.failed(key, &failure);
+                        return newest;
+                    }
+                }
+            }
         }
-        let scopes = ScopeSet::parse(&stored.granted).ok()?;
-        let (received_at, lifetime) = stored.received();
-        let audience = super::flight::audience_of(entry, &stored.access_token);
-        Some(CachedToken {
-            access_token: stored.access_token,
-            key: key.clone(),
-            resource: entry.config.resource.clone(),
-            scopes,
-            audience,
-            schedule: shared.timing.schedule(received_at, Some(lifetime)),
-        })
-    }
-
-    /// Writes a token just received, sealed, with a TTL of its remaining usable lifetime.
-    pub(crate) async fn write(&self, token: &CachedToken) {
-        let ttl = token
-            .schedule
-            .expires_at
-            .saturating_duration_since(Instant::now());
-        if ttl.is_zero() {
-            return;
-        }
-        let names = self.names(Kind::AccessToken, &token.key);
-        let plaintext = entry::access_plaintext(token);
-        let Some(envelope) = self.sealer.seal(&names.context, &plaintext) else {
-            return;
-        };
-        match self.connection.set(&names.value, &envelope, ttl).await {
-            Ok(()) => self.counters.l2_write(),
-            Err(failure) => self.failed(&token.key, &failure),
-        }
-    }
-
-    /// Removes `token` from the shared level if it is the one stored there (it was evicted:
-    /// rejected by a resource server, or refused by the audience decision). A newer token
-    /// written by another process stays.
-    pub(crate) async fn forget(&self, shared: &Shared, entry: &ResourceEntry, token: &CachedToken) {
-        use secrecy::ExposeSecret as _;
-        let names = self.names(Kind::AccessToken, &token.key);
-        let (name, envelope) = match self.connection.get_first(names.candidates()).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return,
-            Err(failure) => return self.failed(&token.key, &failure),
-        };
-        let same = self
-            .open_access(shared, entry, &token.key, &names, &envelope)
-            .is_some_and(|stored| {
-                stored.access_token.expose_secret() == token.access_token.expose_secret()
-            });
-        if same && let Err(failure) = self.connection.delete_if(name, &envelope).await {
-            self.failed(&token.key, &failure);
-        }
+        newest
     }
 
     /// `Ok(Some)` with the lock, `Ok(None)` if another process holds it, `Err` if Redis did not
@@ -343,9 +386,9 @@ impl Level {
 impl crate::TokenCache {
     /// Not a stable API: for `benches/shared_level.rs`. The shared level's read of
     /// `resource`'s default-scope token alone, bypassing the in-memory level and storing
-    /// nothing: the entry's name (HMAC-SHA-256 of the key), one `GET`, opening the envelope,
-    /// parsing and checking the payload, the schedule, reading `aud`. `None` without a shared
-    /// level or a usable entry.
+    /// nothing: the entry's names (HMAC-SHA-256 of the key), one `MGET` of the entry and its
+    /// generation record, opening both, parsing and checking the payload, the schedule,
+    /// reading `aud`. `None` without a shared level or a usable entry.
     #[doc(hidden)]
     pub async fn read_shared_level(
         &self,

@@ -36,6 +36,24 @@ use crate::config::{self, BuildError};
 ///   192-bit nonces are random: safe across any number of processes sealing under one key,
 ///   with no coordination. A value that does not open is a miss, counted in
 ///   [`Stats::l2_decrypt_failures`](crate::Stats::l2_decrypt_failures), never an error.
+/// - **Invalidation that sticks (rollback).** Next to each entry is its generation record,
+///   `{namespace}:gen:{digest}`: a number, sealed for the key. A value is sealed under the
+///   generation of the record it is written under (the number is part of its associated
+///   data), and opens as current only while the record holds that number; an entry with no
+///   record is not current. Invalidating a token (after a 401, or a refusal by the audience
+///   decision) writes a new number, with a TTL of at least the token's remaining lifetime,
+///   and drops the entry (a newer token another process wrote is sealed again under the new
+///   number), in a compare-and-set script. So someone who can write to Redis and puts back
+///   the bytes of an invalidated token's entry gets a miss, counted in
+///   [`Stats::l2_decrypt_failures`](crate::Stats::l2_decrypt_failures) and logged; deleting
+///   the record as well only makes the entry a miss. What remains: someone who kept *both*
+///   the entry and its record from before the invalidation and writes both back (a snapshot
+///   of Redis restored) makes a process that reads them serve the invalidated token, until
+///   the expiry sealed inside it, to the resource that rejected it (the audience decision
+///   still runs; the token cannot be moved to another key or resource). Nothing in Redis
+///   tells such a pair from a current one; no process memory keeps access-token
+///   generations. Anyone who can write to Redis can also delete everything in it: misses,
+///   never a token for the wrong audience.
 /// - **One request per key for the fleet.** A miss takes the key's lock,
 ///   `{namespace}:lock:{digest}`, with a random token (`SET NX PX`, in a script that also
 ///   knows the lock as its own when a lost answer is asked again), and releases it with a
@@ -181,6 +199,17 @@ impl SharedLevel {
     /// processes refreshing with one refresh token would make the server revoke the whole
     /// token family (RFC 9700 §4.14.2). Turn it on only when all processes share the grant
     /// (one user's session served by several replicas).
+    ///
+    /// Every write of a grant's refresh token moves its generation record
+    /// (`{namespace}:gen:rt:{digest}`, see the type's documentation), and each process
+    /// remembers the generation of the refresh token it holds. A rotated refresh token whose
+    /// bytes are written back to Redis is not used; a process whose own refresh token is
+    /// older than the record does not present it either, and asks for a new authorization
+    /// instead ([`Error::AuthorizationRequired`](crate::Error::AuthorizationRequired)) rather
+    /// than have the grant revoked; the process that wrote the newest keeps refreshing with
+    /// it. Someone who writes back both a rotated token and its old record makes a fresh
+    /// process present that token once, and the server revoke the grant: a denial of service,
+    /// as deleting the refresh token is.
     pub fn share_refresh_tokens(mut self, share: bool) -> Self {
         self.share_refresh_tokens = share;
         self
@@ -243,6 +272,7 @@ impl SharedLevel {
             wait_for_entry: self.wait_for_entry,
             share_refresh_tokens: self.share_refresh_tokens,
             counters,
+            refresh_generations: std::sync::Mutex::default(),
         }))
     }
 }
