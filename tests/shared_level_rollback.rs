@@ -144,6 +144,63 @@ async fn deleting_the_generation_record_does_not_bring_an_invalidated_token_back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_that_invalidated_refuses_the_entry_and_its_record_written_back_together() {
+    let redis = RedisServer::start();
+    let server = new_server();
+    let mcp = resource(MCP);
+    let writer = cache(&server, &redis);
+    let rejected = writer.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    // The attacker keeps the entry and its generation record: a copy of Redis, restored
+    // after the invalidation.
+    let (name, old) = the_value(&redis, &format!("{NS}:tok:*")).await;
+    let (record_name, old_record) = the_value(&redis, &format!("{NS}:gen:*")).await;
+    assert!(writer.invalidate(&rejected).await);
+    put_back(&redis, &record_name, &old_record).await;
+    put_back(&redis, &name, &old).await;
+
+    // Nothing in Redis tells the pair from a current one, but this process saw the newer
+    // record: it refuses the older one, fetches, and writes under a generation above both.
+    let token = writer.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    assert_ne!(token.expose_secret(), rejected.expose_secret());
+    let stats = writer.stats();
+    assert_eq!((stats.l2_hits, stats.fetches), (0, 2), "{stats:?}");
+    assert_eq!(stats.l2_decrypt_failures, 1, "{stats:?}");
+    assert_eq!(stats.l2_writes, 2, "{stats:?}");
+    assert_eq!(server.token_requests(), 2);
+    // What it wrote is current for everyone again, the restored pair gone.
+    let fresh = cache(&server, &redis);
+    let shared = fresh.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    assert_eq!(shared.expose_secret(), token.expose_secret());
+    assert_eq!((fresh.stats().l2_hits, fresh.stats().fetches), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_does_not_make_a_restored_older_entry_current() {
+    let redis = RedisServer::start();
+    let server = new_server();
+    let mcp = resource(MCP);
+    let writer = cache(&server, &redis);
+    let rejected = writer.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    let (name, old) = the_value(&redis, &format!("{NS}:tok:*")).await;
+    let (record_name, old_record) = the_value(&redis, &format!("{NS}:gen:*")).await;
+    assert!(writer.invalidate(&rejected).await);
+    let second = writer.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    // The old pair is restored while this process holds its second token; then that one is
+    // rejected too. The invalidation keeps a newer token another process wrote, but not the
+    // restored one: its record is older than this process saw.
+    put_back(&redis, &record_name, &old_record).await;
+    put_back(&redis, &name, &old).await;
+    assert!(writer.invalidate(&second).await);
+    assert!(keys_like(&redis, &format!("{NS}:tok:*")).await.is_empty());
+
+    let fresh = cache(&server, &redis);
+    let token = fresh.token(&mcp, &ScopeSet::empty()).await.unwrap();
+    assert_ne!(token.expose_secret(), rejected.expose_secret());
+    assert_eq!((fresh.stats().l2_hits, fresh.stats().fetches), (0, 1));
+    assert_eq!(server.token_requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidating_an_old_token_keeps_the_newer_one_another_process_wrote() {
     let redis = RedisServer::start();
     let server = new_server();
@@ -273,6 +330,44 @@ async fn a_rotated_refresh_token_written_back_to_redis_is_not_spent() {
         .await
         .unwrap();
     assert_eq!(refreshes(&server), [None, None]);
+    first.token(&resource(MCP), &scopes("admin")).await.unwrap();
+    assert_eq!(refreshes(&server), [None, None, None]);
+    assert_eq!(first.stats().errors + second.stats().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_that_rotated_does_not_take_back_a_restored_refresh_token_and_record() {
+    let redis = RedisServer::start();
+    let server = new_server();
+    let first = refreshing(&server, &redis);
+    let pending = first
+        .begin_authorization(&resource(MCP), &scopes("read write admin"))
+        .unwrap();
+    let redirect = approve(&server, &pending).await;
+    first
+        .complete_authorization(pending, &redirect)
+        .await
+        .unwrap();
+    let (name, old) = shared_refresh_token(&redis).await;
+    let (record_name, old_record) = the_value(&redis, &format!("{NS}:gen:rt:*")).await;
+
+    // Another process rotates the refresh token; then a copy of Redis from before is
+    // restored: the first refresh token and its record.
+    let second = refreshing(&server, &redis);
+    second.token(&resource(MCP), &scopes("read")).await.unwrap();
+    assert_eq!(refreshes(&server), [None]);
+    put_back(&redis, &record_name, &old_record).await;
+    put_back(&redis, &name, &old).await;
+
+    // The process that rotated saw the newer record: it refreshes with its own refresh
+    // token, not the restored one, and the grant lives on.
+    second
+        .token(&resource(MCP), &scopes("write"))
+        .await
+        .unwrap();
+    assert_eq!(refreshes(&server), [None, None]);
+    // Its write moved the generation above the restored one: the first process takes the
+    // newest from Redis.
     first.token(&resource(MCP), &scopes("admin")).await.unwrap();
     assert_eq!(refreshes(&server), [None, None, None]);
     assert_eq!(first.stats().errors + second.stats().errors, 0);

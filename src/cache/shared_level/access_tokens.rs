@@ -21,6 +21,8 @@ enum Refused {
     /// A value of this key sealed under an older generation: written back after it was
     /// invalidated.
     Superseded,
+    /// A record older than one this process saw, with its value: both written back.
+    RolledBack,
     /// Not a value of this key (or its payload does not match the key).
     Unopenable,
 }
@@ -44,9 +46,11 @@ impl Level {
                 return Found::Unavailable;
             }
         };
-        let Some((value, record)) = read
-            .into_iter()
-            .find_map(|(value, record)| Some((value?, record)))
+        let Some((place, value, record)) = names
+            .places
+            .iter()
+            .zip(read)
+            .find_map(|(place, (value, record))| Some((place, value?, record)))
         else {
             return Found::Nothing;
         };
@@ -54,7 +58,10 @@ impl Level {
             return Found::Nothing;
         }
         let value = &*seen.insert(value);
-        let token = match self.open_access(shared, entry, key, names, record.as_deref(), value) {
+        let record = record
+            .as_deref()
+            .map(|record| (place.generation.as_str(), record));
+        let token = match self.open_access(shared, entry, key, names, record, value) {
             Ok(token) => token,
             Err(refused) => {
                 self.refused(key, &refused);
@@ -86,6 +93,14 @@ impl Level {
                      with write access to Redis replayed it); refused"
                 );
             }
+            Refused::RolledBack => {
+                self.counters.l2_decrypt_failure();
+                tracing::warn!(
+                    key = %key,
+                    "a shared-level entry and its generation record older than one this \
+                     process saw were written back to Redis (a restored copy?); refused"
+                );
+            }
             Refused::Unopenable => {
                 self.counters.l2_decrypt_failure();
                 tracing::warn!(
@@ -97,21 +112,24 @@ impl Level {
         }
     }
 
-    /// Opens an access-token value read for `key` against its generation record and rebuilds
-    /// the token: its schedule by this process's [`Timing`](crate::token::Timing), its
-    /// audience read from the token.
+    /// Opens an access-token value read for `key` against its generation record (its name
+    /// and value) and rebuilds the token: its schedule by this process's
+    /// [`Timing`](crate::token::Timing), its audience read from the token.
     fn open_access(
         &self,
         shared: &Shared,
         entry: &ResourceEntry,
         key: &CacheKey,
         names: &Names,
-        record: Option<&[u8]>,
+        record: Option<(&str, &[u8])>,
         value: &[u8],
     ) -> Result<CachedToken, Refused> {
-        let current = record
-            .and_then(|record| generation::open_record(&self.sealer, names, record))
-            .ok_or(Refused::NoRecord)?;
+        let (record_name, record) = record.ok_or(Refused::NoRecord)?;
+        let current =
+            generation::open_record(&self.sealer, names, record).ok_or(Refused::NoRecord)?;
+        if !self.floors.admit(record_name, current) {
+            return Err(Refused::RolledBack);
+        }
         let plaintext = match generation::open_value(&self.sealer, names, current, value) {
             Opened::Current(plaintext) => plaintext,
             Opened::Superseded => return Err(Refused::Superseded),

@@ -10,11 +10,15 @@
 //! writes a new number, in one script that first checks that nothing changed since it read.
 //! The old bytes of a value sealed before then, written back under its name, are refused.
 //!
-//! What a record cannot stop (see `SharedLevel`'s documentation): someone who kept both the
-//! value and its record from before, and writes both back. Redis is the only memory the
-//! processes share, and nothing in it tells the old pair from a current one; the value's own
-//! expiry, sealed inside it, bounds what that buys.
+//! A record cannot stop someone who kept both the value and its record from before and
+//! writes both back: Redis is the only memory the processes share, and nothing in it tells
+//! the old pair from a current one. Each process keeps a [`Memory`] of the newest record it
+//! saw of each key and refuses an older one, so only processes that never saw the newer
+//! record take such a pair (see `SharedLevel`'s documentation); the value's own expiry,
+//! sealed inside it, bounds what that buys.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::zeroize::Zeroizing;
@@ -27,7 +31,7 @@ const LEN: usize = 8;
 /// A generation number: ordered by time across the fleet (Unix milliseconds with 16 random
 /// low bits, so two processes rarely pick the same one in a millisecond), and above the
 /// previous one in any case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Generation(u64);
 
 impl Generation {
@@ -43,6 +47,57 @@ impl Generation {
 
     fn bytes(self) -> [u8; LEN] {
         self.0.to_be_bytes()
+    }
+}
+
+/// The most names a [`Memory`] keeps (it forgets them all past that: one entry per key or
+/// grant this process used, a bound all the same).
+const MEMORY_LIMIT: usize = 100_000;
+
+/// What a process remembers of generations, by Redis name: the newest record it saw of each
+/// key (a floor: a record older than that was written back), or the generation of the
+/// refresh token it holds.
+#[derive(Default)]
+pub(crate) struct Memory {
+    generations: Mutex<HashMap<String, Generation>>,
+}
+
+impl Memory {
+    pub(crate) fn get(&self, name: &str) -> Option<Generation> {
+        self.lock().get(name).copied()
+    }
+
+    /// Remembers `generation` for `name` (none: forgets it).
+    pub(crate) fn set(&self, name: &str, generation: Option<Generation>) {
+        let mut generations = self.lock();
+        match generation {
+            Some(generation) => {
+                if generations.len() >= MEMORY_LIMIT && !generations.contains_key(name) {
+                    generations.clear();
+                }
+                generations.insert(name.to_owned(), generation);
+            }
+            None => {
+                generations.remove(name);
+            }
+        }
+    }
+
+    /// Whether `generation` is not older than the one remembered for `name`; if so, it is
+    /// remembered (the floor only rises).
+    pub(crate) fn admit(&self, name: &str, generation: Generation) -> bool {
+        match self.get(name) {
+            Some(floor) if generation < floor => false,
+            Some(floor) if generation == floor => true,
+            _ => {
+                self.set(name, Some(generation));
+                true
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Generation>> {
+        self.generations.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -205,6 +260,21 @@ mod tests {
         ));
         let other_key = Sealer::new(&[SealingKey::new(2, [9; 32])]);
         assert_eq!(open_record(&other_key, &names, &record), None);
+    }
+
+    #[test]
+    fn a_floor_admits_its_generation_and_newer_ones_and_only_rises() {
+        let memory = Memory::default();
+        let (g1, g2) = (Generation(10), Generation(20));
+        assert!(memory.admit("ns:gen:x", g1));
+        assert!(memory.admit("ns:gen:x", g2));
+        assert!(!memory.admit("ns:gen:x", g1), "written back from before");
+        assert!(memory.admit("ns:gen:x", g2));
+        assert_eq!(memory.get("ns:gen:x"), Some(g2));
+        // Each name its own floor.
+        assert!(memory.admit("ns:gen:y", g1));
+        memory.set("ns:gen:y", None);
+        assert_eq!(memory.get("ns:gen:y"), None);
     }
 
     #[test]

@@ -21,8 +21,7 @@ mod refresh_tokens;
 mod seal;
 mod settings;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -56,10 +55,13 @@ pub(crate) struct Level {
     wait_for_entry: Duration,
     share_refresh_tokens: bool,
     counters: Arc<Counters>,
+    /// The newest generation record this process saw of each key, by the record's name: a
+    /// record older than that was written back (a restored copy of Redis), and is refused.
+    floors: generation::Memory,
     /// The generation of each shared refresh token this process holds as the newest (it
     /// wrote it or read it as current), by the name of the grant's value: the refresh token of
     /// a process whose generation is the record's is the newest, whatever value Redis holds.
-    refresh_generations: Mutex<HashMap<String, Generation>>,
+    refresh_generations: generation::Memory,
 }
 
 /// How many rounds a compare-and-set of a generation tries before it gives up (another
@@ -230,10 +232,15 @@ impl Level {
         let found = read
             .as_deref()
             .and_then(|record| generation::open_record(&self.sealer, names, record));
+        let floor = self.floors.get(&place.generation);
         let (generation, record) = match found {
-            Some(current) if !new_generation => (current, None),
-            previous => {
-                let next = Generation::after(previous);
+            Some(current) if !new_generation && floor.is_none_or(|floor| current >= floor) => {
+                (current, None)
+            }
+            // None that opens, one older than this process saw (written back), or a new one
+            // asked for: a generation above all of them.
+            found => {
+                let next = Generation::after(found.max(floor));
                 (next, generation::seal_record(&self.sealer, names, next))
             }
         };
@@ -251,6 +258,9 @@ impl Level {
                 ttl,
             )
             .await?;
+        if written {
+            self.floors.admit(&place.generation, generation);
+        }
         Ok(written.then_some(generation))
     }
 
@@ -286,9 +296,13 @@ impl Level {
                 }
                 let current =
                     record.and_then(|record| generation::open_record(&self.sealer, names, record));
-                let next = Generation::after(current);
+                let next = Generation::after(current.max(self.floors.get(&place.generation)));
+                // Never a value under a record older than this process saw (written back with
+                // it): sealing it again would make it current.
                 let kept = match (current, value) {
-                    (Some(current), Some(value)) => {
+                    (Some(current), Some(value))
+                        if self.floors.admit(&place.generation, current) =>
+                    {
                         match generation::open_value(&self.sealer, names, current, value) {
                             Opened::Current(plaintext) if keep(&plaintext) => {
                                 generation::seal_value(&self.sealer, names, next, &plaintext)
@@ -315,6 +329,7 @@ impl Level {
                     .await;
                 match done {
                     Ok(true) => {
+                        self.floors.admit(&place.generation, next);
                         if index == 0 {
                             newest = Some(next);
                         }

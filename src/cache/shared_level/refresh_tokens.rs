@@ -64,9 +64,11 @@ impl Level {
                 return SharedRefresh::Nothing;
             }
         };
-        let Some((value, record)) = read
-            .into_iter()
-            .find_map(|(value, record)| Some((value?, record)))
+        let Some((place, value, record)) = names
+            .places
+            .iter()
+            .zip(read)
+            .find_map(|(place, (value, record))| Some((place, value?, record)))
         else {
             return SharedRefresh::Nothing;
         };
@@ -82,6 +84,17 @@ impl Level {
             );
             return SharedRefresh::Nothing;
         };
+        // Older than a record this process saw: written back with its value (a restored copy
+        // of Redis). Whatever this process holds is newer.
+        if !self.floors.admit(&place.generation, current) {
+            self.counters.l2_decrypt_failure();
+            tracing::warn!(
+                key = %key,
+                "a shared refresh token and its generation record older than one this process \
+                 saw were written back to Redis; not used"
+            );
+            return SharedRefresh::Nothing;
+        }
         let opened = match generation::open_value(&self.sealer, &names, current, &value) {
             Opened::Current(plaintext) => entry::read_refresh(&plaintext).and_then(|stored| {
                 Some((stored.refresh_token, ScopeSet::parse(&stored.granted).ok()?))
@@ -124,35 +137,15 @@ impl Level {
     /// Remembers `generation` as the one of the refresh token this process holds for the
     /// grant of `names` (none: forgets it).
     fn hold_refresh_generation(&self, names: &entry::Names, generation: Option<Generation>) {
-        let Some(place) = names.current() else {
-            return;
-        };
-        let mut held = self
-            .refresh_generations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match generation {
-            Some(generation) => {
-                // One entry per grant this process refreshed; a bound all the same.
-                if held.len() >= MAX_HELD && !held.contains_key(&place.value) {
-                    held.clear();
-                }
-                held.insert(place.value.clone(), generation);
-            }
-            None => {
-                held.remove(&place.value);
-            }
+        if let Some(place) = names.current() {
+            self.refresh_generations.set(&place.value, generation);
         }
     }
 
     fn holds_refresh_generation(&self, names: &entry::Names, generation: Generation) -> bool {
-        let held = self
-            .refresh_generations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         names
             .current()
-            .is_some_and(|place| held.get(&place.value) == Some(&generation))
+            .is_some_and(|place| self.refresh_generations.get(&place.value) == Some(generation))
     }
 
     /// Takes the grant's fleet lock for a refresh, waiting a bounded time for another
@@ -195,10 +188,6 @@ impl RefreshLock<'_> {
         self.level.release(self.held).await;
     }
 }
-
-/// The most grants whose refresh-token generation a process remembers (forgetting them all
-/// only means that a refresh token Redis no longer holds usably is not presented).
-const MAX_HELD: usize = 100_000;
 
 /// The key a refresh token is shared under: the grant's (issuer, client, account, resource),
 /// without the scopes, as one refresh token serves every scope set of its grant.

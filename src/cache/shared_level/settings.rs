@@ -46,14 +46,17 @@ use crate::config::{self, BuildError};
 ///   number), in a compare-and-set script. So someone who can write to Redis and puts back
 ///   the bytes of an invalidated token's entry gets a miss, counted in
 ///   [`Stats::l2_decrypt_failures`](crate::Stats::l2_decrypt_failures) and logged; deleting
-///   the record as well only makes the entry a miss. What remains: someone who kept *both*
-///   the entry and its record from before the invalidation and writes both back (a snapshot
-///   of Redis restored) makes a process that reads them serve the invalidated token, until
-///   the expiry sealed inside it, to the resource that rejected it (the audience decision
-///   still runs; the token cannot be moved to another key or resource). Nothing in Redis
-///   tells such a pair from a current one; no process memory keeps access-token
-///   generations. Anyone who can write to Redis can also delete everything in it: misses,
-///   never a token for the wrong audience.
+///   the record as well only makes the entry a miss. Each process also remembers the newest
+///   record it saw of each key, and refuses an older one: someone who kept *both* the entry
+///   and its record from before the invalidation and writes both back (a copy of Redis
+///   restored) is refused by every process that saw the newer record, the one that
+///   invalidated included, and its next write moves the generation above the restored one.
+///   What remains: a process that never saw the newer record (one started since, say) cannot
+///   tell the restored pair from a current one, and serves the invalidated token until the
+///   expiry sealed inside it, or until a process that saw the newer record writes, to the
+///   resource that rejected it (the audience decision still runs; the token cannot be moved
+///   to another key or resource). Anyone who can write to Redis can also delete everything
+///   in it: misses, never a token for the wrong audience.
 /// - **One request per key for the fleet.** A miss takes the key's lock,
 ///   `{namespace}:lock:{digest}`, with a random token (`SET NX PX`, in a script that also
 ///   knows the lock as its own when a lost answer is asked again), and releases it with a
@@ -207,9 +210,10 @@ impl SharedLevel {
     /// older than the record does not present it either, and asks for a new authorization
     /// instead ([`Error::AuthorizationRequired`](crate::Error::AuthorizationRequired)) rather
     /// than have the grant revoked; the process that wrote the newest keeps refreshing with
-    /// it. Someone who writes back both a rotated token and its old record makes a fresh
-    /// process present that token once, and the server revoke the grant: a denial of service,
-    /// as deleting the refresh token is.
+    /// it, also when a rotated token is written back together with its old record. Such a
+    /// pair does make a process that never saw the newer record present the rotated token
+    /// once, and the server revoke the grant: a denial of service, as deleting the refresh
+    /// token is.
     pub fn share_refresh_tokens(mut self, share: bool) -> Self {
         self.share_refresh_tokens = share;
         self
@@ -272,7 +276,8 @@ impl SharedLevel {
             wait_for_entry: self.wait_for_entry,
             share_refresh_tokens: self.share_refresh_tokens,
             counters,
-            refresh_generations: std::sync::Mutex::default(),
+            floors: Default::default(),
+            refresh_generations: Default::default(),
         }))
     }
 }
