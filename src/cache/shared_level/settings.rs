@@ -19,13 +19,13 @@ use crate::config::{self, BuildError};
 /// for the whole fleet. The in-memory cache stays the first level.
 ///
 /// - **Storage.** Each token is its own entry, `{namespace}:tok:{digest}` where the digest is
-///   the hex HMAC-SHA-256 of the [`CacheKey`]'s unambiguous [encoding](CacheKey::encoded)
-///   under a secret derived from the sealing key (so a reader of Redis cannot check a guessed
-///   issuer, resource, client or account against the names), with a TTL equal to the token's
-///   remaining usable lifetime (after the skew). The entry also carries the
-///   absolute expiry, the resource and the scopes; a reader decides freshness from them with
-///   its own skew, never from the TTL alone, and checks that the resource and scopes are the
-///   key's.
+///   the hex HMAC-SHA-256 of the [`CacheKey`](crate::CacheKey)'s unambiguous
+///   [encoding](crate::CacheKey::encoded) under a secret derived from the sealing key (so a
+///   reader of Redis cannot check a guessed issuer, resource, client or account against the
+///   names), with a TTL equal to the token's remaining usable lifetime (after the skew). The
+///   entry also carries the absolute expiry, the resource and the scopes; a reader decides
+///   freshness from them with its own skew, never from the TTL alone, and checks that the
+///   resource and scopes are the key's.
 /// - **Encryption at rest.** Values are sealed with XChaCha20-Poly1305 under the first of the
 ///   [`SealingKey`]s; any listed key opens (rotation: put the new key first, keep the old one
 ///   listed until its entries have expired; a reader looks under the names of every listed key
