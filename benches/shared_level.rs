@@ -1,8 +1,9 @@
 //! Benchmark 7: the shared level's hit path. Reading a token from Redis (feature `redis`) —
-//! the entry's name (SHA-256 of the cache key), one `GET` on loopback through the crate's
-//! `ConnectionManager`, opening the XChaCha20-Poly1305 envelope, parsing and checking the
-//! payload, the schedule and reading `aud` — against its floor, a bare `redis` `GET` of a value
-//! of the same size through a `ConnectionManager` of its own, on the same server.
+//! the entry's names (HMAC-SHA-256 of the cache key), one `MGET` of the entry and its
+//! generation record on loopback through the crate's `ConnectionManager`, opening the record
+//! and the XChaCha20-Poly1305 envelope, parsing and checking the payload, the schedule and
+//! reading `aud` — against its floor, a bare `redis` `GET` of a value of the entry's size
+//! through a `ConnectionManager` of its own, on the same server.
 //!
 //! The read is `TokenCache::read_shared_level` (doc-hidden, for this benchmark): the work a
 //! flight does when the in-memory level missed and the shared level has the token, less

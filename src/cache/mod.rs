@@ -516,10 +516,8 @@ impl Shared {
         self.flights.forget(token);
         // Nor may another process, or the next miss here, read it back from the shared level.
         #[cfg(feature = "redis")]
-        if let Some(level) = &self.shared_level
-            && let Ok(entry) = self.resource(token.key.resource())
-        {
-            level.forget(self, &entry, token).await;
+        if let Some(level) = &self.shared_level {
+            level.forget(token).await;
         }
         removed
     }

@@ -112,7 +112,8 @@ impl RefreshTokens {
         #[cfg(feature = "redis")]
         if local.is_none()
             && let Some(level) = &self.shared
-            && let Some((token, granted)) = level.read_refresh_token(key).await
+            && let super::shared_level::SharedRefresh::Newest(token, granted) =
+                level.read_refresh_token(key).await
         {
             return Some(self.insert(refresh_key, token, granted));
         }
@@ -142,22 +143,34 @@ impl RefreshTokens {
         // revoke the whole grant.
         let mut current = slot.token.lock().await;
         // Shared refresh tokens: the fleet's refreshes of this grant take turns, each with the
-        // newest refresh token (another process may have rotated it).
+        // newest refresh token (another process may have rotated it). One this process holds
+        // that Redis says is superseded is not presented (RFC 9700 §4.14.2: a rotated token
+        // presented again revokes the grant), and nothing is written back for it.
         #[cfg(feature = "redis")]
         let fleet = match &self.shared {
             Some(level) => {
+                use super::shared_level::SharedRefresh;
                 let lock = level.lock_refresh(key).await;
-                if let Some((newest, _)) = level.read_refresh_token(key).await {
-                    *current = Some(newest);
-                }
-                Some((level, lock))
+                let superseded = match level.read_refresh_token(key).await {
+                    SharedRefresh::Newest(newest, _) => {
+                        *current = Some(newest);
+                        false
+                    }
+                    SharedRefresh::Superseded => {
+                        *current = None;
+                        true
+                    }
+                    SharedRefresh::Nothing => false,
+                };
+                Some((level, lock, superseded))
             }
             None => None,
         };
         let result = Self::refresh_with(&mut current, &slot.granted, shared, entry, key).await;
         #[cfg(feature = "redis")]
-        if let Some((level, lock)) = fleet {
+        if let Some((level, lock, superseded)) = fleet {
             match &*current {
+                _ if superseded => {}
                 Some(token) => level.write_refresh_token(key, token, &slot.granted).await,
                 None => level.delete_refresh_token(key).await,
             }

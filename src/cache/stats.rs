@@ -32,7 +32,8 @@ pub struct Stats {
     /// another process's refresh of the same grant).
     pub l2_lock_waits: u64,
     /// Shared-level values that failed to open (tampered with, copied from another key's
-    /// entry, or malformed). Each is treated as absent. Entries of a sealing key no longer
+    /// entry, or malformed), or that were invalidated or rotated since and written back to
+    /// Redis. Each is treated as absent. Entries of a sealing key no longer
     /// listed are not found at all (their names derive from that key), so they count as
     /// misses, not here.
     pub l2_decrypt_failures: u64,

@@ -27,60 +27,91 @@ impl Kind {
             Self::RefreshToken => "rt",
         }
     }
+
+    /// The tag of the kind's generation records (see [`super::generation`]).
+    fn generation_tag(self) -> &'static str {
+        match self {
+            Self::AccessToken => "gen",
+            Self::RefreshToken => "gen:rt",
+        }
+    }
 }
 
-/// The Redis names of one entry and its lock, and the context its value is sealed for.
-pub(crate) struct Names {
-    /// Under the sealing key: where the value is written (and read first).
+/// Where one entry may be: its value's name and its generation record's name, both under
+/// one sealing key's naming secret.
+pub(crate) struct Place {
     pub(crate) value: String,
-    /// Under the other listed keys, in order: where a value sealed before a rotation is.
-    pub(crate) older: Vec<String>,
+    pub(crate) generation: String,
+}
+
+/// The Redis names of one entry and its lock, and the contexts its value and its generation
+/// record are sealed for.
+pub(crate) struct Names {
+    /// Under the sealing key first (where values are written, and read first), then under
+    /// the other listed keys, in order (where values sealed before a rotation are).
+    pub(crate) places: Vec<Place>,
     pub(crate) lock: String,
     pub(crate) context: Vec<u8>,
+    pub(crate) generation_context: Vec<u8>,
 }
 
 impl Names {
-    /// `{ns}:tok:{digest}` and `{ns}:lock:{digest}` (`rt` and `lock:rt` for refresh tokens),
-    /// with the digest the hex HMAC-SHA-256 of the key's unambiguous encoding under a secret
-    /// derived from a sealing key: without the key, a name cannot be matched to a guessed
-    /// issuer, resource, client or account.
+    /// `{ns}:tok:{digest}`, `{ns}:gen:{digest}` and `{ns}:lock:{digest}` (`rt`, `gen:rt` and
+    /// `lock:rt` for refresh tokens), with the digest the hex HMAC-SHA-256 of the key's
+    /// unambiguous encoding under a secret derived from a sealing key: without the key, a name
+    /// cannot be matched to a guessed issuer, resource, client or account.
     pub(crate) fn new(namespace: &str, kind: Kind, key: &CacheKey, sealer: &Sealer) -> Self {
-        let mut digests = sealer.digests(key.encoded()).into_iter();
-        let digest = digests.next().unwrap_or_default();
-        let tag = kind.tag();
-        let (value, lock) = match kind {
-            Kind::AccessToken => (
-                format!("{namespace}:{tag}:{digest}"),
-                format!("{namespace}:lock:{digest}"),
-            ),
-            Kind::RefreshToken => (
-                format!("{namespace}:{tag}:{digest}"),
-                format!("{namespace}:lock:{tag}:{digest}"),
-            ),
-        };
-        let older = digests
-            .map(|digest| format!("{namespace}:{tag}:{digest}"))
+        let (tag, generation_tag) = (kind.tag(), kind.generation_tag());
+        let places: Vec<Place> = sealer
+            .digests(key.encoded())
+            .into_iter()
+            .map(|digest| Place {
+                value: format!("{namespace}:{tag}:{digest}"),
+                generation: format!("{namespace}:{generation_tag}:{digest}"),
+            })
             .collect();
-        // Length-prefixed like the key's own encoding: no two (namespace, kind, key) agree.
-        let mut context = Vec::with_capacity(64 + namespace.len() + key.encoded().len());
-        context.extend_from_slice(b"audience-cache shared level\0");
-        for part in [namespace.as_bytes(), tag.as_bytes()] {
-            context.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            context.extend_from_slice(part);
-        }
-        context.extend_from_slice(key.encoded());
+        let digest = places
+            .first()
+            .and_then(|p| p.value.rsplit(':').next())
+            .unwrap_or_default();
+        let lock = match kind {
+            Kind::AccessToken => format!("{namespace}:lock:{digest}"),
+            Kind::RefreshToken => format!("{namespace}:lock:{tag}:{digest}"),
+        };
         Self {
-            value,
-            older,
+            context: context(namespace, tag, key),
+            generation_context: context(namespace, generation_tag, key),
+            places,
             lock,
-            context,
         }
     }
 
-    /// Every name the value may be under, the sealing key's first.
-    pub(crate) fn candidates(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.value.as_str()).chain(self.older.iter().map(String::as_str))
+    /// The place values are written to: the sealing key's.
+    pub(crate) fn current(&self) -> Option<&Place> {
+        self.places.first()
     }
+
+    /// Every name to read for the entry, in one `MGET`: each place's value and generation
+    /// record, in order.
+    pub(crate) fn to_read(&self) -> Vec<&str> {
+        self.places
+            .iter()
+            .flat_map(|p| [p.value.as_str(), p.generation.as_str()])
+            .collect()
+    }
+}
+
+/// The sealing context of a value of `tag` for `key`: length-prefixed like the key's own
+/// encoding, so no two (namespace, tag, key) agree.
+fn context(namespace: &str, tag: &str, key: &CacheKey) -> Vec<u8> {
+    let mut context = Vec::with_capacity(64 + namespace.len() + key.encoded().len());
+    context.extend_from_slice(b"audience-cache shared level\0");
+    for part in [namespace.as_bytes(), tag.as_bytes()] {
+        context.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        context.extend_from_slice(part);
+    }
+    context.extend_from_slice(key.encoded());
+    context
 }
 
 /// The plaintext of an access-token entry, as written.
@@ -198,15 +229,32 @@ mod tests {
         let other = key.clone().with_account("a");
         let sealer = Sealer::new(&[SealingKey::new(1, [7; 32])]);
         let a = Names::new("ns", Kind::AccessToken, &key, &sealer);
-        assert!(a.value.starts_with("ns:tok:") && a.value.len() == "ns:tok:".len() + 64);
-        assert!(a.older.is_empty());
-        assert_eq!(a.lock, a.value.replace(":tok:", ":lock:"));
+        let value = &a.places[0].value;
+        assert!(value.starts_with("ns:tok:") && value.len() == "ns:tok:".len() + 64);
+        assert_eq!(a.places.len(), 1);
+        assert_eq!(a.lock, value.replace(":tok:", ":lock:"));
+        assert_eq!(a.places[0].generation, value.replace(":tok:", ":gen:"));
+        assert_eq!(a.to_read(), [value.as_str(), &a.places[0].generation]);
         let r = Names::new("ns", Kind::RefreshToken, &key, &sealer);
-        assert_eq!(r.value, a.value.replace(":tok:", ":rt:"));
-        assert_ne!(r.context, a.context);
+        assert_eq!(r.places[0].value, value.replace(":tok:", ":rt:"));
+        assert_eq!(r.places[0].generation, value.replace(":tok:", ":gen:rt:"));
+        assert_eq!(r.lock, value.replace(":tok:", ":lock:rt:"));
+        // Four contexts, none like another: a value never opens as another kind's, nor as a
+        // generation record.
+        let contexts = [
+            &a.context,
+            &a.generation_context,
+            &r.context,
+            &r.generation_context,
+        ];
+        for (i, x) in contexts.iter().enumerate() {
+            for y in &contexts[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
         assert_ne!(
-            Names::new("ns", Kind::AccessToken, &other, &sealer).value,
-            a.value
+            Names::new("ns", Kind::AccessToken, &other, &sealer).places[0].value,
+            *value
         );
         assert_ne!(
             Names::new("ns2", Kind::AccessToken, &key, &sealer).context,
@@ -219,15 +267,14 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert!(!a.value.ends_with(&plain));
+        assert!(!value.ends_with(&plain));
         let rotated = Sealer::new(&[SealingKey::new(2, [9; 32]), SealingKey::new(1, [7; 32])]);
         let b = Names::new("ns", Kind::AccessToken, &key, &rotated);
-        assert_ne!(b.value, a.value);
-        assert_eq!(b.older, std::slice::from_ref(&a.value));
-        assert_eq!(
-            b.candidates().collect::<Vec<_>>(),
-            [b.value.as_str(), a.value.as_str()]
-        );
+        assert_ne!(b.places[0].value, *value);
+        assert_eq!(b.places[1].value, *value);
+        assert_eq!(b.places[1].generation, a.places[0].generation);
+        assert_eq!(b.lock.len(), a.lock.len());
+        assert_ne!(b.lock, a.lock);
     }
 
     #[tokio::test]

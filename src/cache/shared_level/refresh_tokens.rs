@@ -1,15 +1,34 @@
 //! Refresh tokens in the shared level (only with `SharedLevel::share_refresh_tokens`): sealed
 //! like access tokens under the grant's name, and a fleet lock per grant around each refresh.
+//!
+//! Every write of a grant's refresh token moves its generation (see [`super::generation`]):
+//! a rotated refresh token, written back to Redis, no longer opens as current, so it is not
+//! presented again (which, with rotation, would make the server revoke the grant).
 
 use secrecy::SecretString;
 use tokio::time::Instant;
 
 use super::entry::{self, Kind};
+use super::generation::{self, Generation, Opened};
 use super::{Held, Level, POLL_FIRST, POLL_MAX, REFRESH_TOKEN_TTL};
 use crate::{CacheKey, ScopeSet};
 
+/// What the shared level says about a grant's refresh token.
+pub(crate) enum SharedRefresh {
+    /// The grant's newest refresh token, and the scopes of the original grant.
+    Newest(SecretString, ScopeSet),
+    /// Redis holds a newer generation than this process's refresh token, and no usable
+    /// value (one superseded since and written back, or tampered with): this process's own
+    /// refresh token is spent, or may be; it must not be presented.
+    Superseded,
+    /// Nothing to go by (no entry, Redis did not answer, or this process's refresh token is
+    /// the newest): the process goes on with its own.
+    Nothing,
+}
+
 impl Level {
-    /// Writes the grant's refresh token (sealed, kept [`REFRESH_TOKEN_TTL`]).
+    /// Writes the grant's refresh token (sealed, kept [`REFRESH_TOKEN_TTL`]) under a new
+    /// generation, which this process then holds as the newest.
     pub(crate) async fn write_refresh_token(
         &self,
         key: &CacheKey,
@@ -18,52 +37,115 @@ impl Level {
     ) {
         let names = self.names(Kind::RefreshToken, &grant_key(key));
         let plaintext = entry::refresh_plaintext(token, granted.as_str());
-        let Some(envelope) = self.sealer.seal(&names.context, &plaintext) else {
-            return;
-        };
-        match self
-            .connection
-            .set(&names.value, &envelope, REFRESH_TOKEN_TTL)
-            .await
-        {
-            Ok(()) => self.counters.l2_write(),
-            Err(failure) => self.failed(key, &failure),
+        for _ in 0..super::CAS_ROUNDS {
+            match self
+                .write_value(&names, &plaintext, REFRESH_TOKEN_TTL, true)
+                .await
+            {
+                Ok(Some(generation)) => {
+                    self.counters.l2_write();
+                    return self.hold_refresh_generation(&names, Some(generation));
+                }
+                // Another process wrote meanwhile (outside the grant's lock: a new grant).
+                Ok(None) => {}
+                Err(failure) => return self.failed(key, &failure),
+            }
         }
+        tracing::warn!(key = %key, "a shared refresh token kept changing; not written");
     }
 
-    /// The grant's refresh token and scopes as stored in Redis, if any opens.
-    pub(crate) async fn read_refresh_token(
-        &self,
-        key: &CacheKey,
-    ) -> Option<(SecretString, ScopeSet)> {
+    /// The grant's refresh token as stored in Redis, checked against its generation record.
+    pub(crate) async fn read_refresh_token(&self, key: &CacheKey) -> SharedRefresh {
         let names = self.names(Kind::RefreshToken, &grant_key(key));
-        let envelope = match self.connection.get_first(names.candidates()).await {
-            Ok(found) => found?.1,
+        let read = match self.read_places(&names).await {
+            Ok(read) => read,
             Err(failure) => {
                 self.failed(key, &failure);
-                return None;
+                return SharedRefresh::Nothing;
             }
         };
-        let stored = self
-            .sealer
-            .open(&names.context, &envelope)
-            .and_then(|plaintext| entry::read_refresh(&plaintext))
-            .and_then(|stored| {
-                Some((stored.refresh_token, ScopeSet::parse(&stored.granted).ok()?))
-            });
-        if stored.is_none() {
+        let Some((place, value, record)) = names
+            .places
+            .iter()
+            .zip(read)
+            .find_map(|(place, (value, record))| Some((place, value?, record)))
+        else {
+            return SharedRefresh::Nothing;
+        };
+        // No record: nothing tells which refresh token is the newest; this process's own is
+        // as good a guess as any (and the value is not used).
+        let Some(current) = record
+            .as_deref()
+            .and_then(|record| generation::open_record(&self.sealer, &names, record))
+        else {
+            tracing::warn!(
+                key = %key,
+                "a shared refresh token has no generation record that opens; not used"
+            );
+            return SharedRefresh::Nothing;
+        };
+        // Older than a record this process saw: written back with its value (a restored copy
+        // of Redis). Whatever this process holds is newer.
+        if !self.floors.admit(&place.generation, current) {
             self.counters.l2_decrypt_failure();
-            tracing::warn!(key = %key, "a shared refresh token did not open; treated as absent");
+            tracing::warn!(
+                key = %key,
+                "a shared refresh token and its generation record older than one this process \
+                 saw were written back to Redis; not used"
+            );
+            return SharedRefresh::Nothing;
         }
-        stored
+        let opened = match generation::open_value(&self.sealer, &names, current, &value) {
+            Opened::Current(plaintext) => entry::read_refresh(&plaintext).and_then(|stored| {
+                Some((stored.refresh_token, ScopeSet::parse(&stored.granted).ok()?))
+            }),
+            Opened::Superseded => {
+                tracing::warn!(
+                    key = %key,
+                    "a refresh token rotated since was written back to Redis (someone with \
+                     write access to Redis replayed it); not used"
+                );
+                None
+            }
+            Opened::Unopenable => {
+                tracing::warn!(key = %key, "a shared refresh token did not open; not used");
+                None
+            }
+        };
+        if let Some((token, granted)) = opened {
+            self.hold_refresh_generation(&names, Some(current));
+            return SharedRefresh::Newest(token, granted);
+        }
+        self.counters.l2_decrypt_failure();
+        if self.holds_refresh_generation(&names, current) {
+            SharedRefresh::Nothing
+        } else {
+            SharedRefresh::Superseded
+        }
     }
 
-    /// Drops the grant's refresh token from Redis (the server said it is spent).
+    /// Drops the grant's refresh token from Redis (the server said it is spent): its
+    /// generation moves on, so the spent value, written back, is not used either.
     pub(crate) async fn delete_refresh_token(&self, key: &CacheKey) {
         let names = self.names(Kind::RefreshToken, &grant_key(key));
-        if let Err(failure) = self.connection.delete(names.candidates()).await {
-            self.failed(key, &failure);
+        let newest = self
+            .supersede(key, &names, REFRESH_TOKEN_TTL, |_| false)
+            .await;
+        self.hold_refresh_generation(&names, newest);
+    }
+
+    /// Remembers `generation` as the one of the refresh token this process holds for the
+    /// grant of `names` (none: forgets it).
+    fn hold_refresh_generation(&self, names: &entry::Names, generation: Option<Generation>) {
+        if let Some(place) = names.current() {
+            self.refresh_generations.set(&place.value, generation);
         }
+    }
+
+    fn holds_refresh_generation(&self, names: &entry::Names, generation: Generation) -> bool {
+        names
+            .current()
+            .is_some_and(|place| self.refresh_generations.get(&place.value) == Some(generation))
     }
 
     /// Takes the grant's fleet lock for a refresh, waiting a bounded time for another

@@ -41,7 +41,9 @@ pub struct SealingKey {
 
 impl SealingKey {
     /// A key with its id. The bytes should be uniformly random (32 bytes from a CSPRNG or a
-    /// secret manager), the same in every process of the fleet.
+    /// secret manager, e.g. `openssl rand -hex 32`, hex-decoded), the same in every process of
+    /// the fleet. A key of all zero bytes (a buffer never filled) is refused when the cache is
+    /// built.
     pub fn new(id: u8, key: [u8; 32]) -> Self {
         Self {
             id,
@@ -52,6 +54,12 @@ impl SealingKey {
     /// The id stored in the envelopes this key seals.
     pub fn id(&self) -> u8 {
         self.id
+    }
+
+    /// Whether every byte is zero: a buffer never filled, not a secret (refused when the
+    /// cache is built).
+    pub(crate) fn is_all_zero(&self) -> bool {
+        self.key.expose_secret().iter().all(|&b| b == 0)
     }
 }
 
@@ -222,6 +230,16 @@ mod tests {
         assert!(only_new.open(b"k", &sealed_new).is_some());
         // Two seals of one value differ (random nonces).
         assert_ne!(rotated.seal(b"k", b"v"), rotated.seal(b"k", b"v"));
+    }
+
+    #[test]
+    fn only_a_key_of_zeros_is_all_zero() {
+        assert!(SealingKey::new(1, [0; 32]).is_all_zero());
+        for i in 0..32 {
+            let mut key = [0; 32];
+            key[i] = 0x80;
+            assert!(!SealingKey::new(1, key).is_all_zero(), "byte {i}");
+        }
     }
 
     #[test]
