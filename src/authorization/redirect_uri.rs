@@ -27,13 +27,33 @@ pub(crate) fn redirect_uri_problem(uri: &Url) -> Option<String> {
     None
 }
 
-/// Whether `redirect` went to the endpoint `redirect_uri` names: same scheme, host, port and
-/// path (the query carries the response; the rest must be the registered URI's).
+/// The parameters an authorization response adds to the redirect URI's query: RFC 6749
+/// §4.1.2 and §4.1.2.1, RFC 9207 §2.
+const RESPONSE_PARAMETERS: [&str; 6] = [
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+];
+
+/// Whether `redirect` came back to `redirect_uri`: same scheme, host, port and path, and the
+/// same query once the response's own parameters are set aside (RFC 6749 §3.1.2: the server
+/// keeps the redirect URI's query and adds to it), so `…/cb?tenant=a` is not `…/cb?tenant=b`,
+/// nor `…/cb?tenant=a&tenant=b`.
 pub(crate) fn same_endpoint(redirect: &Url, redirect_uri: &Url) -> bool {
+    let rest = |url: &Url| -> Vec<(String, String)> {
+        url.query_pairs()
+            .filter(|(name, _)| !RESPONSE_PARAMETERS.contains(&name.as_ref()))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect()
+    };
     redirect.scheme() == redirect_uri.scheme()
         && redirect.host() == redirect_uri.host()
         && redirect.port_or_known_default() == redirect_uri.port_or_known_default()
         && redirect.path() == redirect_uri.path()
+        && rest(redirect) == rest(redirect_uri)
 }
 
 pub(super) fn check_redirect_uri(uri: &Url) -> Result<(), Error> {
@@ -91,4 +111,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_redirect_comes_back_to_the_redirect_uri_with_its_query() {
+        let tenant_a = url("https://app.example/cb?tenant=a");
+        for (redirect, same) in [
+            ("https://app.example/cb?tenant=a&code=c&state=s&iss=x", true),
+            ("https://app.example/cb?code=c&tenant=a&state=s", true),
+            (
+                "https://app.example/cb?tenant=a&error=e&error_description=d&error_uri=u",
+                true,
+            ),
+            ("https://app.example/cb?tenant=b&code=c&state=s", false),
+            ("https://app.example/cb?code=c&state=s", false),
+            ("https://app.example/cb?tenant=a&tenant=b&code=c", false),
+            ("https://app.example/cb?tenant=a&admin=1&code=c", false),
+            ("https://app.example/cb?tenant=A&code=c", false),
+            ("https://app.example/cb/?tenant=a&code=c", false),
+            ("https://app.example:444/cb?tenant=a&code=c", false),
+            ("http://app.example/cb?tenant=a&code=c", false),
+        ] {
+            assert_eq!(same_endpoint(&url(redirect), &tenant_a), same, "{redirect}");
+        }
+        let plain = url("http://127.0.0.1:4000/callback");
+        assert!(same_endpoint(
+            &url("http://127.0.0.1:4000/callback?code=c&state=s"),
+            &plain
+        ));
+        assert!(!same_endpoint(
+            &url("http://127.0.0.1:4000/callback?code=c&x=1"),
+            &plain
+        ));
+    }
 }

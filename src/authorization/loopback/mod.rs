@@ -21,6 +21,7 @@ use url::Url;
 
 use self::request::{Answer, HeadError, find_head_end, parse_request_line, read_head, target_path};
 use super::handler::{check_authorization_url, gave_up};
+use super::redirect_uri::same_endpoint;
 use super::{AuthorizationFuture, AuthorizationHandler};
 use crate::Error;
 
@@ -191,7 +192,7 @@ impl LoopbackListener {
             open_in_browser(url);
         }
         let expected = Arc::new(Expected {
-            path: self.redirect_uri.path().to_owned(),
+            redirect_uri: self.redirect_uri.clone(),
             state: single_parameter(url.query(), "state"),
         });
         let target = tokio::time::timeout(self.timeout, accept_redirect(&listener, expected))
@@ -279,7 +280,7 @@ pub(crate) fn redirect_from_head(
     let head = &head[..find_head_end(head)?];
     let (method, target) = parse_request_line(head)?;
     let expected = Expected {
-        path: redirect_uri.path().to_owned(),
+        redirect_uri: redirect_uri.clone(),
         state: state.map(str::to_owned),
     };
     if method != "GET" || !expected.is_redirect(target) {
@@ -290,8 +291,8 @@ pub(crate) fn redirect_from_head(
 
 /// What the redirect of the authorization in progress looks like.
 struct Expected {
-    /// The redirect URI's path.
-    path: String,
+    /// The redirect URI: its path, and the query it carries (if any), which the redirect keeps.
+    redirect_uri: Url,
     /// The authorization URL's `state`, which the redirect carries back (RFC 6749 §4.1.2,
     /// errors included: §4.1.2.1). A request with another `state` (a stray or hostile local
     /// request, a page in the browser probing the port) is refused and the wait goes on,
@@ -300,16 +301,26 @@ struct Expected {
 }
 
 impl Expected {
+    /// The redirect URI's path, as the request target spells it.
+    fn path(&self) -> &str {
+        self.redirect_uri.path()
+    }
+
+    /// Whether `target` is the redirect: the redirect URI's path as sent, the rest of the
+    /// redirect URI as the completion compares it, and the one expected `state`.
     fn is_redirect(&self, target: &str) -> bool {
-        let (path, query) = target
-            .split_once('?')
-            .map_or((target, None), |(p, q)| (p, Some(q)));
-        if path != self.path {
+        if target_path(target) != self.path() {
+            return false;
+        }
+        let Some(redirect) = redirect_url(&self.redirect_uri, target) else {
+            return false;
+        };
+        if !same_endpoint(&redirect, &self.redirect_uri) {
             return false;
         }
         match &self.state {
             None => true,
-            Some(expected) => single_parameter(query, "state")
+            Some(expected) => single_parameter(redirect.query(), "state")
                 .is_some_and(|state| constant_time_eq(state.as_bytes(), expected.as_bytes())),
         }
     }
@@ -367,7 +378,7 @@ async fn serve(mut stream: TcpStream, expected: Arc<Expected>) -> Option<String>
             Some(("GET", target)) if expected.is_redirect(target) => {
                 (Some(target.to_owned()), Answer::Received)
             }
-            Some(("GET", target)) if target_path(target) == expected.path => {
+            Some(("GET", target)) if target_path(target) == expected.path() => {
                 (None, Answer::OtherAuthorization)
             }
             Some(_) => (None, Answer::NotFound),
@@ -395,7 +406,7 @@ mod tests {
     #[test]
     fn the_redirect_is_the_redirect_path_with_the_one_expected_state() {
         let expected = Expected {
-            path: "/callback".to_owned(),
+            redirect_uri: Url::parse("http://127.0.0.1:4000/callback").unwrap(),
             state: Some("st+te".to_owned()),
         };
         for (target, is_redirect) in [
@@ -408,16 +419,19 @@ mod tests {
             ("/callback", false),
             ("/callback/?code=abc&state=st%2Bte", false),
             ("/other?code=abc&state=st%2Bte", false),
+            // A parameter the redirect URI does not have.
+            ("/callback?code=abc&state=st%2Bte&tenant=b", false),
         ] {
             assert_eq!(expected.is_redirect(target), is_redirect, "{target}");
         }
         let any_state = Expected {
-            path: "/cb".to_owned(),
+            redirect_uri: Url::parse("http://127.0.0.1:4000/cb?tenant=a").unwrap(),
             state: None,
         };
-        assert!(any_state.is_redirect("/cb"));
-        assert!(any_state.is_redirect("/cb?code=abc"));
-        assert!(!any_state.is_redirect("/callback?code=abc"));
+        assert!(any_state.is_redirect("/cb?tenant=a"));
+        assert!(any_state.is_redirect("/cb?tenant=a&code=abc"));
+        assert!(!any_state.is_redirect("/cb?tenant=b&code=abc"));
+        assert!(!any_state.is_redirect("/cb?code=abc"));
+        assert!(!any_state.is_redirect("/callback?tenant=a&code=abc"));
     }
-
 }

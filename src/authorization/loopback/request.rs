@@ -184,7 +184,6 @@ mod tests {
         assert_eq!(target_path("/callback"), "/callback");
     }
 
-
     #[tokio::test]
     async fn a_request_head_is_read_to_its_end_and_no_further_than_8_kib() {
         let mut input: &[u8] = b"GET /cb HTTP/1.1\r\nHost: a\r\n\r\nbody";
