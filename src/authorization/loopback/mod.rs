@@ -8,18 +8,23 @@
 
 mod request;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 use url::Url;
 
-use self::request::{Answer, HeadError, find_head_end, parse_request_line, read_head, target_path};
+use self::request::{
+    Answer, HeadError, find_head_end, host_check, parse_request_line, read_head, target_path,
+};
 use super::handler::{check_authorization_url, gave_up};
 use super::redirect_uri::same_endpoint;
 use super::{AuthorizationFuture, AuthorizationHandler};
@@ -27,9 +32,15 @@ use crate::Error;
 
 /// How long [`LoopbackListener`] waits for the redirect by default.
 const DEFAULT_LOOPBACK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a new local connection may stay silent. A browser sends its request as soon as it
+/// has connected; one that sends nothing for this long (a port scan, a preconnection the
+/// browser may never use, a client holding the listener) is closed without an answer.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one local connection may take to send its request head, and to take the answer.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once. When a new one arrives and all are taken, the oldest one that
+/// has not sent a complete request head is closed to make room: a browser's redirect never
+/// waits behind idle or slow connections.
 const MAX_CONNECTIONS: usize = 16;
 /// After a failed `accept` (such as too many open files), a pause before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -42,12 +53,18 @@ type ShowUrl = Arc<dyn Fn(&Url) + Send + Sync>;
 /// The redirect URI is `http://127.0.0.1:{port}/callback`: a loopback IP literal, not
 /// `localhost`, which might resolve elsewhere (RFC 8252 §7.3, §8.3; MCP 2025-11-25 §11.3).
 /// The listener binds 127.0.0.1 only, never all interfaces. While an authorization waits,
-/// every other request is answered and the wait goes on: 404 for a favicon, another path or
-/// another method; 400 for the redirect path without the authorization URL's `state`, so that
-/// a stray local request or a web page probing the port cannot end the authorization. The
-/// redirect gets a page saying it reached the app, which echoes nothing of the query. Each
-/// local connection has a few seconds and 8 KiB to send its request head, so a slow or hostile
-/// local client cannot hold the listener; up to 16 are served at once.
+/// every other request is answered and the wait goes on: 421 for a `Host` other than
+/// `127.0.0.1:{port}` or `localhost:{port}` (a page on another name rebound to 127.0.0.1,
+/// DNS rebinding); 404 for a favicon, another path or another method; 400 for the redirect
+/// path without the authorization URL's `state` or with another query than the redirect
+/// URI's, so that a stray local request or a web page probing the port cannot end the
+/// authorization. The redirect gets a page saying it reached the app, which echoes nothing of
+/// the query.
+///
+/// A local connection has 1 s to send its first byte and 5 s and 8 KiB for its whole request
+/// head. Up to 16 are served at once; when a new one arrives and all 16 are taken, the oldest
+/// one without a complete request head is closed to make room, so no number of idle or slow
+/// local connections keeps the browser's redirect waiting.
 ///
 /// One authorization at a time: a second `authorize` on the same listener waits for the
 /// first to finish. `Debug` shows the redirect URI and settings.
@@ -278,15 +295,33 @@ pub(crate) fn redirect_from_head(
     head: &[u8],
 ) -> Option<Url> {
     let head = &head[..find_head_end(head)?];
-    let (method, target) = parse_request_line(head)?;
     let expected = Expected {
         redirect_uri: redirect_uri.clone(),
         state: state.map(str::to_owned),
     };
-    if method != "GET" || !expected.is_redirect(target) {
-        return None;
+    let (target, _) = classify(head, &expected);
+    redirect_url(redirect_uri, &target?)
+}
+
+/// What the listener makes of a complete request head: the redirect's request target with
+/// the page that says it arrived, or the answer of a refusal. The `Host` comes first: a
+/// request addressed to another name is no business of the listener's, whatever it carries.
+fn classify(head: &[u8], expected: &Expected) -> (Option<String>, Answer) {
+    let Some((method, target)) = parse_request_line(head) else {
+        return (None, Answer::BadRequest);
+    };
+    if let Err(answer) = host_check(head, expected.port()) {
+        return (None, answer);
     }
-    redirect_url(redirect_uri, target)
+    match (method, target) {
+        ("GET", target) if expected.is_redirect(target) => {
+            (Some(target.to_owned()), Answer::Received)
+        }
+        ("GET", target) if target_path(target) == expected.path() => {
+            (None, Answer::OtherAuthorization)
+        }
+        _ => (None, Answer::NotFound),
+    }
 }
 
 /// What the redirect of the authorization in progress looks like.
@@ -304,6 +339,11 @@ impl Expected {
     /// The redirect URI's path, as the request target spells it.
     fn path(&self) -> &str {
         self.redirect_uri.path()
+    }
+
+    /// The listener's port, which a request's `Host` must name.
+    fn port(&self) -> u16 {
+        self.redirect_uri.port_or_known_default().unwrap_or(80)
     }
 
     /// Whether `target` is the redirect: the redirect URI's path as sent, the rest of the
@@ -342,22 +382,45 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A connection being served, as the accept loop sees it.
+struct Connection {
+    task: AbortHandle,
+    /// Set once the connection has sent its complete request head (or failed to): from then
+    /// on it is being answered, which takes no time, and is not closed to make room.
+    head_read: Arc<AtomicBool>,
+}
+
 /// Accepts connections until one carries the redirect; returns its request target. Each
-/// connection is served on its own task, so one that stalls delays no other.
+/// connection is served on its own task, so one that stalls delays no other; when
+/// [`MAX_CONNECTIONS`] are being served, a new connection closes the oldest one still without
+/// a complete request head (they are in accept order), so that no number of idle or slow
+/// local connections keeps the redirect waiting.
 async fn accept_redirect(listener: &TcpListener, expected: Arc<Expected>) -> String {
-    let mut connections = JoinSet::new();
+    let mut tasks = JoinSet::new();
+    let mut connections: VecDeque<Connection> = VecDeque::new();
     loop {
+        connections.retain(|c| !c.task.is_finished() && !c.head_read.load(Ordering::Acquire));
+        let live = tasks.len();
+        let room = live < MAX_CONNECTIONS || !connections.is_empty();
         tokio::select! {
-            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
+            accepted = listener.accept(), if room => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve(stream, expected.clone()));
+                    if live >= MAX_CONNECTIONS
+                        && let Some(oldest) = connections.pop_front()
+                    {
+                        // Closed when the task is dropped; `join_next` reaps it.
+                        oldest.task.abort();
+                    }
+                    let head_read = Arc::new(AtomicBool::new(false));
+                    let task = tasks.spawn(serve(stream, expected.clone(), head_read.clone()));
+                    connections.push_back(Connection { task, head_read });
                 }
                 Err(error) => {
                     tracing::debug!(%error, "loopback listener: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
-            Some(served) = connections.join_next(), if !connections.is_empty() => {
+            Some(served) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(Some(target)) = served {
                     return target;
                 }
@@ -367,22 +430,25 @@ async fn accept_redirect(listener: &TcpListener, expected: Arc<Expected>) -> Str
 }
 
 /// Serves one connection: the redirect's request target, or `None` after a refusal.
-async fn serve(mut stream: TcpStream, expected: Arc<Expected>) -> Option<String> {
-    let head = tokio::time::timeout(CONNECTION_TIMEOUT, read_head(&mut stream)).await;
+async fn serve(
+    mut stream: TcpStream,
+    expected: Arc<Expected>,
+    head_read: Arc<AtomicBool>,
+) -> Option<String> {
+    let deadline = Instant::now() + CONNECTION_TIMEOUT;
+    // Nothing asked, nothing to answer: a silent connection is closed. (`peek` waits for a
+    // byte, or the end of the connection, and leaves it for `read_head`.)
+    tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut [0u8; 1]))
+        .await
+        .ok()?
+        .ok()?;
+    let head = tokio::time::timeout_at(deadline, read_head(&mut stream)).await;
+    head_read.store(true, Ordering::Release);
     let (target, answer) = match head {
         Err(_) => (None, Answer::Timeout),
         Ok(Err(HeadError::TooLarge)) => (None, Answer::TooLarge),
         Ok(Err(HeadError::Closed)) => return None,
-        Ok(Ok(head)) => match parse_request_line(&head) {
-            None => (None, Answer::BadRequest),
-            Some(("GET", target)) if expected.is_redirect(target) => {
-                (Some(target.to_owned()), Answer::Received)
-            }
-            Some(("GET", target)) if target_path(target) == expected.path() => {
-                (None, Answer::OtherAuthorization)
-            }
-            Some(_) => (None, Answer::NotFound),
-        },
+        Ok(Ok(head)) => classify(&head, &expected),
     };
     if target.is_none() {
         tracing::debug!(

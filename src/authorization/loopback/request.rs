@@ -1,6 +1,7 @@
 //! The HTTP/1 the loopback listener speaks: a request head read with a bound (RFC 9112 §2.2,
-//! §3), its request line in origin form, and the fixed answers, none of which echoes anything
-//! from the request.
+//! §3), its request line in origin form, its `Host` (the listener's own address, or the
+//! request is not for it), and the fixed answers, none of which echoes anything from the
+//! request.
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
@@ -75,6 +76,37 @@ pub(super) fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
     Some((method, target))
 }
 
+/// Whether the head's `Host` names the listener on 127.0.0.1 `port`, or why not (RFC 9112
+/// §3.2). A browser sends the host and port of the URL it requests: a page on another name
+/// that was rebound to 127.0.0.1 (DNS rebinding) sends that name, and is not the redirect. A
+/// host is compared without regard to case (RFC 3986 §3.2.2); the port may be left out only
+/// where it is 80 (RFC 9110 §7.2).
+pub(super) fn host_check(head: &[u8], port: u16) -> Result<(), Answer> {
+    let text = std::str::from_utf8(head).map_err(|_| Answer::BadRequest)?;
+    let mut hosts = text
+        .split('\n')
+        .skip(1)
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map(|(_, value)| value.trim_matches([' ', '\t']));
+    // RFC 9112 §3.2: a request without a Host, or with more than one, is a bad request.
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return Err(Answer::BadRequest);
+    };
+    let (name, given_port) = match host.rsplit_once(':') {
+        Some((name, given)) => (name, given.parse::<u16>().ok()),
+        None => (host, Some(80)),
+    };
+    let ours = matches!(given_port, Some(p) if p == port)
+        && (name == "127.0.0.1" || name.eq_ignore_ascii_case("localhost"));
+    if ours {
+        Ok(())
+    } else {
+        Err(Answer::Misdirected)
+    }
+}
+
 /// The path of an origin-form target: everything before the `?`.
 pub(super) fn target_path(target: &str) -> &str {
     target.split_once('?').map_or(target, |(path, _)| path)
@@ -88,6 +120,8 @@ pub(super) enum Answer {
     /// The redirect path, without the `state` of the authorization in progress.
     OtherAuthorization,
     BadRequest,
+    /// A `Host` other than the listener's own address (RFC 9110 §15.5.20).
+    Misdirected,
     Timeout,
     TooLarge,
 }
@@ -99,6 +133,7 @@ impl Answer {
             Self::NotFound => 404,
             Self::OtherAuthorization => 400,
             Self::BadRequest => 400,
+            Self::Misdirected => 421,
             Self::Timeout => 408,
             Self::TooLarge => 431,
         }
@@ -114,6 +149,11 @@ impl Answer {
                 "This is not the redirect of the authorization in progress.\n",
             ),
             Self::BadRequest => ("Bad Request", "text/plain; charset=utf-8", "Bad request\n"),
+            Self::Misdirected => (
+                "Misdirected Request",
+                "text/plain; charset=utf-8",
+                "This request is not addressed to this listener.\n",
+            ),
             Self::Timeout => (
                 "Request Timeout",
                 "text/plain; charset=utf-8",
@@ -220,5 +260,35 @@ mod tests {
         )));
         let not_found = String::from_utf8(Answer::NotFound.response()).unwrap();
         assert!(not_found.starts_with("HTTP/1.1 404 Not Found\r\n"));
+    }
+
+    #[test]
+    fn the_host_is_the_listeners_own_address() {
+        let head = |host: &str| format!("GET /cb HTTP/1.1\r\n{host}\r\nAccept: */*\r\n\r\n");
+        for ok in [
+            "Host: 127.0.0.1:4000",
+            "host:localhost:4000",
+            "HOST: \tLOCALHOST:4000 ",
+        ] {
+            assert_eq!(host_check(head(ok).as_bytes(), 4000), Ok(()), "{ok}");
+        }
+        for (bad, answer) in [
+            ("Host: evil.example:4000", Answer::Misdirected),
+            ("Host: 127.0.0.1", Answer::Misdirected),
+            ("Host: 127.0.0.1:4001", Answer::Misdirected),
+            ("Host: 127.0.0.1:04000x", Answer::Misdirected),
+            ("Host: [::1]:4000", Answer::Misdirected),
+            ("Host: 127.0.0.1.evil.example:4000", Answer::Misdirected),
+            ("Host: user@127.0.0.1:4000", Answer::Misdirected),
+            ("X-Host: 127.0.0.1:4000", Answer::BadRequest),
+            (
+                "Host: 127.0.0.1:4000\r\nHost: 127.0.0.1:4000",
+                Answer::BadRequest,
+            ),
+        ] {
+            assert_eq!(host_check(head(bad).as_bytes(), 4000), Err(answer), "{bad}");
+        }
+        // Port 80 may be left out.
+        assert_eq!(host_check(head("Host: localhost").as_bytes(), 80), Ok(()));
     }
 }
