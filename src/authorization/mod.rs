@@ -2,25 +2,27 @@
 //! server that discovery found (pre-registered, a client ID metadata document, or dynamic
 //! client registration), and having a user authorize through an [`AuthorizationHandler`].
 //!
-//! - `registration`: the client, in the MCP order, and the store of registered clients;
+//! - `registration`: the client, in the MCP order, registering one where that is the way;
+//! - `registration_response`: what a registration endpoint answers, checked;
+//! - `client_store`: registered clients and where they are kept;
 //! - `handler`: the [`AuthorizationHandler`] trait;
 //! - `loopback` and `headless`: the two handlers the crate ships ([`LoopbackListener`],
 //!   [`HeadlessAuthorization`]);
 //! - `redirect_uri`: the rule every redirect URI follows, and whether a redirect came back to it.
 
+mod client_store;
 mod handler;
 mod headless;
 mod loopback;
 mod redirect_uri;
 mod registration;
+mod registration_response;
 
+pub use client_store::{ClientStore, MemoryClientStore, RegisteredClient, StoreError, StoreFuture};
 pub use handler::{AuthorizationFuture, AuthorizationHandler};
 pub use headless::HeadlessAuthorization;
 pub use loopback::LoopbackListener;
 pub(crate) use loopback::{constant_time_eq, redirect_from_head};
 pub(crate) use redirect_uri::{redirect_uri_problem, same_endpoint};
 pub(crate) use registration::OFFLINE_ACCESS;
-pub use registration::{
-    ClientRegistrar, ClientStore, DynamicRegistration, MemoryClientStore, RegisteredClient,
-    StoreError, StoreFuture,
-};
+pub use registration::{ClientRegistrar, DynamicRegistration};

@@ -1,0 +1,236 @@
+//! Clients obtained by dynamic registration, and where they are kept: a [`ClientStore`] (the
+//! app's own, or the [`MemoryClientStore`]) holds one [`RegisteredClient`] per issuer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::ClientAuth;
+
+/// A client obtained by dynamic registration, as a [`ClientStore`] keeps it. `Debug` never
+/// shows the secret; `Serialize` writes it (a store must keep it as carefully as any secret).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RegisteredClient {
+    pub(super) client_id: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_secret"
+    )]
+    pub(super) client_secret: Option<SecretString>,
+    pub(super) token_endpoint_auth_method: String,
+    pub(super) redirect_uri: Url,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) client_secret_expires_at: Option<u64>,
+}
+
+fn serialize_secret<S: serde::Serializer>(
+    secret: &Option<SecretString>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => serializer.serialize_some(secret.expose_secret()),
+        None => serializer.serialize_none(),
+    }
+}
+
+impl fmt::Debug for RegisteredClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisteredClient")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "token_endpoint_auth_method",
+                &self.token_endpoint_auth_method,
+            )
+            .field("redirect_uri", &self.redirect_uri.as_str())
+            .field("client_secret_expires_at", &self.client_secret_expires_at)
+            .finish()
+    }
+}
+
+impl RegisteredClient {
+    /// The client id the server assigned.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The token endpoint authentication method in use.
+    pub fn token_endpoint_auth_method(&self) -> &str {
+        &self.token_endpoint_auth_method
+    }
+
+    /// The redirect URI registered.
+    pub fn redirect_uri(&self) -> &Url {
+        &self.redirect_uri
+    }
+
+    /// When the secret expires (Unix time), if it does.
+    pub fn client_secret_expires_at(&self) -> Option<u64> {
+        self.client_secret_expires_at
+    }
+
+    /// Whether the client has a secret.
+    pub fn has_secret(&self) -> bool {
+        self.client_secret.is_some()
+    }
+
+    pub(super) fn auth(&self) -> ClientAuth {
+        match (
+            &self.client_secret,
+            self.token_endpoint_auth_method.as_str(),
+        ) {
+            (Some(secret), "client_secret_post") => ClientAuth::Post(secret.clone()),
+            (Some(secret), _) => ClientAuth::Basic(secret.clone()),
+            (None, _) => ClientAuth::None,
+        }
+    }
+
+    /// Usable for `redirect_uri` (loopback redirect URIs may differ in port, RFC 8252 §7.3)
+    /// with a secret that has not expired (a minute of margin).
+    pub(super) fn usable_for(&self, redirect_uri: &Url, now: u64) -> bool {
+        let expired = self
+            .client_secret_expires_at
+            .is_some_and(|at| at <= now.saturating_add(60));
+        !expired && same_redirect_uri(&self.redirect_uri, redirect_uri)
+    }
+}
+
+/// Equal, or loopback IP literals that differ only in port (RFC 8252 §7.3: the server allows
+/// any port there, so a client registered once serves every run of a command-line app).
+fn same_redirect_uri(a: &Url, b: &Url) -> bool {
+    if a == b {
+        return true;
+    }
+    let loopback_ip = |u: &Url| matches!(u.host_str(), Some("127.0.0.1" | "[::1]"));
+    loopback_ip(a)
+        && a.scheme() == "http"
+        && b.scheme() == "http"
+        && a.host_str() == b.host_str()
+        && a.path() == b.path()
+        && a.query() == b.query()
+}
+
+pub(super) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The error a [`ClientStore`] reports.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future a [`ClientStore`] returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Where dynamically registered clients are kept, one per issuer. Implement it to keep them
+/// across runs (a file, a database, a keychain); [`MemoryClientStore`] keeps them for the life
+/// of the process. A `load` that fails fails the registration (the caller sees
+/// [`Error::Registration`]); a `save` that fails is logged, and the client is used anyway.
+pub trait ClientStore: Send + Sync + fmt::Debug {
+    /// The client stored for `issuer`, if any.
+    fn load<'a>(&'a self, issuer: &'a str) -> StoreFuture<'a, Option<RegisteredClient>>;
+
+    /// Stores `client` for `issuer`, replacing any other.
+    fn save<'a>(&'a self, issuer: &'a str, client: &'a RegisteredClient) -> StoreFuture<'a, ()>;
+}
+
+/// Registered clients in memory, per issuer.
+#[derive(Debug, Default)]
+pub struct MemoryClientStore {
+    clients: Mutex<HashMap<String, RegisteredClient>>,
+}
+
+impl MemoryClientStore {
+    /// The number of clients stored.
+    pub fn len(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no client is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ClientStore for MemoryClientStore {
+    fn load<'a>(&'a self, issuer: &'a str) -> StoreFuture<'a, Option<RegisteredClient>> {
+        let client = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(issuer)
+            .cloned();
+        Box::pin(std::future::ready(Ok(client)))
+    }
+
+    fn save<'a>(&'a self, issuer: &'a str, client: &'a RegisteredClient) -> StoreFuture<'a, ()> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(issuer.to_owned(), client.clone());
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn loopback_redirect_uris_may_differ_in_port_only() {
+        let a = url("http://127.0.0.1:4000/callback");
+        assert!(same_redirect_uri(
+            &a,
+            &url("http://127.0.0.1:5000/callback")
+        ));
+        assert!(!same_redirect_uri(&a, &url("http://127.0.0.1:5000/other")));
+        assert!(!same_redirect_uri(
+            &a,
+            &url("http://localhost:5000/callback")
+        ));
+        let https = url("https://app.example.com:4000/callback");
+        assert!(!same_redirect_uri(
+            &https,
+            &url("https://app.example.com:5000/callback")
+        ));
+    }
+
+    #[test]
+    fn expired_secrets_and_other_redirects_are_not_reused() {
+        let client = RegisteredClient {
+            client_id: "c".to_owned(),
+            client_secret: Some("s".into()),
+            token_endpoint_auth_method: "client_secret_basic".to_owned(),
+            redirect_uri: url("http://127.0.0.1:4000/callback"),
+            client_secret_expires_at: Some(1_000),
+        };
+        let redirect = url("http://127.0.0.1:4001/callback");
+        assert!(client.usable_for(&redirect, 900));
+        assert!(!client.usable_for(&redirect, 950));
+        assert!(!client.usable_for(&url("https://app.example/cb"), 0));
+        let debug = format!("{client:?}");
+        assert!(
+            debug.contains("[redacted]") && !debug.contains("\"s\""),
+            "{debug}"
+        );
+        // A store keeps the secret.
+        let json = serde_json::to_string(&client).unwrap();
+        assert!(json.contains("\"client_secret\":\"s\""), "{json}");
+        let back: RegisteredClient = serde_json::from_str(&json).unwrap();
+        assert!(matches!(back.auth(), ClientAuth::Basic(_)));
+    }
+}
