@@ -15,6 +15,13 @@ use crate::config::ClientAuth;
 
 /// A client obtained by dynamic registration, as a [`ClientStore`] keeps it. `Debug` never
 /// shows the secret; `Serialize` writes it (a store must keep it as carefully as any secret).
+///
+/// It records the issuer and the registration endpoint it was registered at, and is used
+/// there only: a store that answers one issuer with another's client (a shared store keyed
+/// wrongly, or a hostile one) would otherwise have this client's `client_id` and secret sent
+/// to the other issuer's token endpoint. A stored client for another issuer or endpoint, or
+/// one stored without them (by an older version of this crate), is not used: the client
+/// registers again.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RegisteredClient {
     pub(super) client_id: String,
@@ -28,6 +35,12 @@ pub struct RegisteredClient {
     pub(super) redirect_uri: Url,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) client_secret_expires_at: Option<u64>,
+    /// The issuer it was registered at; `None` in an entry stored without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) issuer: Option<String>,
+    /// The registration endpoint it was registered at; `None` in an entry stored without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) registration_endpoint: Option<Url>,
 }
 
 fn serialize_secret<S: serde::Serializer>(
@@ -54,6 +67,11 @@ impl fmt::Debug for RegisteredClient {
             )
             .field("redirect_uri", &self.redirect_uri.as_str())
             .field("client_secret_expires_at", &self.client_secret_expires_at)
+            .field("issuer", &self.issuer)
+            .field(
+                "registration_endpoint",
+                &self.registration_endpoint.as_ref().map(Url::as_str),
+            )
             .finish()
     }
 }
@@ -84,6 +102,18 @@ impl RegisteredClient {
         self.client_secret.is_some()
     }
 
+    /// The issuer the client was registered at; `None` for an entry a store kept without it,
+    /// which is never used.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// The registration endpoint the client was registered at; `None` for an entry a store
+    /// kept without it, which is never used.
+    pub fn registration_endpoint(&self) -> Option<&Url> {
+        self.registration_endpoint.as_ref()
+    }
+
     pub(super) fn auth(&self) -> ClientAuth {
         match (
             &self.client_secret,
@@ -95,14 +125,35 @@ impl RegisteredClient {
         }
     }
 
-    /// Usable for `redirect_uri` (loopback redirect URIs may differ in port, RFC 8252 §7.3)
-    /// with a secret that has not expired (a minute of margin).
-    pub(super) fn usable_for(&self, redirect_uri: &Url, now: u64) -> bool {
-        let expired = self
-            .client_secret_expires_at
-            .is_some_and(|at| at <= now.saturating_add(60));
-        !expired && same_redirect_uri(&self.redirect_uri, redirect_uri)
+    /// Why the client cannot be used at `issuer` (registered at `endpoint`) for
+    /// `redirect_uri` at Unix time `now`, or `None` when it can: it was registered there, for
+    /// that redirect URI (loopback redirect URIs may differ in port, RFC 8252 §7.3), and its
+    /// secret has not expired.
+    pub(super) fn unusable_for(
+        &self,
+        issuer: &str,
+        endpoint: &Url,
+        redirect_uri: &Url,
+        now: u64,
+    ) -> Option<&'static str> {
+        if self.issuer.as_deref() != Some(issuer) {
+            Some("it was registered at another issuer, or stored without one")
+        } else if self.registration_endpoint.as_ref() != Some(endpoint) {
+            Some("it was registered at another registration endpoint, or stored without one")
+        } else if !same_redirect_uri(&self.redirect_uri, redirect_uri) {
+            Some("it was registered for another redirect URI")
+        } else if secret_expired(self.client_secret_expires_at, now) {
+            Some("its secret has expired")
+        } else {
+            None
+        }
     }
+}
+
+/// Whether a secret that expires at `at` (Unix time, `None` for never) is expired at `now`, or
+/// will be within a minute: too soon to finish an authorization with it.
+pub(super) fn secret_expired(at: Option<u64>, now: u64) -> bool {
+    at.is_some_and(|at| at <= now.saturating_add(60))
 }
 
 /// Equal, or loopback IP literals that differ only in port (RFC 8252 §7.3: the server allows
@@ -210,27 +261,63 @@ mod tests {
     }
 
     #[test]
-    fn expired_secrets_and_other_redirects_are_not_reused() {
+    fn a_client_is_used_where_it_was_registered_only() {
+        let issuer = "https://as.example";
+        let endpoint = url("https://as.example/register");
         let client = RegisteredClient {
             client_id: "c".to_owned(),
             client_secret: Some("s".into()),
             token_endpoint_auth_method: "client_secret_basic".to_owned(),
             redirect_uri: url("http://127.0.0.1:4000/callback"),
             client_secret_expires_at: Some(1_000),
+            issuer: Some(issuer.to_owned()),
+            registration_endpoint: Some(endpoint.clone()),
         };
         let redirect = url("http://127.0.0.1:4001/callback");
-        assert!(client.usable_for(&redirect, 900));
-        assert!(!client.usable_for(&redirect, 950));
-        assert!(!client.usable_for(&url("https://app.example/cb"), 0));
+        assert_eq!(client.unusable_for(issuer, &endpoint, &redirect, 900), None);
+        assert_eq!(
+            client.unusable_for(issuer, &endpoint, &redirect, 950),
+            Some("its secret has expired")
+        );
+        assert_eq!(
+            client.unusable_for(issuer, &endpoint, &url("https://app.example/cb"), 0),
+            Some("it was registered for another redirect URI")
+        );
+        assert_eq!(
+            client.unusable_for("https://other.example", &endpoint, &redirect, 0),
+            Some("it was registered at another issuer, or stored without one")
+        );
+        // An issuer is compared exactly (RFC 8414 §3.3): no trailing slash, no case folding.
+        for other in ["https://as.example/", "https://AS.example"] {
+            assert!(
+                client
+                    .unusable_for(other, &endpoint, &redirect, 0)
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            client.unusable_for(issuer, &url("https://as.example/register2"), &redirect, 0),
+            Some("it was registered at another registration endpoint, or stored without one")
+        );
         let debug = format!("{client:?}");
         assert!(
-            debug.contains("[redacted]") && !debug.contains("\"s\""),
+            debug.contains("[redacted]")
+                && !debug.contains("\"s\"")
+                && debug.contains(r#"issuer: Some("https://as.example")"#),
             "{debug}"
         );
-        // A store keeps the secret.
+        // A store keeps the secret, the issuer and the endpoint.
         let json = serde_json::to_string(&client).unwrap();
         assert!(json.contains("\"client_secret\":\"s\""), "{json}");
         let back: RegisteredClient = serde_json::from_str(&json).unwrap();
         assert!(matches!(back.auth(), ClientAuth::Basic(_)));
+        assert_eq!(back.unusable_for(issuer, &endpoint, &redirect, 900), None);
+        // An entry stored without them is usable nowhere.
+        let old: RegisteredClient = serde_json::from_str(
+            r#"{"client_id":"c","token_endpoint_auth_method":"none","redirect_uri":"http://127.0.0.1:4000/callback"}"#,
+        )
+        .unwrap();
+        assert_eq!((old.issuer(), old.registration_endpoint()), (None, None));
+        assert!(old.unusable_for(issuer, &endpoint, &redirect, 0).is_some());
     }
 }

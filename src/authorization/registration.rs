@@ -8,7 +8,7 @@ use std::sync::Arc;
 use url::Url;
 
 use super::client_store::{ClientStore, MemoryClientStore, RegisteredClient, now_unix};
-use super::registration_response::{RegistrationError, RegistrationResponse};
+use super::registration_response::{Registered, RegistrationError, RegistrationResponse};
 
 use crate::config::{ClientAuth, ClientRegistration, PreRegistered};
 use crate::discovery::{Discovered, Discovery, ValidatedAuthorizationServer};
@@ -302,10 +302,15 @@ impl DynamicRegistration {
             .load(issuer)
             .await
             .map_err(|e| failed(format!("the client store could not be read: {e}")))?;
-        if let Some(client) = stored
-            && client.usable_for(redirect_uri, now_unix())
-        {
-            return Ok(client);
+        if let Some(client) = stored {
+            match client.unusable_for(issuer, endpoint, redirect_uri, now_unix()) {
+                None => return Ok(client),
+                Some(reason) => tracing::info!(
+                    issuer,
+                    client_id = ?shorten(client.client_id()),
+                    "not using the stored client: {reason}; registering a new one"
+                ),
+            }
         }
         let method = request_method(server);
         let mut grant_types = vec!["authorization_code"];
@@ -337,7 +342,7 @@ impl DynamicRegistration {
             serde_json::from_slice(&response).map_err(|e| {
                 failed(format!(
                     "the registration response is not a client information response: {}",
-                    shorten(&e.to_string())
+                    shorten(&e.to_string()).escape_debug()
                 ))
             })?
         } else {
@@ -358,11 +363,33 @@ impl DynamicRegistration {
                 ),
             }));
         };
-        let client = response.into_client(method, redirect_uri).map_err(failed)?;
-        tracing::info!(issuer, client_id = %client.client_id, method = %client.token_endpoint_auth_method, "registered a client dynamically");
+        let registered_at = Registered {
+            issuer,
+            endpoint,
+            redirect_uri,
+            now: now_unix(),
+        };
+        let client = response
+            .into_client(method, &registered_at)
+            .map_err(|problem| {
+                failed(format!(
+                    "{problem}; register a client by hand and add it with ClientRegistrar::pre_registered"
+                ))
+            })?;
+        // Checked text only, and written escaped all the same: a log line is one line.
+        tracing::info!(
+            issuer,
+            client_id = ?client.client_id,
+            method = ?client.token_endpoint_auth_method,
+            "registered a client dynamically"
+        );
         if let Err(error) = self.store.save(issuer, &client).await {
             // The client works; only keeping it for next time failed.
-            tracing::warn!(issuer, "the registered client could not be stored: {error}");
+            tracing::warn!(
+                issuer,
+                "the registered client could not be stored: {}",
+                error.to_string().escape_debug()
+            );
         }
         Ok(client)
     }
