@@ -283,3 +283,22 @@ async fn the_redirect_uri_is_compared_with_its_query() {
     cache.complete_authorization(&pending, &real).await.unwrap();
     assert_eq!(server.token_requests(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_completions_of_one_authorization_at_once_exchange_its_code_once() {
+    let server = new_server();
+    let cache = app_cache(&server);
+    let pending = cache.begin_authorization(&resource(MCP), &empty()).unwrap();
+    let real = approve(&server, &pending).await;
+    let (first, second) = tokio::join!(
+        cache.complete_authorization(&pending, &real),
+        cache.complete_authorization(&pending, &real)
+    );
+    let (token, refused) = match (first, second) {
+        (Ok(token), Err(error)) | (Err(error), Ok(token)) => (token, error),
+        other => panic!("not one token and one refusal: {other:?}"),
+    };
+    assert!(token.header_for(&url(&format!("{MCP}/tools"))).is_ok());
+    assert!(refusal(refused).contains("already completed"));
+    assert_eq!(server.token_requests(), 1);
+}
