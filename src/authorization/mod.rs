@@ -8,7 +8,8 @@
 //! - `handler`: the [`AuthorizationHandler`] trait;
 //! - `loopback` and `headless`: the two handlers the crate ships ([`LoopbackListener`],
 //!   [`HeadlessAuthorization`]);
-//! - `redirect_uri`: the rule every redirect URI follows, and whether a redirect came back to it.
+//! - `redirect_uri`: the rule every redirect URI follows, and whether a redirect came back to
+//!   it.
 
 mod client_store;
 mod handler;
@@ -22,7 +23,7 @@ pub use client_store::{ClientStore, MemoryClientStore, RegisteredClient, StoreEr
 pub use handler::{AuthorizationFuture, AuthorizationHandler};
 pub use headless::HeadlessAuthorization;
 pub use loopback::LoopbackListener;
-pub(crate) use loopback::{constant_time_eq, redirect_from_head};
-pub(crate) use redirect_uri::{redirect_uri_problem, same_endpoint};
+pub(crate) use loopback::redirect_from_head;
+pub(crate) use redirect_uri::{constant_time_eq, redirect_uri_problem, same_endpoint};
 pub(crate) use registration::OFFLINE_ACCESS;
 pub use registration::{ClientRegistrar, DynamicRegistration};

@@ -1,7 +1,8 @@
 //! The rule every redirect URI follows (MCP 2025-11-25 §11.3, RFC 6749 §3.1.2), and whether a
 //! redirect came back to it. Handlers check their redirect URI with it when they are made, the
-//! cache builder when a client registration is configured, and the completion of an
-//! authorization when the redirect arrives.
+//! cache builder when a client registration is configured, and the loopback listener and the
+//! completion of an authorization when the redirect arrives (with the comparison of its
+//! `state` that both make).
 
 use url::Url;
 
@@ -54,6 +55,12 @@ pub(crate) fn same_endpoint(redirect: &Url, redirect_uri: &Url) -> bool {
         && redirect.port_or_known_default() == redirect_uri.port_or_known_default()
         && redirect.path() == redirect_uri.path()
         && rest(redirect) == rest(redirect_uri)
+}
+
+/// Compares without an early exit, so the time taken says nothing about the expected value (a
+/// redirect's `state`, RFC 6749 §10.12).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub(super) fn check_redirect_uri(uri: &Url) -> Result<(), Error> {

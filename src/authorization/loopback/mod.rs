@@ -26,7 +26,7 @@ use self::request::{
     Answer, HeadError, find_head_end, host_check, parse_request_line, read_head, target_path,
 };
 use super::handler::{check_authorization_url, gave_up};
-use super::redirect_uri::same_endpoint;
+use super::redirect_uri::{constant_time_eq, same_endpoint};
 use super::{AuthorizationFuture, AuthorizationHandler};
 use crate::Error;
 
@@ -375,11 +375,6 @@ fn single_parameter(query: Option<&str>, name: &str) -> Option<String> {
         (Some(value), None) => Some(value),
         _ => None,
     }
-}
-
-/// Compares without an early exit, so the time taken says nothing about the expected state.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A connection being served, as the accept loop sees it.
