@@ -149,14 +149,15 @@ impl TokenCache {
     /// Completes an authorization from the URL the user was redirected to, read in this order
     /// (each step refuses with [`Error::AuthorizationResponse`]):
     ///
-    /// 1. the authorization began less than 10 minutes ago, and was not completed yet;
+    /// 1. the authorization began less than 10 minutes ago;
     /// 2. the redirect came back to the redirect URI: same scheme, host, port, path, and the
     ///    same query apart from the response's own parameters (RFC 6749 §3.1.2);
     /// 3. it carries the authorization URL's `state`, once (RFC 6749 §4.1.2, §10.12);
     /// 4. its `iss`, when present (and required when the server announces it), is the
     ///    issuer (RFC 9207 §2.4);
-    /// 5. only then its `error` is reported as the server's answer, or its `code` exchanged
-    ///    with the PKCE verifier and `resource`. The token (and refresh token) are cached.
+    /// 5. only then, once per authorization (a second completion is refused), its `error` is
+    ///    reported as the server's answer, or its `code` exchanged with the PKCE verifier and
+    ///    `resource`. The token (and refresh token) are cached.
     ///
     /// A redirect refused at steps 2 to 4 is not this authorization's (a stray or forged
     /// request) and leaves `pending` usable: pass it by reference (`&pending`) to complete it
@@ -215,10 +216,10 @@ fn read_response(
     redirect: &Url,
 ) -> Result<(String, PkceCodeVerifier), Error> {
     if Instant::now() >= pending.expires_at {
-        return Err(refuse(format!(
-            "the authorization began 10 minutes ago or more and has expired; call TokenCache::begin_authorization again and send the user to the new URL ({} waits for the redirect of the new one)",
-            crate::audience::redacted_url(&pending.redirect_uri)
-        )));
+        return Err(refuse(
+            "the authorization began 10 minutes ago or more and has expired; call TokenCache::begin_authorization again and send the user to the new URL"
+                .to_owned(),
+        ));
     }
     if !crate::authorization::same_endpoint(redirect, &pending.redirect_uri) {
         return Err(refuse(format!(
