@@ -136,7 +136,9 @@ impl RegisteredClient {
         redirect_uri: &Url,
         now: u64,
     ) -> Option<&'static str> {
-        if self.issuer.as_deref() != Some(issuer) {
+        if !is_client_id(&self.client_id) {
+            Some("its client_id is not RFC 6749 text")
+        } else if self.issuer.as_deref() != Some(issuer) {
             Some("it was registered at another issuer, or stored without one")
         } else if self.registration_endpoint.as_ref() != Some(endpoint) {
             Some("it was registered at another registration endpoint, or stored without one")
@@ -148,6 +150,21 @@ impl RegisteredClient {
             None
         }
     }
+}
+
+/// The longest `client_id` accepted. RFC 6749 sets no bound; servers issue UUIDs and short
+/// random strings, and a client id is written to logs and sent in every request.
+pub(super) const MAX_CLIENT_ID: usize = 255;
+
+/// RFC 6749 Appendix A: VSCHAR, `%x20-7E`.
+pub(super) fn is_vschar(c: char) -> bool {
+    matches!(c, ' '..='~')
+}
+
+/// RFC 6749 §A.1: client-id = *VSCHAR, here 1 to [`MAX_CLIENT_ID`] of them (an empty one
+/// identifies nothing). Neither a registration response nor a store gets another one used.
+pub(super) fn is_client_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_CLIENT_ID && id.chars().all(is_vschar)
 }
 
 /// Whether a secret that expires at `at` (Unix time, `None` for never) is expired at `now`, or
@@ -322,5 +339,14 @@ mod tests {
         .unwrap();
         assert_eq!((old.issuer(), old.registration_endpoint()), (None, None));
         assert!(old.unusable_for(issuer, &endpoint, &redirect, 0).is_some());
+        // A store's entry is text from outside too.
+        let forged = RegisteredClient {
+            client_id: "c\nforged: line".to_owned(),
+            ..client.clone()
+        };
+        assert_eq!(
+            forged.unusable_for(issuer, &endpoint, &redirect, 900),
+            Some("its client_id is not RFC 6749 text")
+        );
     }
 }

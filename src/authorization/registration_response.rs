@@ -9,7 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::client_store::{RegisteredClient, secret_expired};
+use super::client_store::{
+    MAX_CLIENT_ID, RegisteredClient, is_client_id, is_vschar, secret_expired,
+};
 use crate::resource::shorten;
 
 #[derive(Deserialize)]
@@ -38,15 +40,6 @@ pub(super) struct Registered<'a> {
     pub(super) now: u64,
 }
 
-/// The longest `client_id` accepted. RFC 6749 sets no bound; servers issue UUIDs and short
-/// random strings, and a client id is written to logs and sent in every request.
-const MAX_CLIENT_ID: usize = 255;
-
-/// RFC 6749 Appendix A: VSCHAR, `%x20-7E`.
-fn is_vschar(c: char) -> bool {
-    matches!(c, ' '..='~')
-}
-
 #[derive(Deserialize)]
 pub(super) struct RegistrationError {
     pub(super) error: String,
@@ -65,7 +58,7 @@ impl RegistrationResponse {
     ) -> Result<RegisteredClient, String> {
         // RFC 6749 §A.1: client-id = *VSCHAR; an empty one identifies nothing.
         let id = &self.client_id;
-        if id.is_empty() || id.len() > MAX_CLIENT_ID || !id.chars().all(is_vschar) {
+        if !is_client_id(id) {
             return Err(format!(
                 "the registration response's client_id {:?} is not a client_id (RFC 6749 §A.1: 1 to {MAX_CLIENT_ID} visible ASCII characters or spaces)",
                 shorten(id)
