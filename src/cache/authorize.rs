@@ -184,21 +184,24 @@ impl TokenCache {
             )
             .await
             .inspect_err(|_| self.shared.counters.error())?;
-        if let Some(refresh_token) = response.refresh_token.take() {
-            // The grant is what the user authorized as well as what the token carries: a server
-            // may restrict the token to the resource's scopes (RFC 8707 §2.2) and leave `openid`
-            // out of the response while the refresh token keeps it. A scope it did not grant at
-            // all is refused at refresh time by the server (`invalid_scope`).
-            let granted = pending.scopes.union(&response.scopes);
-            self.shared
-                .refresh_tokens
-                .store(RefreshKey::for_key(key), refresh_token, granted);
-        }
+        let refresh_token = response.refresh_token.take();
+        // The grant is what the user authorized as well as what the token carries: a server
+        // may restrict the token to the resource's scopes (RFC 8707 §2.2) and leave `openid`
+        // out of the response while the refresh token keeps it. A scope it did not grant at
+        // all is refused at refresh time by the server (`invalid_scope`).
+        let granted = pending.scopes.union(&response.scopes);
         self.shared.backoff.succeeded(key);
+        // The access token first: a concurrent miss on this key that finds the refresh token
+        // finds the access token too, and uses it instead of spending the refresh token.
         let token = self
             .shared
             .store_response(&entry, key, response, sent_at)
             .await;
+        if let Some(refresh_token) = refresh_token {
+            self.shared
+                .refresh_tokens
+                .store(RefreshKey::for_key(key), refresh_token, granted);
+        }
         Ok(BearerToken::new(token, entry.policy.clone()))
     }
 }
