@@ -30,12 +30,13 @@ async fn authorize(
     extra: &str,
     account: Option<&str>,
 ) -> audience_cache::BearerToken {
-    let mut pending = cache
-        .begin_authorization(&resource(MCP), &scopes(extra))
-        .unwrap();
-    if let Some(account) = account {
-        pending = pending.for_account(account);
+    let pending = match account {
+        Some(account) => {
+            cache.begin_authorization_for_account(&resource(MCP), &scopes(extra), account)
+        }
+        None => cache.begin_authorization(&resource(MCP), &scopes(extra)),
     }
+    .unwrap();
     let redirect = approve(server, &pending).await;
     cache
         .complete_authorization(pending, &redirect)
@@ -299,24 +300,42 @@ async fn a_redirect_without_iss_is_refused_when_the_server_announces_iss() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_expired_code_is_invalid_grant_with_a_next_step() {
+async fn a_code_the_server_no_longer_honours_is_invalid_grant_with_a_next_step() {
+    // A code is exchanged once (RFC 6749 §4.1.2). (One that outlived its ten minutes cannot
+    // reach the server: the pending authorization expires first.)
     let server = new_server();
     let cache = app_cache(&server);
-    let pending = cache.begin_authorization(&resource(MCP), &empty()).unwrap();
-    let redirect = approve(&server, &pending).await;
-    // The server keeps codes for ten minutes (RFC 6749 §4.1.2).
-    tokio::time::advance(std::time::Duration::from_secs(601)).await;
+    let first = cache.begin_authorization(&resource(MCP), &empty()).unwrap();
+    let used = approve(&server, &first).await;
+    cache.complete_authorization(first, &used).await.unwrap();
+    let pending = cache
+        .begin_authorization_for_account(&resource(MCP), &empty(), "bob")
+        .unwrap();
+    let state = param(pending.url(), "state").unwrap();
+    let replayed = with_query(&used, |pairs| {
+        for (k, v) in pairs.iter_mut() {
+            if k == "state" {
+                *v = state.clone();
+            }
+        }
+    });
     let error = cache
-        .complete_authorization(pending, &redirect)
+        .complete_authorization(pending, &replayed)
         .await
         .unwrap_err();
     assert_eq!(error.oauth_error().unwrap().code, "invalid_grant");
     assert!(error.to_string().contains("authorize again"), "{error}");
     assert!(!error.is_transient());
     let records = server.requests();
-    assert_eq!(grant_types(&records), ["authorization_code"]);
-    // Nothing was cached.
-    let after = cache.token(&resource(MCP), &empty()).await.unwrap_err();
+    assert_eq!(
+        grant_types(&records),
+        ["authorization_code", "authorization_code"]
+    );
+    // Nothing was cached for bob.
+    let after = cache
+        .token_for_account(&resource(MCP), &empty(), "bob")
+        .await
+        .unwrap_err();
     assert!(
         matches!(after, Error::AuthorizationRequired { .. }),
         "{after:?}"

@@ -201,9 +201,8 @@ async fn scenario(server: &AuthorizationServer, seen: &mut Seen) {
     );
 
     let pending = app
-        .begin_authorization(&mcp, &scopes("read"))
-        .unwrap()
-        .for_account("bob");
+        .begin_authorization_for_account(&mcp, &scopes("read"), "bob")
+        .unwrap();
     seen.debug(&pending);
     let redirect = approve(server, &pending).await;
     seen.secrets.extend(param(&redirect, "code"));

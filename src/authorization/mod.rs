@@ -1,53 +1,29 @@
 //! MCP authorization end to end (MCP 2025-11-25 §4–§11): getting a client at an authorization
 //! server that discovery found (pre-registered, a client ID metadata document, or dynamic
 //! client registration), and having a user authorize through an [`AuthorizationHandler`].
+//!
+//! - `registration`: the client, in the MCP order, registering one where that is the way;
+//! - `registration_response`: what a registration endpoint answers, checked;
+//! - `client_store`: registered clients and where they are kept;
+//! - `handler`: the [`AuthorizationHandler`] trait;
+//! - `loopback` and `headless`: the two handlers the crate ships ([`LoopbackListener`],
+//!   [`HeadlessAuthorization`]);
+//! - `redirect_uri`: the rule every redirect URI follows, and whether a redirect came back to
+//!   it.
 
+mod client_store;
 mod handler;
+mod headless;
+mod loopback;
+mod redirect_uri;
 mod registration;
+mod registration_response;
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-
-use url::Url;
-
-use crate::Error;
-
-pub use handler::{HeadlessAuthorization, LoopbackListener};
-pub(crate) use handler::{
-    constant_time_eq, redirect_from_head, redirect_uri_problem, same_endpoint,
-};
+pub use client_store::{ClientStore, MemoryClientStore, RegisteredClient, StoreError, StoreFuture};
+pub use handler::{AuthorizationFuture, AuthorizationHandler};
+pub use headless::HeadlessAuthorization;
+pub use loopback::LoopbackListener;
+pub(crate) use loopback::redirect_from_head;
+pub(crate) use redirect_uri::{constant_time_eq, redirect_uri_problem, same_endpoint};
 pub(crate) use registration::OFFLINE_ACCESS;
-pub use registration::{
-    ClientRegistrar, ClientStore, DynamicRegistration, MemoryClientStore, RegisteredClient,
-    StoreError, StoreFuture,
-};
-
-/// The future an [`AuthorizationHandler`] returns: the URL the authorization server redirected
-/// the user agent to.
-pub type AuthorizationFuture<'a> = Pin<Box<dyn Future<Output = Result<Url, Error>> + Send + 'a>>;
-
-/// Has a user authorize a request at the authorization endpoint, and returns the redirect.
-///
-/// The crate builds the authorization URL (with `resource`, `scope`, `state`, and the S256 PKCE
-/// challenge) and hands it to [`authorize`](Self::authorize); the handler brings the user
-/// there (a browser, a prompt, or for servers that approve at once a plain request) and
-/// returns the URL the authorization server redirected to, which carries `code` and `state`
-/// (or `error`). The crate checks that redirect (redirect URI, `state`, RFC 9207 `iss`) before
-/// it exchanges the code; a handler does not need to.
-///
-/// The crate has two: [`LoopbackListener`] for command-line apps (it shows the URL or opens a
-/// browser, and receives the redirect on 127.0.0.1) and [`HeadlessAuthorization`] for tests and
-/// servers that approve at once (it requests the URL and reads the redirect's `Location`
-/// without following it).
-pub trait AuthorizationHandler: Send + Sync + fmt::Debug {
-    /// The redirect URI the authorization server sends the user agent back to. It is
-    /// registered with the client (dynamic registration) and sent in every authorization
-    /// request.
-    fn redirect_uri(&self) -> Url;
-
-    /// Brings the user to `url` and resolves to the URL the authorization server redirected
-    /// to. Failures (the user gave up, a timeout, no redirect) are
-    /// [`Error::Authorization`].
-    fn authorize<'a>(&'a self, url: &'a Url) -> AuthorizationFuture<'a>;
-}
+pub use registration::{ClientRegistrar, DynamicRegistration};

@@ -3,15 +3,12 @@
 //! registration (RFC 7591), with the token endpoint authentication chosen from what the server
 //! supports and what the registration said.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use url::Url;
+
+use super::client_store::{ClientStore, MemoryClientStore, RegisteredClient, now_unix};
+use super::registration_response::{Registered, RegistrationError, RegistrationResponse};
 
 use crate::config::{ClientAuth, ClientRegistration, PreRegistered};
 use crate::discovery::{Discovered, Discovery, ValidatedAuthorizationServer};
@@ -316,10 +313,15 @@ impl DynamicRegistration {
             .load(issuer)
             .await
             .map_err(|e| failed(format!("the client store could not be read: {e}")))?;
-        if let Some(client) = stored
-            && client.usable_for(redirect_uri, now_unix())
-        {
-            return Ok(client);
+        if let Some(client) = stored {
+            match client.unusable_for(issuer, endpoint, redirect_uri, now_unix()) {
+                None => return Ok(client),
+                Some(reason) => tracing::info!(
+                    issuer,
+                    client_id = ?shorten(client.client_id()),
+                    "not using the stored client: {reason}; registering a new one"
+                ),
+            }
         }
         let method = request_method(server);
         let mut grant_types = vec!["authorization_code"];
@@ -351,7 +353,7 @@ impl DynamicRegistration {
             serde_json::from_slice(&response).map_err(|e| {
                 failed(format!(
                     "the registration response is not a client information response: {}",
-                    shorten(&e.to_string())
+                    shorten(&e.to_string()).escape_debug()
                 ))
             })?
         } else {
@@ -372,11 +374,33 @@ impl DynamicRegistration {
                 ),
             }));
         };
-        let client = response.into_client(method, redirect_uri).map_err(failed)?;
-        tracing::info!(issuer, client_id = %client.client_id, method = %client.token_endpoint_auth_method, "registered a client dynamically");
+        let registered_at = Registered {
+            issuer,
+            endpoint,
+            redirect_uri,
+            now: now_unix(),
+        };
+        let client = response
+            .into_client(method, &registered_at)
+            .map_err(|problem| {
+                failed(format!(
+                    "{problem}; register a client by hand and add it with ClientRegistrar::pre_registered"
+                ))
+            })?;
+        // Checked text only, and written escaped all the same: a log line is one line.
+        tracing::info!(
+            issuer,
+            client_id = ?client.client_id,
+            method = ?client.token_endpoint_auth_method,
+            "registered a client dynamically"
+        );
         if let Err(error) = self.store.save(issuer, &client).await {
             // The client works; only keeping it for next time failed.
-            tracing::warn!(issuer, "the registered client could not be stored: {error}");
+            tracing::warn!(
+                issuer,
+                "the registered client could not be stored: {}",
+                error.to_string().escape_debug()
+            );
         }
         Ok(client)
     }
@@ -399,313 +423,6 @@ fn request_method(server: &ValidatedAuthorizationServer) -> &'static str {
         .unwrap_or("client_secret_basic")
 }
 
-#[derive(Deserialize)]
-struct RegistrationResponse {
-    client_id: String,
-    #[serde(default)]
-    client_secret: Option<SecretString>,
-    #[serde(default)]
-    client_secret_expires_at: Option<u64>,
-    #[serde(default)]
-    token_endpoint_auth_method: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RegistrationError {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-}
-
-impl RegistrationResponse {
-    /// The registered client, with the authentication method the response names (RFC 7591
-    /// §3.2.1: the server may change what was asked for), else the one asked for.
-    fn into_client(self, requested: &str, redirect_uri: &Url) -> Result<RegisteredClient, String> {
-        if self.client_id.is_empty() {
-            return Err("the registration response has an empty client_id".to_owned());
-        }
-        let method = self
-            .token_endpoint_auth_method
-            .unwrap_or_else(|| requested.to_owned());
-        let secret = match method.as_str() {
-            "none" => None,
-            "client_secret_basic" | "client_secret_post" => match self.client_secret {
-                Some(secret) if !secret.expose_secret().is_empty() => Some(secret),
-                _ => {
-                    return Err(format!(
-                        "the server registered the client for {method} but sent no client_secret"
-                    ));
-                }
-            },
-            other => {
-                return Err(format!(
-                    "the server registered the client for {:?}, which this crate does not support (it supports client_secret_basic, client_secret_post and none)",
-                    shorten(other)
-                ));
-            }
-        };
-        Ok(RegisteredClient {
-            client_id: self.client_id,
-            client_secret: secret,
-            token_endpoint_auth_method: method,
-            redirect_uri: redirect_uri.clone(),
-            client_secret_expires_at: self.client_secret_expires_at.filter(|&t| t != 0),
-        })
-    }
-}
-
-/// A client obtained by dynamic registration, as a [`ClientStore`] keeps it. `Debug` never
-/// shows the secret; `Serialize` writes it (a store must keep it as carefully as any secret).
-#[derive(Clone, Serialize, Deserialize)]
-pub struct RegisteredClient {
-    client_id: String,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "serialize_secret"
-    )]
-    client_secret: Option<SecretString>,
-    token_endpoint_auth_method: String,
-    redirect_uri: Url,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    client_secret_expires_at: Option<u64>,
-}
-
-fn serialize_secret<S: serde::Serializer>(
-    secret: &Option<SecretString>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match secret {
-        Some(secret) => serializer.serialize_some(secret.expose_secret()),
-        None => serializer.serialize_none(),
-    }
-}
-
-impl fmt::Debug for RegisteredClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegisteredClient")
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "[redacted]"),
-            )
-            .field(
-                "token_endpoint_auth_method",
-                &self.token_endpoint_auth_method,
-            )
-            .field("redirect_uri", &self.redirect_uri.as_str())
-            .field("client_secret_expires_at", &self.client_secret_expires_at)
-            .finish()
-    }
-}
-
-impl RegisteredClient {
-    /// The client id the server assigned.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    /// The token endpoint authentication method in use.
-    pub fn token_endpoint_auth_method(&self) -> &str {
-        &self.token_endpoint_auth_method
-    }
-
-    /// The redirect URI registered.
-    pub fn redirect_uri(&self) -> &Url {
-        &self.redirect_uri
-    }
-
-    /// When the secret expires (Unix time), if it does.
-    pub fn client_secret_expires_at(&self) -> Option<u64> {
-        self.client_secret_expires_at
-    }
-
-    /// Whether the client has a secret.
-    pub fn has_secret(&self) -> bool {
-        self.client_secret.is_some()
-    }
-
-    fn auth(&self) -> ClientAuth {
-        match (
-            &self.client_secret,
-            self.token_endpoint_auth_method.as_str(),
-        ) {
-            (Some(secret), "client_secret_post") => ClientAuth::Post(secret.clone()),
-            (Some(secret), _) => ClientAuth::Basic(secret.clone()),
-            (None, _) => ClientAuth::None,
-        }
-    }
-
-    /// Usable for `redirect_uri` (loopback redirect URIs may differ in port, RFC 8252 §7.3)
-    /// with a secret that has not expired (a minute of margin).
-    fn usable_for(&self, redirect_uri: &Url, now: u64) -> bool {
-        let expired = self
-            .client_secret_expires_at
-            .is_some_and(|at| at <= now.saturating_add(60));
-        !expired && same_redirect_uri(&self.redirect_uri, redirect_uri)
-    }
-}
-
-/// Equal, or loopback IP literals that differ only in port (RFC 8252 §7.3: the server allows
-/// any port there, so a client registered once serves every run of a command-line app).
-fn same_redirect_uri(a: &Url, b: &Url) -> bool {
-    if a == b {
-        return true;
-    }
-    let loopback_ip = |u: &Url| matches!(u.host_str(), Some("127.0.0.1" | "[::1]"));
-    loopback_ip(a)
-        && a.scheme() == "http"
-        && b.scheme() == "http"
-        && a.host_str() == b.host_str()
-        && a.path() == b.path()
-        && a.query() == b.query()
-}
-
 fn is_loopback_http(uri: &Url) -> bool {
     uri.scheme() == "http" && matches!(uri.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The error a [`ClientStore`] reports.
-pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The future a [`ClientStore`] returns.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// Where dynamically registered clients are kept, one per issuer. Implement it to keep them
-/// across runs (a file, a database, a keychain); [`MemoryClientStore`] keeps them for the life
-/// of the process. A `load` that fails fails the registration (the caller sees
-/// [`Error::Registration`]); a `save` that fails is logged, and the client is used anyway.
-pub trait ClientStore: Send + Sync + fmt::Debug {
-    /// The client stored for `issuer`, if any.
-    fn load<'a>(&'a self, issuer: &'a str) -> StoreFuture<'a, Option<RegisteredClient>>;
-
-    /// Stores `client` for `issuer`, replacing any other.
-    fn save<'a>(&'a self, issuer: &'a str, client: &'a RegisteredClient) -> StoreFuture<'a, ()>;
-}
-
-/// Registered clients in memory, per issuer.
-#[derive(Debug, Default)]
-pub struct MemoryClientStore {
-    clients: Mutex<HashMap<String, RegisteredClient>>,
-}
-
-impl MemoryClientStore {
-    /// The number of clients stored.
-    pub fn len(&self) -> usize {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether no client is stored.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl ClientStore for MemoryClientStore {
-    fn load<'a>(&'a self, issuer: &'a str) -> StoreFuture<'a, Option<RegisteredClient>> {
-        let client = self
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(issuer)
-            .cloned();
-        Box::pin(std::future::ready(Ok(client)))
-    }
-
-    fn save<'a>(&'a self, issuer: &'a str, client: &'a RegisteredClient) -> StoreFuture<'a, ()> {
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(issuer.to_owned(), client.clone());
-        Box::pin(std::future::ready(Ok(())))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn url(s: &str) -> Url {
-        Url::parse(s).unwrap()
-    }
-
-    #[test]
-    fn loopback_redirect_uris_may_differ_in_port_only() {
-        let a = url("http://127.0.0.1:4000/callback");
-        assert!(same_redirect_uri(
-            &a,
-            &url("http://127.0.0.1:5000/callback")
-        ));
-        assert!(!same_redirect_uri(&a, &url("http://127.0.0.1:5000/other")));
-        assert!(!same_redirect_uri(
-            &a,
-            &url("http://localhost:5000/callback")
-        ));
-        let https = url("https://app.example.com:4000/callback");
-        assert!(!same_redirect_uri(
-            &https,
-            &url("https://app.example.com:5000/callback")
-        ));
-    }
-
-    #[test]
-    fn the_registered_method_wins_and_needs_its_secret() {
-        let response = |method: Option<&str>, secret: Option<&str>| RegistrationResponse {
-            client_id: "c".to_owned(),
-            client_secret: secret.map(|s| s.into()),
-            client_secret_expires_at: Some(0),
-            token_endpoint_auth_method: method.map(str::to_owned),
-        };
-        let redirect = url("http://127.0.0.1/callback");
-        let client = response(Some("client_secret_post"), Some("s"))
-            .into_client("client_secret_basic", &redirect)
-            .unwrap();
-        assert!(matches!(client.auth(), ClientAuth::Post(_)));
-        assert_eq!(client.client_secret_expires_at(), None);
-        // Asked for none, got a secret anyway: stays public, the secret is not kept.
-        let client = response(None, Some("s"))
-            .into_client("none", &redirect)
-            .unwrap();
-        assert!(matches!(client.auth(), ClientAuth::None));
-        assert!(!client.has_secret());
-        let error = response(None, None)
-            .into_client("client_secret_basic", &redirect)
-            .unwrap_err();
-        assert!(error.contains("sent no client_secret"), "{error}");
-        let error = response(Some("private_key_jwt"), None)
-            .into_client("client_secret_basic", &redirect)
-            .unwrap_err();
-        assert!(error.contains("private_key_jwt"), "{error}");
-    }
-
-    #[test]
-    fn expired_secrets_and_other_redirects_are_not_reused() {
-        let client = RegisteredClient {
-            client_id: "c".to_owned(),
-            client_secret: Some("s".into()),
-            token_endpoint_auth_method: "client_secret_basic".to_owned(),
-            redirect_uri: url("http://127.0.0.1:4000/callback"),
-            client_secret_expires_at: Some(1_000),
-        };
-        let redirect = url("http://127.0.0.1:4001/callback");
-        assert!(client.usable_for(&redirect, 900));
-        assert!(!client.usable_for(&redirect, 950));
-        assert!(!client.usable_for(&url("https://app.example/cb"), 0));
-        let debug = format!("{client:?}");
-        assert!(
-            debug.contains("[redacted]") && !debug.contains("\"s\""),
-            "{debug}"
-        );
-        // A store keeps the secret.
-        let json = serde_json::to_string(&client).unwrap();
-        assert!(json.contains("\"client_secret\":\"s\""), "{json}");
-        let back: RegisteredClient = serde_json::from_str(&json).unwrap();
-        assert!(matches!(back.auth(), ClientAuth::Basic(_)));
-    }
 }
