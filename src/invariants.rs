@@ -306,7 +306,7 @@ pub fn loopback_redirect(data: &[u8]) {
     if url.host_str() != Some("127.0.0.1") || url.port() != Some(53682) {
         panic!("the listener returned a redirect to another host or port: {url}");
     }
-    if !crate::authorization::same_endpoint(&url, &redirect_uri) {
+    if !crate::redirect_uri::same_endpoint(&url, &redirect_uri) {
         panic!("the listener returned a redirect that is not the redirect URI: {url}");
     }
     if let Some(expected) = state {

@@ -10,7 +10,8 @@ use rand::RngCore as _;
 use secrecy::zeroize::Zeroizing;
 use sha2::Sha256;
 
-use crate::{ResourceUri, ScopeSet};
+use crate::resource::ResourceUri;
+use crate::scope::ScopeSet;
 
 /// The identity of a cached token (rules §15): issuer, resource, scopes, client, account, and for
 /// a token from RFC 8693 token exchange the subject token it was exchanged for.

@@ -88,6 +88,7 @@ mod error;
 mod grant;
 mod http;
 mod key;
+mod redirect_uri;
 mod resource;
 mod scope;
 mod token;

@@ -4,6 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+/// The scope that asks for a refresh token (OpenID Connect Core §11; MCP SEP-2207).
+pub(crate) const OFFLINE_ACCESS: &str = "offline_access";
+
 /// Why a scope string or item was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

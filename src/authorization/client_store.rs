@@ -203,7 +203,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Where dynamically registered clients are kept, one per issuer. Implement it to keep them
 /// across runs (a file, a database, a keychain); [`MemoryClientStore`] keeps them for the life
 /// of the process. A `load` that fails fails the registration (the caller sees
-/// [`Error::Registration`](crate::Error::Registration)); a `save` that fails is logged, and
+/// [`Error::Registration`](crate::error::Error::Registration)); a `save` that fails is logged, and
 /// the client is used anyway. A client `load` returns is used only if it was registered at
 /// that issuer and its current registration endpoint ([`RegisteredClient::issuer`]);
 /// otherwise the client registers again and `save` replaces it.

@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 use url::Url;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The future an [`AuthorizationHandler`] returns: the URL the authorization server redirected
 /// the user agent to.

@@ -11,10 +11,10 @@ use std::time::Duration;
 use url::Url;
 
 use super::handler::{check_authorization_url, gave_up};
-use super::redirect_uri::{check_redirect_uri, same_endpoint};
 use super::{AuthorizationFuture, AuthorizationHandler};
 use crate::audience::redacted_url;
-use crate::{BuildError, Error};
+use crate::error::{BuildError, Error};
+use crate::redirect_uri::{check_redirect_uri, same_endpoint};
 
 /// How long [`HeadlessAuthorization::new`]'s client waits for the authorization endpoint.
 const HEADLESS_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,7 +15,7 @@ mod client_store;
 mod handler;
 mod headless;
 mod loopback;
-mod redirect_uri;
+mod onboard;
 mod registration;
 mod registration_response;
 
@@ -24,6 +24,5 @@ pub use handler::{AuthorizationFuture, AuthorizationHandler};
 pub use headless::HeadlessAuthorization;
 pub use loopback::LoopbackListener;
 pub(crate) use loopback::redirect_from_head;
-pub(crate) use redirect_uri::{constant_time_eq, redirect_uri_problem, same_endpoint};
-pub(crate) use registration::OFFLINE_ACCESS;
+pub(crate) use onboard::Trust;
 pub use registration::{ClientRegistrar, DynamicRegistration};

@@ -12,11 +12,10 @@ use super::registration_response::{Registered, RegistrationError, RegistrationRe
 
 use crate::config::{ClientAuth, ClientRegistration, PreRegistered};
 use crate::discovery::{Discovered, Discovery, ValidatedAuthorizationServer};
+use crate::error::{BuildError, Error};
 use crate::resource::shorten;
-use crate::{BuildError, Error};
 
-/// The scope that asks for a refresh token (OpenID Connect Core §11; MCP SEP-2207).
-pub(crate) const OFFLINE_ACCESS: &str = "offline_access";
+use crate::scope::OFFLINE_ACCESS;
 
 /// How the crate gets a client at an authorization server that discovery finds, tried in the
 /// MCP 2025-11-25 order (§10):
@@ -30,7 +29,7 @@ pub(crate) const OFFLINE_ACCESS: &str = "offline_access";
 /// A server that allows none of these is an [`Error::Registration`] naming what it lacks (or
 /// [`Error::UntrustedIssuer`] when only pre-registered clients were configured). Clients from
 /// the second and third ways use the authorization code grant with PKCE and need a redirect
-/// URI: the [`AuthorizationHandler`](crate::AuthorizationHandler)'s, or
+/// URI: the [`AuthorizationHandler`](crate::authorization::AuthorizationHandler)'s, or
 /// [`redirect_uri`](Self::redirect_uri).
 ///
 /// ```
@@ -107,7 +106,7 @@ impl ClientRegistrar {
     }
 
     /// The redirect URI for clients from a metadata document or dynamic registration, when
-    /// there is no [`AuthorizationHandler`](crate::AuthorizationHandler) to give one.
+    /// there is no [`AuthorizationHandler`](crate::authorization::AuthorizationHandler) to give one.
     pub fn redirect_uri(mut self, uri: Url) -> Self {
         self.redirect_uri = Some(uri);
         self

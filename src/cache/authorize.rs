@@ -14,14 +14,17 @@ use url::Url;
 
 use super::TokenCache;
 use super::refresh::RefreshKey;
+use crate::cache::BearerToken;
 use crate::config::Grant;
+use crate::error::Error;
 use crate::key::CacheKey;
-use crate::{BearerToken, Error, ResourceUri, ScopeSet};
+use crate::resource::ResourceUri;
+use crate::scope::ScopeSet;
 
 /// How long a pending authorization can be completed. RFC 6749 §4.1.2 recommends codes that
 /// live at most 10 minutes; an authorization the user has not finished by then is begun
 /// again, and a `state` that leaked (a log, a shared screen) is worth nothing after it. The
-/// [`LoopbackListener`](crate::LoopbackListener) waits 5 minutes by default, well inside it.
+/// [`LoopbackListener`](crate::authorization::LoopbackListener) waits 5 minutes by default, well inside it.
 pub(crate) const PENDING_LIFETIME: Duration = Duration::from_secs(600);
 
 /// An authorization in progress: the URL to send the user to, and what the redirect will be
@@ -223,7 +226,7 @@ fn read_response(
                 .to_owned(),
         ));
     }
-    if !crate::authorization::same_endpoint(redirect, &pending.redirect_uri) {
+    if !crate::redirect_uri::same_endpoint(redirect, &pending.redirect_uri) {
         return Err(refuse(format!(
             "the redirect went to {}, not the redirect URI {}",
             crate::audience::redacted_url(redirect),
@@ -244,7 +247,7 @@ fn read_response(
         Ok(first)
     };
     let state_matches = param("state")?.is_some_and(|state| {
-        crate::authorization::constant_time_eq(state.as_bytes(), pending.state.secret().as_bytes())
+        crate::redirect_uri::constant_time_eq(state.as_bytes(), pending.state.secret().as_bytes())
     });
     if !state_matches {
         return Err(refuse(

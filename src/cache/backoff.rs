@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{CacheKey, Error};
+use crate::error::Error;
+use crate::key::CacheKey;
 
 /// The schedule: the first retry after `base` (times a jitter factor in `[0.5, 1]`), doubling
 /// per consecutive failure, never more than `max`. Errors that retrying cannot fix (OAuth

@@ -9,8 +9,9 @@ use super::{Shared, TokenCache};
 use crate::config::{self, ClientAuth, ClientRegistration, Grant, ResourceConfig};
 use crate::error::BuildError;
 use crate::grant::{Exchange, GrantClient, Limits, Transport};
+use crate::key::CacheKey;
+use crate::resource::ParseOptions;
 use crate::token::{CachedToken, Timing};
-use crate::{CacheKey, ParseOptions};
 
 /// Builds a [`TokenCache`]. Every setting has a safe default, documented on its setter; the
 /// configuration is checked by [`build`](Self::build).
@@ -110,7 +111,7 @@ impl TokenCacheBuilder {
     /// loopback host (`localhost`, `127.0.0.0/8`, `[::1]`), for trying the crate against servers
     /// on this machine. Off by default: what it gives up is TLS (anything on the path can read
     /// the token) and the guarantee that the server is the one named (anything on the machine
-    /// can listen there). An [`AuthorizedClient`](crate::AuthorizedClient)'s discovery follows
+    /// can listen there). An [`AuthorizedClient`](crate::http::AuthorizedClient)'s discovery follows
     /// this switch, so it is set once, here. See [`ParseOptions::allow_insecure_http_on_loopback`].
     pub fn allow_insecure_http_on_loopback(mut self, allow: bool) -> Self {
         self.options = self.options.allow_insecure_http_on_loopback(allow);
@@ -278,7 +279,7 @@ pub(crate) fn check_client(
             });
         }
         // RFC 6749 §3.1.2 and MCP 2025-11-25 §11.3.
-        if let Some(reason) = crate::authorization::redirect_uri_problem(redirect_uri) {
+        if let Some(reason) = crate::redirect_uri::redirect_uri_problem(redirect_uri) {
             return Err(BuildError::AuthorizationCode { issuer, reason });
         }
     }

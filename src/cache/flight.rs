@@ -8,10 +8,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Acquire, ResourceEntry, Shared};
+use crate::audience::{AudienceMode, TokenAudience};
 use crate::config::Grant;
+use crate::error::Error;
 use crate::grant::TokenResponse;
+use crate::key::CacheKey;
 use crate::token::CachedToken;
-use crate::{AudienceMode, CacheKey, Error, TokenAudience};
 
 type Outcome = Option<Result<Arc<CachedToken>, Error>>;
 

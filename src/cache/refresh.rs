@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use secrecy::SecretString;
 
 use super::{ResourceEntry, Shared};
+use crate::error::Error;
 use crate::grant::TokenResponse;
-use crate::{CacheKey, Error, ScopeSet};
+use crate::key::CacheKey;
+use crate::scope::ScopeSet;
 
 /// What a refresh token is bound to (rules §15): the issuer, the client, the account and the
 /// resource of the original grant. The requested scopes are not part of it: one refresh token

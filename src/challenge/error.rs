@@ -1,6 +1,6 @@
 //! Why a `WWW-Authenticate` header, or one challenge in it, was refused.
 
-use crate::ScopeError;
+use crate::scope::ScopeError;
 
 use super::TokenType;
 
@@ -16,13 +16,13 @@ use super::TokenType;
 /// listed by [`Challenges::rejected`]. The scope and `resource_metadata` variants come from the
 /// typed accessors and from [`Challenges::select`].
 ///
-/// [`Challenges::parse`]: crate::Challenges::parse
-/// [`Challenges::rejected`]: crate::Challenges::rejected
-/// [`Challenges::select`]: crate::Challenges::select
+/// [`Challenges::parse`]: crate::challenge::Challenges::parse
+/// [`Challenges::rejected`]: crate::challenge::Challenges::rejected
+/// [`Challenges::select`]: crate::challenge::Challenges::select
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChallengeError {
-    /// More `WWW-Authenticate` header fields than [`Challenges::MAX_FIELDS`](crate::Challenges::MAX_FIELDS).
+    /// More `WWW-Authenticate` header fields than [`Challenges::MAX_FIELDS`](crate::challenge::Challenges::MAX_FIELDS).
     #[error(
         "the response has more than {max} WWW-Authenticate header fields; refusing to read them"
     )]
@@ -31,7 +31,7 @@ pub enum ChallengeError {
         max: usize,
     },
 
-    /// The header fields together are longer than [`Challenges::MAX_BYTES`](crate::Challenges::MAX_BYTES).
+    /// The header fields together are longer than [`Challenges::MAX_BYTES`](crate::challenge::Challenges::MAX_BYTES).
     #[error(
         "the WWW-Authenticate header fields are at least {len} bytes long; the limit is {max} bytes"
     )]
@@ -42,7 +42,7 @@ pub enum ChallengeError {
         max: usize,
     },
 
-    /// More challenges than [`Challenges::MAX_CHALLENGES`](crate::Challenges::MAX_CHALLENGES),
+    /// More challenges than [`Challenges::MAX_CHALLENGES`](crate::challenge::Challenges::MAX_CHALLENGES),
     /// across all fields.
     #[error("WWW-Authenticate holds more than {max} challenges; refusing to read them")]
     TooManyChallenges {
@@ -50,7 +50,7 @@ pub enum ChallengeError {
         max: usize,
     },
 
-    /// One challenge has more parameters than [`Challenges::MAX_PARAMS`](crate::Challenges::MAX_PARAMS).
+    /// One challenge has more parameters than [`Challenges::MAX_PARAMS`](crate::challenge::Challenges::MAX_PARAMS).
     #[error("the {scheme:?} challenge has more than {max} parameters; refusing to read it")]
     TooManyParameters {
         /// The challenge's auth-scheme, as written.
@@ -60,7 +60,7 @@ pub enum ChallengeError {
     },
 
     /// One parameter value (or token68) is longer than
-    /// [`Challenges::MAX_VALUE_BYTES`](crate::Challenges::MAX_VALUE_BYTES) as written.
+    /// [`Challenges::MAX_VALUE_BYTES`](crate::challenge::Challenges::MAX_VALUE_BYTES) as written.
     #[error(
         "the {name:?} parameter of the {scheme:?} challenge is {len} bytes long; the limit is {max} bytes"
     )]

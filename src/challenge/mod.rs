@@ -22,8 +22,8 @@ use url::Url;
 
 pub use error::ChallengeError;
 
-use crate::ScopeSet;
 use crate::resource::shorten;
+use crate::scope::ScopeSet;
 
 /// All challenges of a response's `WWW-Authenticate` header fields, in order.
 ///
@@ -141,7 +141,7 @@ impl Challenges {
     ///
     /// Fails when there is no such challenge, or when the chosen one has an invalid `scope` or a
     /// `resource_metadata` that is not an http(s) URL after resolution. The returned URL is not
-    /// yet safe to fetch: pass it to [`check_resource_metadata_url`](crate::check_resource_metadata_url).
+    /// yet safe to fetch: pass it to [`check_resource_metadata_url`](crate::discovery::check_resource_metadata_url).
     pub fn select(
         &self,
         request: &Url,
@@ -218,9 +218,9 @@ impl<'a> SelectedChallenge<'a> {
     }
 
     /// The protected resource metadata URL (RFC 9728 §5.1), absolute, http(s), with a host.
-    /// Check it with [`check_resource_metadata_url`](crate::check_resource_metadata_url) before
+    /// Check it with [`check_resource_metadata_url`](crate::discovery::check_resource_metadata_url) before
     /// fetching it. `None`: use the well-known URLs
-    /// ([`protected_resource_metadata_urls`](crate::protected_resource_metadata_urls)).
+    /// ([`protected_resource_metadata_urls`](crate::discovery::protected_resource_metadata_urls)).
     pub fn resource_metadata(&self) -> Option<&Url> {
         self.resource_metadata.as_ref()
     }
@@ -309,7 +309,7 @@ impl Challenge {
     /// Refused: an empty value, one with characters a URL cannot hold (whitespace, tabs,
     /// backslashes, quotes, angle brackets; `url` would silently drop or rewrite them), one that
     /// does not resolve, and one that is not http(s) with a host (`javascript:`, `data:`).
-    /// Origin and address checks are [`check_resource_metadata_url`](crate::check_resource_metadata_url)'s.
+    /// Origin and address checks are [`check_resource_metadata_url`](crate::discovery::check_resource_metadata_url)'s.
     pub fn resource_metadata_url(&self, request: &Url) -> Result<Option<Url>, ChallengeError> {
         let Some(value) = self.resource_metadata() else {
             return Ok(None);

@@ -10,8 +10,10 @@ use url::Url;
 #[cfg(feature = "private-key-jwt")]
 pub(crate) mod assertion;
 
+use crate::audience::AudiencePolicy;
 use crate::error::BuildError;
-use crate::{AudiencePolicy, ParseOptions, ResourceUri, ScopeSet};
+use crate::resource::{ParseOptions, ResourceUri};
+use crate::scope::ScopeSet;
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3).
 #[derive(Clone)]
@@ -51,7 +53,7 @@ pub enum Grant {
     ClientCredentials,
     /// Tokens come from a user's authorization (authorization code with PKCE, RFC 6749 §4.1,
     /// RFC 7636): a miss uses a cached refresh token, or fails with
-    /// [`Error::AuthorizationRequired`](crate::Error::AuthorizationRequired). The default for
+    /// [`Error::AuthorizationRequired`](crate::error::Error::AuthorizationRequired). The default for
     /// a public client.
     AuthorizationCode {
         /// The redirect URI registered for the client.
@@ -63,7 +65,7 @@ pub enum Grant {
 /// "pre-registration"): its id, how it authenticates, and the issuers it is registered at.
 /// Discovery turns it into a [`ClientRegistration`] at the issuer it finds, and only at one of
 /// those: a resource server names its authorization server, and a client secret must never go
-/// to one that the resource server chose ([`Error::UntrustedIssuer`](crate::Error::UntrustedIssuer)).
+/// to one that the resource server chose ([`Error::UntrustedIssuer`](crate::error::Error::UntrustedIssuer)).
 ///
 /// ```
 /// use audience_cache::PreRegistered;
@@ -194,7 +196,7 @@ pub struct ClientRegistration {
     pub(crate) grant: Option<Grant>,
     pub(crate) require_iss: bool,
     pub(crate) offline_access: bool,
-    /// Made by a [`ClientRegistrar`](crate::ClientRegistrar) for a discovered server, not
+    /// Made by a [`ClientRegistrar`](crate::authorization::ClientRegistrar) for a discovered server, not
     /// configured by the user.
     pub(crate) discovered: bool,
 }
@@ -267,7 +269,7 @@ impl ClientRegistration {
     /// token from servers that issue them only then (OpenID Connect Core §11; MCP SEP-2207).
     /// It is part of the cache keys like any other scope (it changes what the server returns).
     /// Set it only where the server lists `offline_access` in `scopes_supported` (a
-    /// [`ClientRegistrar`](crate::ClientRegistrar) with `offline_access(true)` does that).
+    /// [`ClientRegistrar`](crate::authorization::ClientRegistrar) with `offline_access(true)` does that).
     pub fn request_offline_access(mut self, request: bool) -> Self {
         self.offline_access = request;
         self
@@ -336,7 +338,7 @@ impl ResourceConfig {
         self
     }
 
-    /// The audience rules (default: [`AudienceMode::DenyOnMismatch`](crate::AudienceMode) and
+    /// The audience rules (default: [`AudienceMode::DenyOnMismatch`](crate::audience::AudienceMode) and
     /// no aliases).
     pub fn audience(mut self, policy: AudiencePolicy) -> Self {
         self.audience = policy;
@@ -373,9 +375,9 @@ pub(crate) fn check_endpoint(
 
 /// Why an issuer or endpoint URL is refused, in words about that URL: plain http names the
 /// development switch a user can reach, not the resource parser's options.
-fn url_problem(what: &str, error: &crate::ResourceError) -> String {
+fn url_problem(what: &str, error: &crate::resource::ResourceError) -> String {
     match error {
-        crate::ResourceError::InsecureScheme { .. } => format!(
+        crate::resource::ResourceError::InsecureScheme { .. } => format!(
             "the {what} uses plain http; it must be https (plain http is allowed only on a loopback host, for development: TokenCacheBuilder::allow_insecure_http_on_loopback(true))"
         ),
         other => other.to_string(),

@@ -66,12 +66,12 @@ impl AuthorizationServerMetadata {
     }
 
     /// Validates the document for `expected`, the issuer its URL was built from
-    /// ([`authorization_server_metadata_urls`](crate::authorization_server_metadata_urls)).
+    /// ([`authorization_server_metadata_urls`](crate::discovery::authorization_server_metadata_urls)).
     ///
     /// - `issuer` must equal `expected` code point for code point (RFC 8414 §3.3, OIDC Discovery
     ///   §4.3): no case folding, no slash, port or percent-encoding normalization.
     /// - `token_endpoint` is required; it, `authorization_endpoint` and
-    ///   `registration_endpoint` when present must pass [`check_fetch_url`](crate::check_fetch_url):
+    ///   `registration_endpoint` when present must pass [`check_fetch_url`](crate::discovery::check_fetch_url):
     ///   https (http only on loopback with the development option), no userinfo, no fragment,
     ///   no internal address. Other URL members are left unchecked and are not exposed typed.
     ///

@@ -18,7 +18,9 @@ use super::{
 };
 use crate::challenge::{Challenges, TokenType};
 use crate::config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
-use crate::{Error, ResourceUri, ScopeSet};
+use crate::error::Error;
+use crate::resource::ResourceUri;
+use crate::scope::ScopeSet;
 
 /// The largest metadata body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -192,7 +194,7 @@ impl Discovery {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| {
-                Error::Configuration(crate::BuildError::HttpClient {
+                Error::Configuration(crate::error::BuildError::HttpClient {
                     reason: e.to_string(),
                 })
             })?;

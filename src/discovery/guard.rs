@@ -70,7 +70,7 @@ pub fn check_fetch_url(url: &Url, options: &DiscoveryOptions) -> Result<(), Disc
 }
 
 /// Decides whether a `resource_metadata` URL from a challenge (already resolved against the
-/// request URL, as [`Challenge::resource_metadata_url`](crate::Challenge::resource_metadata_url)
+/// request URL, as [`Challenge::resource_metadata_url`](crate::challenge::Challenge::resource_metadata_url)
 /// does) may be fetched: everything [`check_fetch_url`] checks, and then the same origin as
 /// `server_url`, the URL whose response carried the challenge, unless
 /// [`DiscoveryOptions::allow_cross_origin_resource_metadata`] is on.

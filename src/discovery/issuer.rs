@@ -14,7 +14,7 @@ use crate::resource::{parse_raw, shorten};
 /// The string is what metadata `issuer` values are compared with, code point for code point
 /// (RFC 8414 §3.3, §4): `https://Auth.Example.com` and `https://auth.example.com` are different
 /// issuers, and so are `https://auth.example.com/tenant1` and `https://auth.example.com/tenant1/`.
-/// Equality and hashing use that exact string, as [`CacheKey`](crate::CacheKey) does.
+/// Equality and hashing use that exact string, as [`CacheKey`](crate::key::CacheKey) does.
 ///
 /// Parsing applies the resource identifier rules (no userinfo, no whitespace or control
 /// characters, a canonical host, no dot segments, at most 2048 bytes; http only on loopback with

@@ -34,7 +34,7 @@ pub use issuer::Issuer;
 pub use protected_resource::{ProtectedResourceMetadata, ValidatedProtectedResource};
 pub use well_known::{authorization_server_metadata_urls, protected_resource_metadata_urls};
 
-use crate::ParseOptions;
+use crate::resource::ParseOptions;
 use crate::resource::shorten;
 
 /// How a protected resource metadata `resource` must relate to the URL the client requested.
@@ -70,14 +70,14 @@ impl DiscoveryOptions {
     }
 
     /// The development switch, named as on
-    /// [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::TokenCacheBuilder::allow_insecure_http_on_loopback):
+    /// [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::cache::TokenCacheBuilder::allow_insecure_http_on_loopback):
     /// also accept loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) for metadata, issuers,
     /// endpoints and resources, over https or plain http. For development against servers you
     /// run on this machine; anything else on the machine could answer there, and plain http can
     /// be read on the way. Other internal addresses stay refused.
     ///
     /// A `Discovery` given to
-    /// [`AuthorizedClient::with_discovery`](crate::AuthorizedClient::with_discovery) (or the
+    /// [`AuthorizedClient::with_discovery`](crate::http::AuthorizedClient::with_discovery) (or the
     /// middleware's) follows the cache's switch instead, so that it is set once, on the
     /// `TokenCacheBuilder`.
     pub fn allow_insecure_http_on_loopback(mut self, allow: bool) -> Self {

@@ -5,7 +5,8 @@ use url::Url;
 
 use super::guard::{check_fetch_url, shown};
 use super::{DiscoveryError, DiscoveryOptions, Issuer, ResourceMatch, from_json};
-use crate::{Coverage, ResourceUri, ScopeSet};
+use crate::resource::{Coverage, ResourceUri};
+use crate::scope::ScopeSet;
 
 /// An RFC 9728 §2 protected resource metadata document, as sent. Unknown members are ignored
 /// (RFC 9728 §3.2); a repeated member or a member of the wrong JSON type makes the document
@@ -71,7 +72,7 @@ impl ProtectedResourceMetadata {
     /// returns the values a client may use.
     ///
     /// - `resource` must be an acceptable resource identifier
-    ///   ([`ResourceUri::from_metadata`], with the options' [`ParseOptions`](crate::ParseOptions)):
+    ///   ([`ResourceUri::from_metadata`], with the options' [`ParseOptions`](crate::resource::ParseOptions)):
     ///   its wire form stays the document's string verbatim (rules §1).
     /// - [`ResourceMatch::Prefix`] (the default, rules §3): `resource` must cover `server_url` (same
     ///   scheme, host and port; path prefix on a segment boundary). [`ResourceMatch::Exact`]:

@@ -18,7 +18,7 @@ const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 /// kept after the path, and the fragment and userinfo are never carried over.
 ///
 /// Fails when the URL is not http(s) with a host, or has userinfo. The URLs still have to pass
-/// [`check_fetch_url`](crate::check_fetch_url) before they are fetched.
+/// [`check_fetch_url`](crate::discovery::check_fetch_url) before they are fetched.
 ///
 /// ```
 /// use audience_cache::protected_resource_metadata_urls;
@@ -67,7 +67,7 @@ pub fn protected_resource_metadata_urls(server_url: &Url) -> Result<Vec<Url>, Di
 ///
 /// A terminating `/` of the issuer's path is removed first (RFC 8414 §3.1, OIDC Discovery §4.1).
 /// The document's `issuer` must still equal the issuer as given, slash included (see
-/// [`AuthorizationServerMetadata::validate`](crate::AuthorizationServerMetadata::validate)).
+/// [`AuthorizationServerMetadata::validate`](crate::discovery::AuthorizationServerMetadata::validate)).
 ///
 /// ```
 /// use audience_cache::{authorization_server_metadata_urls, DiscoveryOptions, Issuer};

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::{CoverageRefusal, ResourceError, ScopeError};
+use crate::resource::{CoverageRefusal, ResourceError};
+use crate::scope::ScopeError;
 
 /// Why discovery refused a URL or a metadata document.
 ///
@@ -16,8 +17,8 @@ pub enum DiscoveryError {
     /// The URL is plain http. Discovery uses https (RFC 9728 §7.1, RFC 8414 §6.1); http is
     /// accepted only for a loopback host with
     /// the development switch,
-    /// [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::TokenCacheBuilder::allow_insecure_http_on_loopback)
-    /// (or [`DiscoveryOptions::allow_insecure_http_on_loopback`](crate::DiscoveryOptions::allow_insecure_http_on_loopback)
+    /// [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::cache::TokenCacheBuilder::allow_insecure_http_on_loopback)
+    /// (or [`DiscoveryOptions::allow_insecure_http_on_loopback`](crate::discovery::DiscoveryOptions::allow_insecure_http_on_loopback)
     /// for a `Discovery` used alone).
     #[error(
         "refusing to use {url:?}: it is plain http; discovery needs https (plain http only on loopback, for development: TokenCacheBuilder::allow_insecure_http_on_loopback(true), or DiscoveryOptions::allow_insecure_http_on_loopback(true) for a Discovery used alone)"

@@ -153,7 +153,7 @@ pub enum Error {
         /// The resource's match key.
         resource: String,
         /// When a refresh token is cached but its grant lacks scopes: the scopes asked for.
-        beyond_grant: Option<crate::ScopeSet>,
+        beyond_grant: Option<crate::scope::ScopeSet>,
     },
 
     /// Discovery found a resource whose metadata names an authorization server the client is
@@ -237,7 +237,7 @@ pub enum Error {
         detail: String,
     },
 
-    /// The user's authorization did not complete: the [`AuthorizationHandler`](crate::AuthorizationHandler)
+    /// The user's authorization did not complete: the [`AuthorizationHandler`](crate::authorization::AuthorizationHandler)
     /// gave up (no redirect, a timeout, the user closed the page), or the authorization was
     /// tried as often as allowed for one request.
     #[error("the authorization did not complete: {detail}")]

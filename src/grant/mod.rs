@@ -21,8 +21,10 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::config::{ClientAuth, ClientRegistration};
+use crate::error::Error;
 use crate::key::{SubjectFingerprint, SubjectKey};
-use crate::{Error, ParseOptions, ResourceUri, ScopeSet};
+use crate::resource::{ParseOptions, ResourceUri};
+use crate::scope::ScopeSet;
 
 pub(crate) use response::TokenResponse;
 
@@ -144,7 +146,7 @@ impl GrantClient {
     }
 
     /// Which subject a token exchanged for `subject` acts for: the keyed fingerprint of the
-    /// subject token and its type, for the cache key (see [`CacheKey`](crate::CacheKey)).
+    /// subject token and its type, for the cache key (see [`CacheKey`](crate::key::CacheKey)).
     pub(crate) fn subject_fingerprint(&self, subject: &SubjectToken) -> SubjectFingerprint {
         self.subjects.fingerprint(
             &subject.token_type,

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::transport::TransportError;
-use crate::{Error, OAuthError, ParseOptions, ResourceUri, ScopeSet};
+use crate::error::{Error, OAuthError};
+use crate::resource::{ParseOptions, ResourceUri};
+use crate::scope::ScopeSet;
 
 /// Members beyond RFC 6749's that the crate reads.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -19,7 +19,8 @@ use url::Url;
 
 use super::{Policy, RunError, SendError};
 use crate::authorization::ClientRegistrar;
-use crate::cache::{Route, TokenCache, Trust};
+use crate::authorization::Trust;
+use crate::cache::{Route, TokenCache};
 use crate::discovery::Discovery;
 use crate::error::Error;
 

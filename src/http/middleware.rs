@@ -14,7 +14,7 @@ use crate::error::BuildError;
 use crate::error::Error;
 
 /// A `reqwest_middleware::Middleware` that attaches audience-checked tokens, with the same
-/// behaviour as [`AuthorizedClient`](crate::AuthorizedClient): the token only after the
+/// behaviour as [`AuthorizedClient`](crate::http::AuthorizedClient): the token only after the
 /// audience decision allows it for the exact URL, redirects followed by the middleware with a
 /// new decision at every hop, one retry after 401 `invalid_token` or 403 `insufficient_scope`.
 ///
@@ -40,7 +40,7 @@ use crate::error::Error;
 /// cannot see how the client was built, so before the first token is attached it sends one
 /// probe through the rest of the chain to a listener of its own on 127.0.0.1 that answers
 /// with a redirect; if the client follows it (or the probe fails), every request fails with
-/// [`BuildError::RedirectingClient`](crate::BuildError::RedirectingClient) and no token is
+/// [`BuildError::RedirectingClient`](crate::error::BuildError::RedirectingClient) and no token is
 /// sent.
 #[derive(Debug, Clone)]
 pub struct AudienceMiddleware {
@@ -81,7 +81,7 @@ impl AudienceMiddleware {
     }
 
     /// Follows cross-origin redirects that re-send the body, as
-    /// [`AuthorizedClient::allow_cross_origin_replay`](crate::AuthorizedClient::allow_cross_origin_replay)
+    /// [`AuthorizedClient::allow_cross_origin_replay`](crate::http::AuthorizedClient::allow_cross_origin_replay)
     /// does (off by default).
     pub fn allow_cross_origin_replay(mut self, allow: bool) -> Self {
         Policy::unique(&mut self.policy).replay_across_origins = allow;
@@ -89,11 +89,11 @@ impl AudienceMiddleware {
     }
 
     /// Discovers URLs no configured resource covers, as
-    /// [`AuthorizedClient::with_discovery`](crate::AuthorizedClient::with_discovery) does.
+    /// [`AuthorizedClient::with_discovery`](crate::http::AuthorizedClient::with_discovery) does.
     pub fn with_discovery(
         mut self,
-        discovery: crate::Discovery,
-        clients: impl Into<crate::ClientRegistrar>,
+        discovery: crate::discovery::Discovery,
+        clients: impl Into<crate::authorization::ClientRegistrar>,
     ) -> Self {
         let policy = Policy::unique(&mut self.policy);
         let discovery = policy.follow_cache(&discovery);
@@ -102,9 +102,12 @@ impl AudienceMiddleware {
     }
 
     /// Lets a user authorize where a resource needs it, as
-    /// [`AuthorizedClient::with_authorization`](crate::AuthorizedClient::with_authorization)
+    /// [`AuthorizedClient::with_authorization`](crate::http::AuthorizedClient::with_authorization)
     /// does.
-    pub fn with_authorization(mut self, handler: Arc<dyn crate::AuthorizationHandler>) -> Self {
+    pub fn with_authorization(
+        mut self,
+        handler: Arc<dyn crate::authorization::AuthorizationHandler>,
+    ) -> Self {
         Policy::unique(&mut self.policy).handler = Some(handler);
         self
     }

@@ -19,8 +19,10 @@ use http::{HeaderValue, StatusCode};
 use reqwest::{Request, Response};
 use url::Url;
 
+use crate::cache::{BearerToken, TokenCache};
 use crate::challenge::{ChallengeErrorCode, Challenges, TokenType};
-use crate::{BearerToken, Error, ScopeSet, TokenCache};
+use crate::error::Error;
+use crate::scope::ScopeSet;
 
 #[cfg(feature = "middleware")]
 pub use middleware::AudienceMiddleware;
@@ -69,11 +71,14 @@ pub(crate) struct Policy {
     /// Scopes added after a 403 `insufficient_scope`, per resource (match key).
     step_up: Mutex<HashMap<String, ScopeSet>>,
     /// Discovery for URLs no configured resource covers, with how to get a client there.
-    pub(crate) discovery: Option<(crate::Discovery, crate::ClientRegistrar)>,
+    pub(crate) discovery: Option<(
+        crate::discovery::Discovery,
+        crate::authorization::ClientRegistrar,
+    )>,
     /// The discoveries under way, one per origin.
     discoveries: Arc<discover::Discoveries>,
     /// Where a user authorizes when a resource needs it.
-    pub(crate) handler: Option<Arc<dyn crate::AuthorizationHandler>>,
+    pub(crate) handler: Option<Arc<dyn crate::authorization::AuthorizationHandler>>,
     /// One authorization at a time per resource (match key): concurrent requests that all
     /// need one wait for the first instead of taking the user through consent once each.
     authorizing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -82,7 +87,10 @@ pub(crate) struct Policy {
 impl Policy {
     /// The lock that lets one request at a time take the user through an authorization for
     /// `resource`.
-    fn authorization_turn(&self, resource: &crate::ResourceUri) -> Arc<tokio::sync::Mutex<()>> {
+    fn authorization_turn(
+        &self,
+        resource: &crate::resource::ResourceUri,
+    ) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.authorizing.lock().unwrap_or_else(|p| p.into_inner());
         turns.entry(resource.key().to_owned()).or_default().clone()
     }
@@ -102,7 +110,10 @@ impl Policy {
     }
 
     /// `discovery` with the cache's development switch: one switch, set once.
-    pub(crate) fn follow_cache(&self, discovery: &crate::Discovery) -> crate::Discovery {
+    pub(crate) fn follow_cache(
+        &self,
+        discovery: &crate::discovery::Discovery,
+    ) -> crate::discovery::Discovery {
         discovery.with_insecure_http_on_loopback(self.cache.allows_insecure_http_on_loopback())
     }
 
@@ -127,7 +138,7 @@ impl AuthorizedClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| {
-                Error::Configuration(crate::BuildError::HttpClient {
+                Error::Configuration(crate::error::BuildError::HttpClient {
                     reason: e.to_string(),
                 })
             })?;
@@ -163,16 +174,16 @@ impl AuthorizedClient {
     /// the authorization server's metadata, `client` is registered there, the resource is added
     /// to the cache, and the request is sent again with a token. Any other answer is returned
     /// as it is. `clients` says how to get a client at the authorization server found: a
-    /// [`PreRegistered`](crate::PreRegistered) client, or a [`ClientRegistrar`](crate::ClientRegistrar)
+    /// [`PreRegistered`](crate::config::PreRegistered) client, or a [`ClientRegistrar`](crate::authorization::ClientRegistrar)
     /// that can also use a client ID metadata document or dynamic registration.
     ///
     /// Plain http on loopback (development against servers on this machine) is decided by the
-    /// cache's one switch, [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::TokenCacheBuilder::allow_insecure_http_on_loopback):
+    /// cache's one switch, [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::cache::TokenCacheBuilder::allow_insecure_http_on_loopback):
     /// the discovery follows it, whatever its own options say.
     pub fn with_discovery(
         mut self,
-        discovery: crate::Discovery,
-        clients: impl Into<crate::ClientRegistrar>,
+        discovery: crate::discovery::Discovery,
+        clients: impl Into<crate::authorization::ClientRegistrar>,
     ) -> Self {
         let policy = self.policy_mut();
         let discovery = policy.follow_cache(&discovery);
@@ -189,7 +200,10 @@ impl AuthorizedClient {
     /// step-ups) per request; after that the request fails with [`Error::Authorization`]. The
     /// handler's redirect URI is also the one dynamically registered clients are registered
     /// with.
-    pub fn with_authorization(mut self, handler: Arc<dyn crate::AuthorizationHandler>) -> Self {
+    pub fn with_authorization(
+        mut self,
+        handler: Arc<dyn crate::authorization::AuthorizationHandler>,
+    ) -> Self {
         self.policy_mut().handler = Some(handler);
         self
     }
@@ -305,7 +319,7 @@ where
     let mut stepping_up: Option<(String, ScopeSet)> = None;
     // The resource the first hop's token is for: a later hop gets a token only where that
     // same resource covers the new URL.
-    let mut bound: Option<crate::ResourceUri> = None;
+    let mut bound: Option<crate::resource::ResourceUri> = None;
     loop {
         let attached = if caller_authorized {
             None
@@ -398,7 +412,7 @@ async fn attach(
     policy: &Policy,
     request: &mut Request,
     first: Option<Option<crate::cache::Route>>,
-    bound: &mut Option<crate::ResourceUri>,
+    bound: &mut Option<crate::resource::ResourceUri>,
     stepping_up: Option<&ScopeSet>,
     retries: &mut Retries,
 ) -> Result<Option<BearerToken>, Error> {
@@ -459,7 +473,7 @@ fn step_up_limit(policy: &Policy) -> usize {
 /// plus these), through the policy's handler; the token lands in the cache.
 async fn authorize(
     policy: &Policy,
-    resource: &crate::ResourceUri,
+    resource: &crate::resource::ResourceUri,
     scopes: &ScopeSet,
     retries: &mut Retries,
 ) -> Result<(), Error> {
@@ -551,7 +565,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::{AuthorizationFuture, AuthorizationHandler, ResourceUri};
+    use crate::authorization::{AuthorizationFuture, AuthorizationHandler};
+    use crate::resource::ResourceUri;
 
     /// Counts the authorizations it is asked for, and completes none.
     #[derive(Debug, Default)]

@@ -115,7 +115,7 @@ pub enum ResourceError {
     },
 
     /// The scheme is `http`, which is accepted only for a loopback host and only when
-    /// [`ParseOptions::allow_insecure_http_on_loopback`](crate::ParseOptions::allow_insecure_http_on_loopback)
+    /// [`ParseOptions::allow_insecure_http_on_loopback`](crate::resource::ParseOptions::allow_insecure_http_on_loopback)
     /// is set (rules §9; RFC 6750 §5.3).
     #[error(
         "resource identifier uses http for the host {host:?}; use https (plain http is allowed only on a loopback host, with ParseOptions::allow_insecure_http_on_loopback)"

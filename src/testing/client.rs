@@ -54,7 +54,7 @@ impl Client {
 
     /// A client that authenticates with `private_key_jwt` (RFC 7523 §2.2): an ES256 assertion
     /// signed by the key whose public half is `jwk` (an EC P-256 JWK, as
-    /// [`ClientAssertionKey::public_jwk`](crate::ClientAssertionKey::public_jwk) gives it).
+    /// [`ClientAssertionKey::public_jwk`](crate::config::assertion::ClientAssertionKey::public_jwk) gives it).
     /// The server checks the signature, `iss` and `sub` (the client id), `aud` (its issuer or
     /// token endpoint), `exp` (in the future, at most five minutes away) and that the `jti`
     /// was not used before. `None` if `jwk` is not a P-256 public key. Feature
@@ -632,7 +632,7 @@ mod tests {
     #[cfg(feature = "private-key-jwt")]
     #[test]
     fn assertions_are_checked_for_signature_claims_time_and_audience() {
-        let key = crate::ClientAssertionKey::from_pkcs8_pem(
+        let key = crate::config::assertion::ClientAssertionKey::from_pkcs8_pem(
             "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgXS5rZe1ng3AOXB+s
 6fPj+OiyYW8Mke7ApcJ99ybzrQ6hRANCAARNMoNJhlu7atphNPfiJR2t+FfBNIIv

@@ -26,9 +26,9 @@ use self::request::{
     Answer, HeadError, find_head_end, host_check, parse_request_line, read_head, target_path,
 };
 use super::handler::{check_authorization_url, gave_up};
-use super::redirect_uri::{constant_time_eq, same_endpoint};
 use super::{AuthorizationFuture, AuthorizationHandler};
-use crate::Error;
+use crate::error::Error;
+use crate::redirect_uri::{constant_time_eq, same_endpoint};
 
 /// How long [`LoopbackListener`] waits for the redirect by default.
 const DEFAULT_LOOPBACK_TIMEOUT: Duration = Duration::from_secs(300);

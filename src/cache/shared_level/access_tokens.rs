@@ -11,8 +11,9 @@ use super::entry::{self, Kind, Names};
 use super::generation::{self, Opened};
 use super::{Found, Level};
 use crate::cache::{ResourceEntry, Shared};
+use crate::key::CacheKey;
+use crate::scope::ScopeSet;
 use crate::token::CachedToken;
-use crate::{CacheKey, ScopeSet};
 
 /// What the key's entry held, when it did not hold a current token.
 enum Refused {

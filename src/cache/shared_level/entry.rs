@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::seal::Sealer;
-use crate::CacheKey;
+use crate::key::CacheKey;
 use crate::token::CachedToken;
 
 /// Which kind of value an entry holds: part of both its Redis name and its sealing context,
@@ -219,7 +219,8 @@ fn instant_of(unix_millis: u64) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ResourceUri, ScopeSet};
+    use crate::resource::ResourceUri;
+    use crate::scope::ScopeSet;
 
     #[test]
     fn names_follow_the_key_encoding_the_kind_and_the_sealing_keys() {

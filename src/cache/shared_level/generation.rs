@@ -177,7 +177,9 @@ mod tests {
     use super::*;
     use crate::cache::shared_level::SealingKey;
     use crate::cache::shared_level::entry::Kind;
-    use crate::{CacheKey, ResourceUri, ScopeSet};
+    use crate::key::CacheKey;
+    use crate::resource::ResourceUri;
+    use crate::scope::ScopeSet;
 
     fn names_for(account: &str, kind: Kind, sealer: &Sealer) -> Names {
         let resource = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();

@@ -28,8 +28,9 @@ use tokio::time::Instant;
 
 use super::stats::Counters;
 use super::{Acquire, ResourceEntry, Shared};
+use crate::error::Error;
+use crate::key::CacheKey;
 use crate::token::CachedToken;
-use crate::{CacheKey, Error};
 use connection::{Connection, Failure};
 use entry::{Kind, Names};
 use generation::{Generation, Opened};
@@ -398,7 +399,7 @@ impl Level {
     }
 }
 
-impl crate::TokenCache {
+impl crate::cache::TokenCache {
     /// Not a stable API: for `benches/shared_level.rs`. The shared level's read of
     /// `resource`'s default-scope token alone, bypassing the in-memory level and storing
     /// nothing: the entry's names (HMAC-SHA-256 of the key), one `MGET` of the entry and its
@@ -407,8 +408,8 @@ impl crate::TokenCache {
     #[doc(hidden)]
     pub async fn read_shared_level(
         &self,
-        resource: &crate::ResourceUri,
-    ) -> Option<crate::BearerToken> {
+        resource: &crate::resource::ResourceUri,
+    ) -> Option<crate::cache::BearerToken> {
         let level = self.shared.shared_level.as_ref()?;
         let entry = self.shared.resource(resource).ok()?;
         let key = &entry.default_key;

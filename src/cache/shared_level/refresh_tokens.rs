@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use super::entry::{self, Kind};
 use super::generation::{self, Generation, Opened};
 use super::{Held, Level, POLL_FIRST, POLL_MAX, REFRESH_TOKEN_TTL};
-use crate::{CacheKey, ScopeSet};
+use crate::key::CacheKey;
+use crate::scope::ScopeSet;
 
 /// What the shared level says about a grant's refresh token.
 pub(crate) enum SharedRefresh {

@@ -2,7 +2,7 @@
 //!
 //! An envelope is `version (1) | key id (1) | nonce (24) | ciphertext and tag`. The associated
 //! data is the two header bytes followed by the caller's context (the namespace, the kind of
-//! value and the [`CacheKey`](crate::CacheKey)'s encoding), so a value opens only under the
+//! value and the [`CacheKey`](crate::key::CacheKey)'s encoding), so a value opens only under the
 //! key it was sealed for, and a changed header byte fails like a changed ciphertext byte.
 
 use std::fmt;

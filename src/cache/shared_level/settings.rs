@@ -11,8 +11,8 @@ use crate::cache::stats::Counters;
 use crate::config;
 use crate::error::BuildError;
 
-/// A shared second level on Redis for a [`TokenCache`](crate::TokenCache), set with
-/// [`TokenCacheBuilder::shared_level`](crate::TokenCacheBuilder::shared_level) (feature
+/// A shared second level on Redis for a [`TokenCache`](crate::cache::TokenCache), set with
+/// [`TokenCacheBuilder::shared_level`](crate::cache::TokenCacheBuilder::shared_level) (feature
 /// `redis`).
 ///
 /// The processes of a fleet that use the same Redis, namespace and keys share their access
@@ -20,8 +20,8 @@ use crate::error::BuildError;
 /// for the whole fleet. The in-memory cache stays the first level.
 ///
 /// - **Storage.** Each token is its own entry, `{namespace}:tok:{digest}` where the digest is
-///   the hex HMAC-SHA-256 of the [`CacheKey`](crate::CacheKey)'s unambiguous
-///   [encoding](crate::CacheKey::encoded) under a secret derived from the sealing key (so a
+///   the hex HMAC-SHA-256 of the [`CacheKey`](crate::key::CacheKey)'s unambiguous
+///   [encoding](crate::key::CacheKey::encoded) under a secret derived from the sealing key (so a
 ///   reader of Redis cannot check a guessed issuer, resource, client or account against the
 ///   names), with a TTL equal to the token's remaining usable lifetime (after the skew). The
 ///   entry also carries the absolute expiry, the resource and the scopes; a reader decides
@@ -36,7 +36,7 @@ use crate::error::BuildError;
 ///   of value and the key's encoding, so a value copied under another key does not open. The
 ///   192-bit nonces are random: safe across any number of processes sealing under one key,
 ///   with no coordination. A value that does not open is a miss, counted in
-///   [`Stats::l2_decrypt_failures`](crate::Stats::l2_decrypt_failures), never an error.
+///   [`Stats::l2_decrypt_failures`](crate::cache::Stats::l2_decrypt_failures), never an error.
 /// - **Invalidation that sticks (rollback).** Next to each entry is its generation record,
 ///   `{namespace}:gen:{digest}`: a number, sealed for the key. A value is sealed under the
 ///   generation of the record it is written under (the number is part of its associated
@@ -46,7 +46,7 @@ use crate::error::BuildError;
 ///   and drops the entry (a newer token another process wrote is sealed again under the new
 ///   number), in a compare-and-set script. So someone who can write to Redis and puts back
 ///   the bytes of an invalidated token's entry gets a miss, counted in
-///   [`Stats::l2_decrypt_failures`](crate::Stats::l2_decrypt_failures) and logged; deleting
+///   [`Stats::l2_decrypt_failures`](crate::cache::Stats::l2_decrypt_failures) and logged; deleting
 ///   the record as well only makes the entry a miss. Each process also remembers the newest
 ///   record it saw of each key, and refuses an older one: someone who kept *both* the entry
 ///   and its record from before the invalidation and writes both back (a copy of Redis
@@ -69,7 +69,7 @@ use crate::error::BuildError;
 ///   is on (see there).
 /// - **Failure.** Every Redis call is bounded by [`op_timeout`](Self::op_timeout). An error
 ///   or timeout is logged (without tokens), counted in
-///   [`Stats::l2_errors`](crate::Stats::l2_errors), and the request goes on in memory, as
+///   [`Stats::l2_errors`](crate::cache::Stats::l2_errors), and the request goes on in memory, as
 ///   without a shared level. A call that finds its connection gone (Redis restarted while
 ///   the process asked nothing) reconnects and is sent once more, so the first call after a
 ///   restart is answered. After a timeout, or a connection still lost, the shared level is
@@ -209,7 +209,7 @@ impl SharedLevel {
     /// remembers the generation of the refresh token it holds. A rotated refresh token whose
     /// bytes are written back to Redis is not used; a process whose own refresh token is
     /// older than the record does not present it either, and asks for a new authorization
-    /// instead ([`Error::AuthorizationRequired`](crate::Error::AuthorizationRequired)) rather
+    /// instead ([`Error::AuthorizationRequired`](crate::error::Error::AuthorizationRequired)) rather
     /// than have the grant revoked; the process that wrote the newest keeps refreshing with
     /// it, also when a rotated token is written back together with its old record. Such a
     /// pair does make a process that never saw the newer record present the rotated token

@@ -7,7 +7,7 @@
 use url::Url;
 
 use crate::audience::redacted_url;
-use crate::{BuildError, Error};
+use crate::error::{BuildError, Error};
 
 /// Why a redirect URI cannot be used, or `None` when it can: MCP 2025-11-25 §11.3 (https, or
 /// http on a loopback host) and RFC 6749 §3.1.2 (no fragment). The same rule as the client
@@ -63,7 +63,7 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(super) fn check_redirect_uri(uri: &Url) -> Result<(), Error> {
+pub(crate) fn check_redirect_uri(uri: &Url) -> Result<(), Error> {
     match redirect_uri_problem(uri) {
         None => Ok(()),
         Some(reason) => Err(Error::Configuration(BuildError::Setting {
