@@ -9,7 +9,9 @@
 
 use url::Url;
 
-use crate::{AudiencePolicy, Coverage, ParseOptions, ResourceUri, ScopeSet, TokenAudience};
+use crate::audience::{AudiencePolicy, TokenAudience};
+use crate::resource::{Coverage, ParseOptions, ResourceUri};
+use crate::scope::ScopeSet;
 
 /// Resource parsing: no panic; the key is a fixed point and the wire form parses to the same
 /// key; a resource covers its own URL; it never covers another scheme, host or port, nor a path
@@ -173,7 +175,8 @@ pub fn jwt_aud(data: &[u8]) {
     };
     for policy in [
         AudiencePolicy::default(),
-        AudiencePolicy::new(crate::AudienceMode::RequireAud).with_alias("urn:example:mcp"),
+        AudiencePolicy::new(crate::audience::AudienceMode::RequireAud)
+            .with_alias("urn:example:mcp"),
     ] {
         if let Err(refusal) = policy.decide_inspected(&resource, &request, &audience) {
             let shown = format!("{refusal} {refusal:?}");
@@ -192,7 +195,8 @@ pub fn jwt_aud(data: &[u8]) {
 /// `resource_metadata` is an absolute http(s) URL with a host that reads back as itself, and the
 /// strict guard accepts it only on the request's https origin.
 pub fn challenge(data: &[u8]) {
-    use crate::{Challenges, DiscoveryOptions, TokenType, check_resource_metadata_url};
+    use crate::challenge::{Challenges, TokenType};
+    use crate::discovery::{DiscoveryOptions, check_resource_metadata_url};
     use http::HeaderValue;
 
     let values: Vec<HeaderValue> = data
