@@ -24,7 +24,8 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use audience_cache::{AudiencePolicy, CacheKey, ScopeSet, TokenAudience, TokenCache};
+use audience_cache::audience::TokenAudience;
+use audience_cache::{AudiencePolicy, CacheKey, ScopeSet, TokenCache};
 use criterion::Criterion;
 use moka::future::Cache;
 use tokio::runtime::Runtime;

@@ -78,18 +78,18 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-mod audience;
+pub mod audience;
 mod authorization;
 mod cache;
-mod challenge;
+pub mod challenge;
 mod config;
-mod discovery;
+pub mod discovery;
 mod error;
 mod grant;
 mod http;
 mod key;
 mod redirect_uri;
-mod resource;
+pub mod resource;
 mod scope;
 mod token;
 
@@ -116,9 +116,7 @@ pub mod testing;
 #[cfg(feature = "middleware")]
 pub use crate::http::AudienceMiddleware;
 pub use crate::http::AuthorizedClient;
-pub use audience::{
-    AudienceMode, AudiencePolicy, MalformedAud, Refusal, RefusalKind, TokenAudience,
-};
+pub use audience::{AudienceMode, AudiencePolicy, Refusal, RefusalKind};
 pub use authorization::{
     AuthorizationFuture, AuthorizationHandler, ClientRegistrar, ClientStore, DynamicRegistration,
     HeadlessAuthorization, LoopbackListener, MemoryClientStore, RegisteredClient, StoreError,
@@ -127,23 +125,12 @@ pub use authorization::{
 pub use cache::{BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "redis")]
 pub use cache::{SealingKey, SharedLevel};
-pub use challenge::{
-    Challenge, ChallengeError, ChallengeErrorCode, Challenges, SelectedChallenge, TokenType,
-    UntrustedText,
-};
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
 pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
-pub use discovery::{
-    AddressClass, AuthorizationServerMetadata, Discovered, Discovery, DiscoveryError,
-    DiscoveryOptions, Issuer, ProtectedResourceMetadata, ResourceMatch,
-    ValidatedAuthorizationServer, ValidatedProtectedResource, authorization_server_metadata_urls,
-    check_fetch_url, check_resource_metadata_url, protected_resource_metadata_urls,
-};
+pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
 pub use error::{BuildError, Error, OAuthError};
 pub use grant::SubjectToken;
 pub use key::CacheKey;
-pub use resource::{
-    Coverage, CoverageRefusal, HostProblem, ParseOptions, PortProblem, ResourceError, ResourceUri,
-};
+pub use resource::{Coverage, CoverageRefusal, ParseOptions, ResourceError, ResourceUri};
 pub use scope::{ScopeError, ScopeSet};

@@ -1,9 +1,8 @@
 //! `WWW-Authenticate` parsing (RFC 9110 §11.6.1, RFC 6750 §3, RFC 9728 §5.1, rules §14): the grammar,
 //! the gaps in `http_auth` the wrapper covers, the limits and hostile headers.
 
-use audience_cache::{
-    ChallengeError, ChallengeErrorCode, Challenges, ScopeError, ScopeSet, TokenType,
-};
+use audience_cache::challenge::{ChallengeError, ChallengeErrorCode, Challenges, TokenType};
+use audience_cache::{ScopeError, ScopeSet};
 use http::HeaderValue;
 use url::Url;
 

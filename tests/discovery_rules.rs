@@ -1,12 +1,13 @@
 //! Discovery: the section E vectors (`tests/vectors/discovery.json`, every row must pass with its
 //! exact outcome) and hostile documents, issuers and URLs.
 
-use audience_cache::{
-    AddressClass, AuthorizationServerMetadata, ChallengeError, Challenges, DiscoveryError,
-    DiscoveryOptions, Issuer, ProtectedResourceMetadata, ResourceMatch, TokenType,
+use audience_cache::challenge::{ChallengeError, Challenges, TokenType};
+use audience_cache::discovery::{
+    AddressClass, AuthorizationServerMetadata, Issuer, ProtectedResourceMetadata, ResourceMatch,
     authorization_server_metadata_urls, check_fetch_url, check_resource_metadata_url,
     protected_resource_metadata_urls,
 };
+use audience_cache::{DiscoveryError, DiscoveryOptions};
 use http::HeaderValue;
 use serde::Deserialize;
 use url::Url;

@@ -1,9 +1,10 @@
 //! The spec vectors (`tests/vectors/*.json`): every row must pass, and every row is checked
 //! for its exact outcome (key, wire form, error class, coverage verdict, audience verdict).
 
+use audience_cache::resource::{HostProblem, PortProblem};
 use audience_cache::{
-    AudienceMode, AudiencePolicy, CacheKey, Coverage, CoverageRefusal, HostProblem, ParseOptions,
-    PortProblem, RefusalKind, ResourceError, ResourceUri, ScopeSet,
+    AudienceMode, AudiencePolicy, CacheKey, Coverage, CoverageRefusal, ParseOptions, RefusalKind,
+    ResourceError, ResourceUri, ScopeSet,
 };
 use base64::Engine as _;
 use serde::Deserialize;

@@ -1,6 +1,8 @@
-//! MCP discovery, the pure part: which URLs to fetch, whether they may be fetched, and whether
-//! the documents they return may be used (RFC 9728, RFC 8414, OpenID Connect Discovery,
-//! MCP 2025-11-25 §4).
+//! MCP discovery (RFC 9728, RFC 8414, OpenID Connect Discovery, MCP 2025-11-25 §4): which URLs
+//! to fetch, whether they may be fetched, fetching them ([`Discovery`]), and whether the
+//! documents they return may be used. Discovery knows nothing of the cache or of the HTTP
+//! layer: it hands back a [`Discovered`] resource and authorization server, and the layers
+//! above decide which client to use there.
 //!
 //! ```text
 //! 401 + WWW-Authenticate ──▶ Challenges::select ──▶ resource_metadata? ──▶ check_resource_metadata_url
@@ -12,9 +14,10 @@
 //! AS document ──▶ AuthorizationServerMetadata::validate(issuer) ──▶ endpoints, PKCE check
 //! ```
 //!
-//! Nothing here opens a connection; fetching is the caller's. Every URL from a server goes
-//! through [`check_fetch_url`] before it is fetched, and every document is validated before any
-//! of it is used.
+//! [`Discovery`] is the only part that opens connections (a reqwest client of its own, with no
+//! redirects, a timeout, a size cap and a small cache of documents); the functions and
+//! document types are pure. Every URL from a server goes through [`check_fetch_url`] before it
+//! is fetched, and every document is validated before any of it is used.
 
 mod authorization_server;
 mod fetch;

@@ -21,7 +21,7 @@ const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 /// [`check_fetch_url`](crate::discovery::check_fetch_url) before they are fetched.
 ///
 /// ```
-/// use audience_cache::protected_resource_metadata_urls;
+/// use audience_cache::discovery::protected_resource_metadata_urls;
 /// use url::Url;
 ///
 /// let urls = protected_resource_metadata_urls(&Url::parse("https://mcp.example.com/mcp?tenant=a")?)?;
