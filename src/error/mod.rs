@@ -39,6 +39,40 @@ impl fmt::Display for OAuthError {
     }
 }
 
+/// `: description`, escaped and bounded (it is the server's text), or nothing.
+struct ServerDescription<'a>(&'a Option<String>);
+
+impl fmt::Display for ServerDescription<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(description) => write!(
+                f,
+                ": {}",
+                crate::resource::shorten(description).escape_debug()
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a user's authorization is needed, and the call that asks for it.
+struct AuthorizationNeeded<'a>(&'a Option<crate::scope::ScopeSet>);
+
+impl fmt::Display for AuthorizationNeeded<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(scopes) => write!(
+                f,
+                "the scopes asked for are not all in the cached grant; run TokenCache::begin_authorization with the scopes {:?} and complete it",
+                scopes.as_str()
+            ),
+            None => f.write_str(
+                "no token or refresh token is cached; run TokenCache::begin_authorization and complete it",
+            ),
+        }
+    }
+}
+
 /// Why a token could not be obtained or handed out.
 ///
 /// Cheap to clone: concurrent callers waiting for one fetch each get the same error. Messages
@@ -88,7 +122,10 @@ pub enum Error {
     /// The authorization server refused the resource (RFC 8707 `invalid_target`). Retrying
     /// will not help: the resource is not one this server issues tokens for, or not with these
     /// scopes.
-    #[error("authorization server {issuer} refused the resource {resource} (invalid_target{}); check that the resource is registered there and the scopes are allowed for it", .description.as_deref().map(|d| format!(": {}", crate::resource::shorten(d).escape_debug())).unwrap_or_default())]
+    #[error(
+        "authorization server {issuer} refused the resource {resource} (invalid_target{}); check that the resource is registered there and the scopes are allowed for it",
+        ServerDescription(.description)
+    )]
     InvalidTarget {
         /// The issuer.
         issuer: String,
@@ -148,7 +185,7 @@ pub enum Error {
 
     /// The resource needs a user's authorization (authorization code grant) and no token or
     /// refresh token is cached for it.
-    #[error("{resource} needs a user's authorization: {}; run TokenCache::begin_authorization{} and complete it", match .beyond_grant { Some(_) => "the scopes asked for are not all in the cached grant", None => "no token or refresh token is cached" }, match .beyond_grant { Some(scopes) => format!(" with the scopes {:?}", scopes.as_str()), None => String::new() })]
+    #[error("{resource} needs a user's authorization: {}", AuthorizationNeeded(.beyond_grant))]
     AuthorizationRequired {
         /// The resource's match key.
         resource: String,
