@@ -3,35 +3,20 @@
 //! to another origin on a server's word), at the level users meet them: `AuthorizedClient`,
 //! and `AudienceMiddleware` over a client it built or one it had to probe.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 
 use audience_cache::testing::{AuthorizationServer, Client, Redirect, ResourceServer};
 use audience_cache::{
-    AudienceMiddleware, AuthorizedClient, BuildError, ClientRegistration, Error, ParseOptions,
-    ResourceConfig, ResourceUri, TokenCache,
+    AudienceMiddleware, AuthorizedClient, BuildError, Error, ResourceConfig, ResourceUri,
+    TokenCache,
 };
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use reqwest::ResponseBuilderExt;
-use url::Url;
-
-fn loopback(uri: &str) -> ResourceUri {
-    ResourceUri::parse_with(
-        uri,
-        &ParseOptions::strict().allow_insecure_http_on_loopback(true),
-    )
-    .unwrap()
-}
-
-fn registration(auth: &AuthorizationServer) -> ClientRegistration {
-    ClientRegistration::new(
-        auth.issuer(),
-        Url::parse(&auth.token_endpoint()).unwrap(),
-        "svc",
-    )
-    .client_secret_basic("s3cret".into())
-}
+use support::on_loopback::{registration, resource as loopback};
 
 /// What a recording server saw of one request.
 #[derive(Clone, Debug)]

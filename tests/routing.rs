@@ -3,41 +3,20 @@
 //! `BearerToken::header_for`), for paths a server could route twice, for URLs that a more
 //! specific resource owns, and for URLs the crate refuses before anything is sent.
 
-use audience_cache::testing::{AuthorizationServer, Client, Redirect, ResourceServer};
+mod support;
+
+use audience_cache::testing::{AuthorizationServer, Redirect, ResourceServer};
 use audience_cache::{
-    AuthorizedClient, ClientRegistration, Coverage, CoverageRefusal, Discovery, DiscoveryOptions,
-    Error, ParseOptions, PreRegistered, RefusalKind, ResourceConfig, ResourceError, ResourceUri,
-    ScopeSet, TokenCache,
+    AuthorizedClient, Coverage, CoverageRefusal, Discovery, DiscoveryOptions, Error, PreRegistered,
+    RefusalKind, ResourceConfig, ResourceError, ResourceUri, ScopeSet, TokenCache,
+};
+use support::on_loopback::{
+    authorization_server as auth_server, registration, resource as loopback,
 };
 use url::Url;
 
-fn loopback(uri: &str) -> ResourceUri {
-    ResourceUri::parse_with(
-        uri,
-        &ParseOptions::strict().allow_insecure_http_on_loopback(true),
-    )
-    .unwrap()
-}
-
 fn url(s: &str) -> Url {
     Url::parse(s).unwrap()
-}
-
-async fn auth_server() -> AuthorizationServer {
-    AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .start()
-        .await
-        .unwrap()
-}
-
-fn registration(auth: &AuthorizationServer) -> ClientRegistration {
-    ClientRegistration::new(
-        auth.issuer(),
-        Url::parse(&auth.token_endpoint()).unwrap(),
-        "svc",
-    )
-    .client_secret_basic("s3cret".into())
 }
 
 async fn get(client: &AuthorizedClient, url: &str) -> Result<reqwest::Response, Error> {

@@ -127,3 +127,39 @@ pub fn param(url: &Url, name: &str) -> Option<String> {
 
 /// The one-hour lifetime the server grants, less the default 60 s skew.
 pub const USABLE: Duration = Duration::from_secs(3600 - 60);
+
+/// Embedded servers on 127.0.0.1, for the tests that go through real sockets (the request
+/// loop, redirects, discovery).
+pub mod on_loopback {
+    use audience_cache::testing::{AuthorizationServer, Client};
+    use audience_cache::{ClientRegistration, ParseOptions, ResourceUri};
+    use url::Url;
+
+    /// A resource on loopback, plain http allowed.
+    pub fn resource(uri: &str) -> ResourceUri {
+        ResourceUri::parse_with(
+            uri,
+            &ParseOptions::strict().allow_insecure_http_on_loopback(true),
+        )
+        .unwrap()
+    }
+
+    /// An authorization server on 127.0.0.1 that knows the client `svc` / `s3cret`.
+    pub async fn authorization_server() -> AuthorizationServer {
+        AuthorizationServer::builder()
+            .client(Client::confidential("svc", "s3cret"))
+            .start()
+            .await
+            .unwrap()
+    }
+
+    /// The client `svc` at `auth` (client_secret_basic).
+    pub fn registration(auth: &AuthorizationServer) -> ClientRegistration {
+        ClientRegistration::new(
+            auth.issuer(),
+            Url::parse(&auth.token_endpoint()).unwrap(),
+            "svc",
+        )
+        .client_secret_basic("s3cret".into())
+    }
+}
