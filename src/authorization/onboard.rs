@@ -14,7 +14,8 @@ use crate::error::{BuildError, Error};
 impl TokenCache {
     /// Registers what discovery found: the client at the discovered authorization server
     /// (unless one is registered for that issuer already) and the resource (unless it is
-    /// configured already, with the same issuer). A resource configured with another issuer is
+    /// configured already, with the same issuer), where the trust rule of
+    /// [`register_discovered_with`](Self::register_discovered_with) allows `client` there. A resource configured with another issuer is
     /// an error: the resource server now names a different authorization server (RFC 9728
     /// §5.2), and its old tokens must not be mixed with new ones.
     pub fn register_discovered(
@@ -23,14 +24,8 @@ impl TokenCache {
         client: &PreRegistered,
     ) -> Result<(), Error> {
         let issuer = discovered.authorization_server().issuer().as_str();
-        // Discovery adds resources only at issuers the discovery client lists, also when a
-        // registration for that issuer exists already: otherwise any server could name a
-        // configured issuer and have tokens minted for itself with the configured client.
-        if !client.is_registered_at(issuer) {
-            return Err(untrusted(discovered));
-        }
-        // A configured client only for a resource at an issuer the discovery client names.
-        if self.client_was_discovered(issuer) == Some(false) && !client.lists(issuer) {
+        let clients = ClientRegistrar::from(client.clone());
+        if self.trust(issuer, &clients) == Trust::Untrusted {
             return Err(untrusted(discovered));
         }
         self.install_discovered(discovered, || {
