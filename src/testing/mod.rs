@@ -122,6 +122,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod assertion;
 mod authorization_server;
 mod authorize;
 mod client;

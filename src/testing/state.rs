@@ -249,7 +249,7 @@ impl Shared {
                 with_slash.as_str(),
                 token_endpoint.as_str(),
             ];
-            let jti = super::client::verify_assertion(
+            let jti = super::assertion::verify_assertion(
                 client,
                 assertion,
                 &audiences,
