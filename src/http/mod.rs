@@ -6,6 +6,7 @@
 
 mod attach;
 mod discover;
+mod first_contact;
 #[cfg(feature = "middleware")]
 mod middleware;
 #[cfg(feature = "middleware")]
@@ -75,6 +76,8 @@ pub(crate) struct Policy {
     )>,
     /// The discoveries under way, one per origin.
     discoveries: Arc<discover::Discoveries>,
+    /// The first request to each resource, which the others wait for.
+    first_contacts: Arc<first_contact::FirstContacts>,
     /// Where a user authorizes when a resource needs it.
     pub(crate) handler: Option<Arc<dyn crate::authorization::AuthorizationHandler>>,
     /// One authorization at a time per resource (match key): concurrent requests that all
@@ -123,6 +126,7 @@ impl Policy {
             step_up: Mutex::default(),
             discovery: None,
             discoveries: Arc::default(),
+            first_contacts: Arc::default(),
             handler: None,
             authorizing: Mutex::default(),
         }
@@ -307,6 +311,30 @@ where
             discover::Found::Response(response) => return Ok(response),
         }
     }
+    // The first request to a resource goes alone; the others wait for what it learns.
+    let contact = match &first_route {
+        Some(route) => policy.first_contacts.first(route.resource().key()).await,
+        None => None,
+    };
+    let result = hops(policy, request, first_route, caller_authorized, &mut send).await;
+    if let Some(contact) = contact {
+        contact.ended();
+    }
+    result
+}
+
+/// The hops of one request: attach, send, and decide about redirects and challenges.
+async fn hops<S, F>(
+    policy: &Policy,
+    request: Request,
+    mut first_route: Option<crate::cache::Route>,
+    caller_authorized: bool,
+    send: &mut S,
+) -> Result<Response, RunError>
+where
+    S: FnMut(Request) -> F,
+    F: Future<Output = Result<Response, SendError>>,
+{
     let start = request.url().clone();
     let mut request = request;
     let mut hops = 0;
