@@ -8,8 +8,11 @@
 //! - `handler`: the [`AuthorizationHandler`] trait;
 //! - `loopback` and `headless`: the two handlers the crate ships ([`LoopbackListener`],
 //!   [`HeadlessAuthorization`]);
-//! - `redirect_uri`: the rule every redirect URI follows, and whether a redirect came back to
-//!   it.
+//! - `onboard`: the one trust rule (which client may be used at a discovered authorization
+//!   server) and adding what discovery found to the cache.
+//!
+//! The rule every redirect URI follows lives below the cache, in the crate's `redirect_uri`
+//! module, because the cache's builder and its completion of an authorization use it too.
 
 mod client_store;
 mod handler;

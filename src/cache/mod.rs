@@ -1,4 +1,7 @@
-//! The token cache: audience-checked hand-out, single-flight fetches, refresh ahead of expiry.
+//! The token cache: storage by [`CacheKey`], single-flight fetches, refresh ahead of expiry,
+//! and the hand-out through the crate's one decision (`route`: which resource owns a URL, and
+//! whether a token may go there). It knows nothing of discovery or MCP: the authorization layer
+//! above gives it client registrations and resources.
 
 mod authorize;
 mod backoff;

@@ -1,8 +1,11 @@
-//! The HTTP side of the pipeline: reading what servers say about authorization
-//! (`WWW-Authenticate`), and sending requests with audience-checked tokens: a wrapper around
-//! `reqwest::Client` and (with the `middleware` feature) a `reqwest_middleware::Middleware`,
-//! sharing one loop that attaches the token, follows redirects itself deciding again at every
-//! hop, and retries once after a 401 `invalid_token` or a 403 `insufficient_scope`.
+//! The top of the pipeline: sending requests with audience-checked tokens. A wrapper around
+//! `reqwest::Client` and (with the `middleware` feature) a `reqwest_middleware::Middleware`
+//! share one loop: the first request to an unknown server discovers it (`discover`, one
+//! discovery per origin at a time), each hop's URL is resolved once and the token attached
+//! after the crate's one decision (`attach`), redirects are checked and followed by the crate
+//! (`redirect`), and a 401 `invalid_token` or 403 `insufficient_scope` is retried once (the
+//! first request to a resource going alone, `first_contact`, so that what it learns applies to
+//! the others).
 
 mod attach;
 mod discover;
