@@ -28,7 +28,7 @@ use crate::scope::ScopeSet;
 /// All challenges of a response's `WWW-Authenticate` header fields, in order.
 ///
 /// ```
-/// use audience_cache::{Challenges, TokenType};
+/// use audience_cache::challenge::{Challenges, TokenType};
 /// use http::{HeaderValue, header::WWW_AUTHENTICATE};
 /// use url::Url;
 ///

@@ -78,7 +78,8 @@ impl AuthorizationServerMetadata {
     /// Any failure means nothing in the document may be used.
     ///
     /// ```
-    /// use audience_cache::{AuthorizationServerMetadata, DiscoveryError, DiscoveryOptions, Issuer};
+    /// use audience_cache::{DiscoveryError, DiscoveryOptions};
+    /// use audience_cache::discovery::{AuthorizationServerMetadata, Issuer};
     ///
     /// let options = DiscoveryOptions::strict();
     /// let document = AuthorizationServerMetadata::from_json(br#"{

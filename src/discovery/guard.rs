@@ -26,7 +26,8 @@ use crate::resource::shorten;
 /// whatever it resolves to.
 ///
 /// ```
-/// use audience_cache::{check_fetch_url, DiscoveryError, DiscoveryOptions};
+/// use audience_cache::{DiscoveryError, DiscoveryOptions};
+/// use audience_cache::discovery::check_fetch_url;
 /// use url::Url;
 ///
 /// let options = DiscoveryOptions::strict();
@@ -76,7 +77,8 @@ pub fn check_fetch_url(url: &Url, options: &DiscoveryOptions) -> Result<(), Disc
 /// [`DiscoveryOptions::allow_cross_origin_resource_metadata`] is on.
 ///
 /// ```
-/// use audience_cache::{check_resource_metadata_url, DiscoveryError, DiscoveryOptions};
+/// use audience_cache::{DiscoveryError, DiscoveryOptions};
+/// use audience_cache::discovery::check_resource_metadata_url;
 /// use url::Url;
 ///
 /// let server = Url::parse("https://mcp.example.com/mcp")?;

@@ -21,7 +21,8 @@ use crate::resource::{parse_raw, shorten};
 /// the development option) and also refuses a query.
 ///
 /// ```
-/// use audience_cache::{DiscoveryOptions, Issuer};
+/// use audience_cache::DiscoveryOptions;
+/// use audience_cache::discovery::Issuer;
 ///
 /// let options = DiscoveryOptions::strict();
 /// let issuer = Issuer::parse("https://auth.example.com/tenant1/", &options)?;

@@ -84,7 +84,8 @@ impl ProtectedResourceMetadata {
     /// Any failure means nothing in the document may be used (RFC 9728 §3.3).
     ///
     /// ```
-    /// use audience_cache::{DiscoveryOptions, ProtectedResourceMetadata};
+    /// use audience_cache::DiscoveryOptions;
+    /// use audience_cache::discovery::ProtectedResourceMetadata;
     /// use url::Url;
     ///
     /// let document = ProtectedResourceMetadata::from_json(br#"{

@@ -70,7 +70,8 @@ pub fn protected_resource_metadata_urls(server_url: &Url) -> Result<Vec<Url>, Di
 /// [`AuthorizationServerMetadata::validate`](crate::discovery::AuthorizationServerMetadata::validate)).
 ///
 /// ```
-/// use audience_cache::{authorization_server_metadata_urls, DiscoveryOptions, Issuer};
+/// use audience_cache::DiscoveryOptions;
+/// use audience_cache::discovery::{authorization_server_metadata_urls, Issuer};
 ///
 /// let issuer = Issuer::parse("https://auth.example.com/tenant1/", &DiscoveryOptions::strict())?;
 /// let urls: Vec<String> = authorization_server_metadata_urls(&issuer)
