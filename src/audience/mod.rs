@@ -128,6 +128,20 @@ impl AudiencePolicy {
             Coverage::NotCovered => return Err(refusal(RefusalKind::NotCovered)),
             Coverage::Refused(reason) => return Err(refusal(RefusalKind::RequestRefused(reason))),
         }
+        self.decide_audience(resource, request, path, audience)
+    }
+
+    /// The `aud` part of the decision, for a request URL that `resource` covers (checked by
+    /// the caller: [`decide_checked`](Self::decide_checked), or the route that found `resource`
+    /// as the URL's owner).
+    pub(crate) fn decide_audience(
+        &self,
+        resource: &ResourceUri,
+        request: &Url,
+        path: &str,
+        audience: &TokenAudience,
+    ) -> Result<(), Refusal> {
+        let refusal = |kind| Refusal::new(resource, request, kind);
         if self.mode == AudienceMode::ProvenanceOnly {
             return Ok(());
         }

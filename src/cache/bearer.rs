@@ -62,22 +62,24 @@ impl BearerToken {
     /// that covers it is the token's resource (a token for `https://h/` is refused for
     /// `https://h/b/x` when `https://h/b` is configured); and a readable `aud` agrees.
     pub fn header_for(&self, request: &Url) -> Result<HeaderValue, Refusal> {
-        let route = self
-            .routes
-            .route(request)
-            .map_err(|why| route::unrouted(&self.token, request, why))?;
-        self.header_on(&route)
+        self.routes.decide(request, &self.token)?;
+        self.header_value(request)
     }
 
     /// The header for a request whose URL is already resolved to `route`: the one decision,
     /// then the header value.
-    pub(crate) fn header_on(&self, route: &Route) -> Result<HeaderValue, Refusal> {
+    pub(crate) fn header_on(&self, route: &Route<'_>) -> Result<HeaderValue, Refusal> {
         route::decide(route, &self.token)?;
+        self.header_value(route.url())
+    }
+
+    /// The header value, marked sensitive; only after the decision.
+    fn header_value(&self, request: &Url) -> Result<HeaderValue, Refusal> {
         let mut value = HeaderValue::try_from(format!(
             "Bearer {}",
             self.token.access_token.expose_secret()
         ))
-        .map_err(|_| Refusal::unusable_token(&self.token.resource, route.url()))?;
+        .map_err(|_| Refusal::unusable_token(&self.token.resource, request))?;
         value.set_sensitive(true);
         Ok(value)
     }

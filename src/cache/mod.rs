@@ -153,7 +153,7 @@ impl TokenCache {
 
     /// The route of a request URL: the configured resource that owns it, or why there is
     /// none (a refused URL is an [`Error::Refused`], counted as a refusal).
-    pub(crate) fn route(&self, url: &Url) -> Result<Route, Error> {
+    pub(crate) fn route<'u>(&self, url: &'u Url) -> Result<Route<'u>, Error> {
         self.shared.route(url)
     }
 
@@ -161,7 +161,7 @@ impl TokenCache {
     /// for the route's URL: [`header`](Self::header) decides.
     pub(crate) async fn token_on(
         &self,
-        route: &Route,
+        route: &Route<'_>,
         extra: &ScopeSet,
     ) -> Result<BearerToken, Error> {
         let entry = route.entry();
@@ -180,7 +180,7 @@ impl TokenCache {
     pub(crate) async fn header(
         &self,
         token: &BearerToken,
-        route: &Route,
+        route: &Route<'_>,
     ) -> Result<HeaderValue, Error> {
         match token.header_on(route) {
             Ok(header) => Ok(header),
@@ -317,7 +317,7 @@ impl Shared {
     }
 
     /// The route of `url` (see [`Routes::route`]), with the crate's errors.
-    fn route(&self, url: &Url) -> Result<Route, Error> {
+    fn route<'u>(&self, url: &'u Url) -> Result<Route<'u>, Error> {
         self.routes.route(url).map_err(|why| match why {
             Unrouted::Refused(reason) => {
                 self.counters.refusal();
@@ -343,7 +343,7 @@ impl Shared {
     }
 
     /// The crate's decision for a hand-out on `route`; a refused token is evicted.
-    async fn hand_out(&self, route: &Route, token: &Arc<CachedToken>) -> Result<(), Error> {
+    async fn hand_out(&self, route: &Route<'_>, token: &Arc<CachedToken>) -> Result<(), Error> {
         match route::decide(route, token) {
             Ok(()) => Ok(()),
             Err(refusal) => Err(self.refused(token, refusal).await),

@@ -14,6 +14,7 @@
 //! [`TokenCache::token`]: super::TokenCache::token
 //! [`BearerToken::header_for`]: super::BearerToken::header_for
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
 use url::Url;
@@ -43,11 +44,12 @@ pub(crate) struct Routes {
 }
 
 /// A request URL resolved to the resource that owns it: made once per hop, carried to where
-/// the header is built.
+/// the header is built. It borrows the URL (a hit allocates nothing for it); the request loop,
+/// which keeps it across the send, owns a copy ([`Route::into_owned`]).
 #[derive(Clone)]
-pub(crate) struct Route {
+pub(crate) struct Route<'u> {
     entry: Arc<ResourceEntry>,
-    url: Url,
+    url: Cow<'u, Url>,
     /// The normalized path when it differs from the URL's (it has escapes to normalize).
     normalized: Option<Box<str>>,
 }
@@ -65,28 +67,35 @@ pub(crate) enum Unrouted {
 impl Routes {
     /// The route of `url`: the URL checks first ([`resource::check_request`]: userinfo, a path
     /// servers could read two ways), then the longest configured resource that covers it.
-    /// Resources are compared by the length of their match key: two resources that both cover
-    /// a URL are on its origin, and the one whose path (or query) is longer is nested in the
-    /// other.
-    pub(crate) fn route(&self, url: &Url) -> Result<Route, Unrouted> {
+    pub(crate) fn route<'u>(&self, url: &'u Url) -> Result<Route<'u>, Unrouted> {
         let path = resource::check_request(url).map_err(Unrouted::Refused)?;
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let mut best: Option<&Arc<ResourceEntry>> = None;
-        for entry in entries.iter() {
-            let resource = &entry.config.resource;
-            if resource.covers_checked(url, &path) == Coverage::Covered
-                && best.is_none_or(|b| resource.key().len() > b.config.resource.key().len())
-            {
-                best = Some(entry);
-            }
-        }
-        let entry = best.cloned().ok_or(Unrouted::NoResource)?;
-        let normalized = (path != url.path()).then(|| path.into());
+        let entry = owner(&entries, url, &path)
+            .cloned()
+            .ok_or(Unrouted::NoResource)?;
+        // A plain path is borrowed as it is; only a normalized one is kept.
+        let normalized = match path {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(path) => Some(path.into_boxed_str()),
+        };
         Ok(Route {
             entry,
-            url: url.clone(),
+            url: Cow::Borrowed(url),
             normalized,
         })
+    }
+
+    /// [`route`](Self::route) and [`decide`] at once, under one read of the resources and
+    /// without keeping the route: what [`BearerToken::header_for`](super::BearerToken::header_for)
+    /// does for a URL it has no route for yet.
+    pub(crate) fn decide(&self, url: &Url, token: &CachedToken) -> Result<(), Refusal> {
+        let path = resource::check_request(url)
+            .map_err(|reason| unrouted(token, url, Unrouted::Refused(reason)))?;
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        match owner(&entries, url, &path) {
+            Some(entry) => decide_on(entry, url, &path, token),
+            None => Err(unrouted(token, url, Unrouted::NoResource)),
+        }
     }
 
     /// The entry configured for exactly `resource`.
@@ -114,7 +123,16 @@ impl Routes {
     }
 }
 
-impl Route {
+impl Route<'_> {
+    /// The route with its own copy of the URL.
+    pub(crate) fn into_owned(self) -> Route<'static> {
+        Route {
+            entry: self.entry,
+            url: Cow::Owned(self.url.into_owned()),
+            normalized: self.normalized,
+        }
+    }
+
     /// The configured resource that owns the URL.
     pub(crate) fn entry(&self) -> &Arc<ResourceEntry> {
         &self.entry
@@ -140,22 +158,53 @@ impl Route {
 /// the URL (the longest match: a broader resource's token never goes into a nested one), and
 /// then the owner's audience policy must allow it (provenance, and a readable `aud` that
 /// covers the URL or is an alias).
-pub(crate) fn decide(route: &Route, token: &CachedToken) -> Result<(), Refusal> {
-    if token.resource != *route.resource() {
-        let kind = if token.resource.covers_checked(route.url(), route.path()) == Coverage::Covered
+pub(crate) fn decide(route: &Route<'_>, token: &CachedToken) -> Result<(), Refusal> {
+    decide_on(&route.entry, route.url(), route.path(), token)
+}
+
+/// The longest configured resource that covers `url` (whose path [`resource::check_request`]
+/// normalized to `path`). Resources are compared by the length of their match key: two
+/// resources that both cover a URL are on its origin, and the one whose path (or query) is
+/// longer is nested in the other.
+fn owner<'e>(
+    entries: &'e [Arc<ResourceEntry>],
+    url: &Url,
+    path: &str,
+) -> Option<&'e Arc<ResourceEntry>> {
+    let mut best: Option<&Arc<ResourceEntry>> = None;
+    for entry in entries {
+        let resource = &entry.config.resource;
+        if resource.covers_checked(url, path) == Coverage::Covered
+            && best.is_none_or(|b| resource.key().len() > b.config.resource.key().len())
         {
+            best = Some(entry);
+        }
+    }
+    best
+}
+
+/// The rule behind [`decide`], for the entry that owns `url`.
+fn decide_on(
+    owner: &ResourceEntry,
+    url: &Url,
+    path: &str,
+    token: &CachedToken,
+) -> Result<(), Refusal> {
+    let resource = &owner.config.resource;
+    if !token.resource.is_same(resource) {
+        let kind = if token.resource.covers_checked(url, path) == Coverage::Covered {
             RefusalKind::OwnedByAnotherResource {
-                owner: route.resource().key().to_owned(),
+                owner: resource.key().to_owned(),
             }
         } else {
             RefusalKind::NotCovered
         };
-        return Err(Refusal::for_kind(&token.resource, route.url(), kind));
+        return Err(Refusal::for_kind(&token.resource, url, kind));
     }
-    route
-        .entry
+    // Provenance holds: the token is for the resource found covering the URL.
+    owner
         .policy
-        .decide_checked(&token.resource, route.url(), route.path(), &token.audience)
+        .decide_audience(&token.resource, url, path, &token.audience)
 }
 
 /// The refusal for a token whose request URL has no route.

@@ -36,7 +36,7 @@ pub(super) struct Retries {
 pub(super) async fn attach(
     policy: &Policy,
     request: &mut Request,
-    first: Option<Option<Route>>,
+    first: Option<Option<Route<'static>>>,
     bound: &mut Option<ResourceUri>,
     stepping_up: Option<&ScopeSet>,
     retries: &mut Retries,

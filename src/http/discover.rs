@@ -52,7 +52,7 @@ enum Outcome {
 /// What a request to a URL without a configured resource comes to.
 pub(crate) enum Found {
     /// Discovery (this request's or another's) registered the resource that owns the URL.
-    Route(Route),
+    Route(Route<'static>),
     /// The probe was answered without a 401: the answer, for the caller.
     Response(Response),
 }
@@ -128,7 +128,7 @@ where
     let mut waits = 0;
     loop {
         match policy.cache.route(url) {
-            Ok(route) => return Ok(Found::Route(route)),
+            Ok(route) => return Ok(Found::Route(route.into_owned())),
             Err(Error::NoResource { .. }) => {}
             Err(error) => return Err(RunError::Crate(error)),
         }

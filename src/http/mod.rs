@@ -299,7 +299,7 @@ where
         None
     } else {
         match policy.cache.route(request.url()) {
-            Ok(route) => Some(route),
+            Ok(route) => Some(route.into_owned()),
             Err(Error::NoResource { .. }) if policy.discovery.is_some() => None,
             Err(error) => return Err(RunError::Crate(error)),
         }
@@ -330,7 +330,7 @@ where
 async fn hops<S, F>(
     policy: &Policy,
     request: Request,
-    mut first_route: Option<crate::cache::Route>,
+    mut first_route: Option<crate::cache::Route<'static>>,
     caller_authorized: bool,
     send: &mut S,
 ) -> Result<Response, RunError>

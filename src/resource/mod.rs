@@ -200,6 +200,14 @@ impl ResourceUri {
     }
 }
 
+impl ResourceUri {
+    /// Equality, answered without comparing keys when both are handles on one parsed value
+    /// (a token's resource and its configured entry's are).
+    pub(crate) fn is_same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self == other
+    }
+}
+
 impl PartialEq for ResourceUri {
     fn eq(&self, other: &Self) -> bool {
         self.key() == other.key()
