@@ -164,6 +164,12 @@ where
                 }
             }
         };
+        // A discovery of this origin may have ended between the look above and taking the
+        // lead (it registers before it leaves the list): look once more before probing.
+        if let Ok(route) = policy.cache.route(url) {
+            leader.finish(Ok(Outcome::Registered));
+            return Ok(Found::Route(route.into_owned()));
+        }
         let probe = request.try_clone().ok_or_else(|| {
             RunError::Crate(Error::NotReplayable {
                 url: crate::audience::redacted_url(url),
