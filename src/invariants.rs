@@ -9,6 +9,10 @@
 
 use url::Url;
 
+use routing::routes_inside;
+
+mod routing;
+
 use crate::{AudiencePolicy, Coverage, ParseOptions, ResourceUri, ScopeSet, TokenAudience};
 
 /// Resource parsing: no panic; the key is a fixed point and the wire form parses to the same
@@ -131,7 +135,8 @@ pub fn scope(data: &[u8]) {
 }
 
 /// Coverage: the input is a resource, a newline, and a request URL. No panic; a covered
-/// request has the resource's scheme, host and port and no userinfo.
+/// request has the resource's scheme, host and port and no userinfo, and a server that decodes
+/// its path repeatedly routes it inside the resource (see `routes_inside`).
 pub fn coverage(data: &[u8]) {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
@@ -158,6 +163,20 @@ pub fn coverage(data: &[u8]) {
     }
     if !request.username().is_empty() || request.password().is_some() {
         panic!("{} covers {request}, which has userinfo", resource.key());
+    }
+    for merge_slashes in [false, true] {
+        if !routes_inside(own, &request, merge_slashes) {
+            panic!(
+                "{} covers {request}, which a server decoding its path repeatedly{} routes \
+                 outside the resource",
+                resource.key(),
+                if merge_slashes {
+                    " and merging slashes"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 
