@@ -217,7 +217,7 @@ fn a_token_with_an_empty_header_or_payload_is_not_read() {
     for token in [
         format!(".{payload}.c2ln"),
         format!("{header}..c2ln"),
-        format!("..c2ln"),
+        "..c2ln".to_owned(),
     ] {
         let audience = TokenAudience::inspect(&token);
         assert_eq!(audience.values(), None, "{token}");
@@ -352,6 +352,18 @@ fn aliases_are_exact_and_unknown_logical_audiences_are_unverifiable() {
         );
     }
     assert_eq!(aliased.aliases(), ["urn:example:mcp"]);
+    assert_eq!(aliased.mode(), AudienceMode::DenyOnMismatch);
+    assert_eq!(require_aud().mode(), AudienceMode::RequireAud);
+    assert_eq!(
+        AudiencePolicy::new(AudienceMode::ProvenanceOnly)
+            .with_alias("a")
+            .mode(),
+        AudienceMode::ProvenanceOnly
+    );
+    assert_eq!(
+        AudiencePolicy::default().mode(),
+        AudienceMode::DenyOnMismatch
+    );
 }
 
 /// Provenance only: `aud` is never read, so even a malformed or foreign `aud` passes, and
