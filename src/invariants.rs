@@ -9,11 +9,9 @@
 
 use url::Url;
 
-use routing::routes_inside;
-
-mod routing;
-
-use crate::{AudiencePolicy, Coverage, ParseOptions, ResourceUri, ScopeSet, TokenAudience};
+use crate::audience::{AudiencePolicy, TokenAudience};
+use crate::resource::{Coverage, ParseOptions, ResourceUri};
+use crate::scope::ScopeSet;
 
 /// Resource parsing: no panic; the key is a fixed point and the wire form parses to the same
 /// key; a resource covers its own URL; it never covers another scheme, host or port, nor a path
@@ -165,7 +163,7 @@ pub fn coverage(data: &[u8]) {
         panic!("{} covers {request}, which has userinfo", resource.key());
     }
     for merge_slashes in [false, true] {
-        if !routes_inside(own, &request, merge_slashes) {
+        if !routing::routes_inside(own, &request, merge_slashes) {
             panic!(
                 "{} covers {request}, which a server decoding its path repeatedly{} routes \
                  outside the resource",
@@ -207,12 +205,13 @@ pub fn jwt_aud(data: &[u8]) {
         };
         for policy in [
             AudiencePolicy::default(),
-            AudiencePolicy::new(crate::AudienceMode::RequireAud).with_alias("urn:example:mcp"),
-            AudiencePolicy::new(crate::AudienceMode::ProvenanceOnly),
+            AudiencePolicy::new(crate::audience::AudienceMode::RequireAud)
+                .with_alias("urn:example:mcp"),
+            AudiencePolicy::new(crate::audience::AudienceMode::ProvenanceOnly),
         ] {
             let decision = policy.decide(&resource, &request, token);
             let twins = policy.decide(&resource, &request, &twin);
-            let shown = |decision: &Result<(), crate::Refusal>| match decision {
+            let shown = |decision: &Result<(), crate::audience::Refusal>| match decision {
                 Ok(()) => String::new(),
                 Err(refusal) => format!("{refusal}\n{refusal:?}"),
             };
@@ -400,6 +399,8 @@ pub fn loopback_redirect(data: &[u8]) {
         }
     }
 }
+
+mod routing;
 
 #[cfg(test)]
 mod tests {
