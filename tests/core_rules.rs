@@ -801,7 +801,19 @@ fn cache_key_encoding_is_length_prefixed() {
     full.extend_from_slice(&(account.len() as u64).to_be_bytes());
     full.extend_from_slice(account.as_bytes());
     full.push(1);
-    assert_eq!(key.with_account(account).exchanged().encoded(), full);
+    assert_eq!(
+        key.clone().with_account(account).exchanged().encoded(),
+        full
+    );
+
+    // An account longer than all the other parts together is encoded like any other.
+    let long = "a".repeat(1000);
+    let encoded = key.with_account(&long).encoded().to_vec();
+    assert_eq!(encoded.len(), 1 + 4 * 8 + 1 + 19 + 1 + 1 + 1 + 8 + 1000 + 1);
+    assert_eq!(
+        &encoded[encoded.len() - 1009..encoded.len() - 1001],
+        1000u64.to_be_bytes()
+    );
 }
 
 #[test]
