@@ -55,12 +55,16 @@ fn check_resource(resource: &ResourceUri, options: &ParseOptions) {
             resource.covers(own)
         );
     }
-    // Another origin: change the host, the port, the scheme.
+    // Another origin: change the host, the port, the scheme. The other host is one the
+    // input does not have: a fixed one could be the input's own host.
     let mut others = Vec::new();
-    let mut other_host = own.clone();
-    if other_host.set_host(Some("other-origin.invalid")).is_ok() {
-        others.push(other_host);
-    }
+    let other_host = ["other-origin.invalid", "another-origin.invalid"]
+        .into_iter()
+        .find_map(|host| {
+            let mut other = own.clone();
+            (other.set_host(Some(host)).is_ok() && other.host() != own.host()).then_some(other)
+        });
+    others.extend(other_host);
     let mut other_port = own.clone();
     let port = own.port_or_known_default().unwrap_or(443);
     if other_port
@@ -129,7 +133,8 @@ pub fn scope(data: &[u8]) {
 }
 
 /// Coverage: the input is a resource, a newline, and a request URL. No panic; a covered
-/// request has the resource's scheme, host and port, and the resource's path as a prefix.
+/// request has the resource's scheme, host and port and no userinfo, and a server that decodes
+/// its path repeatedly routes it inside the resource (see `routes_inside`).
 pub fn coverage(data: &[u8]) {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
@@ -157,35 +162,104 @@ pub fn coverage(data: &[u8]) {
     if !request.username().is_empty() || request.password().is_some() {
         panic!("{} covers {request}, which has userinfo", resource.key());
     }
+    for merge_slashes in [false, true] {
+        if !routing::routes_inside(own, &request, merge_slashes) {
+            panic!(
+                "{} covers {request}, which a server decoding its path repeatedly{} routes \
+                 outside the resource",
+                resource.key(),
+                if merge_slashes {
+                    " and merging slashes"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
 }
 
 /// `aud` reading and the audience decision: no panic, and no refusal shows the token. The
 /// input is a token; the resource and request are fixed.
+///
+/// "Shows the token" is checked exactly: the decision may depend on the token only through what
+/// [`TokenAudience::inspect`] reads from it, so a different token with the same inspected
+/// audience (a twin, see `twin_token`) must get the same decision, with the same text. A
+/// refusal that quoted any part of the token, or its length, reads differently for the twin. (A
+/// search for the token in the text is not exact: a token may be the refusal's own words.)
 pub fn jwt_aud(data: &[u8]) {
     let Ok(token) = std::str::from_utf8(data) else {
         return;
     };
     let audience = TokenAudience::inspect(token);
     let _ = audience.values();
+    let twin = twin_token(token, &audience);
     let Ok(resource) = ResourceUri::parse("https://mcp.example.com/mcp") else {
         panic!("the fixed resource must parse");
     };
-    let Ok(request) = Url::parse("https://mcp.example.com/mcp/tools") else {
-        panic!("the fixed request must parse");
-    };
-    for policy in [
-        AudiencePolicy::default(),
-        AudiencePolicy::new(crate::audience::AudienceMode::RequireAud)
-            .with_alias("urn:example:mcp"),
+    for request in [
+        "https://mcp.example.com/mcp/tools",
+        "https://other.example.com/mcp",
     ] {
-        if let Err(refusal) = policy.decide_inspected(&resource, &request, &audience) {
-            let shown = format!("{refusal} {refusal:?}");
-            // Short tokens occur in any text by chance; a real token is long.
-            if token.len() >= 16 && shown.contains(token) {
-                panic!("a refusal shows the token");
+        let Ok(request) = Url::parse(request) else {
+            panic!("the fixed request must parse");
+        };
+        for policy in [
+            AudiencePolicy::default(),
+            AudiencePolicy::new(crate::audience::AudienceMode::RequireAud)
+                .with_alias("urn:example:mcp"),
+            AudiencePolicy::new(crate::audience::AudienceMode::ProvenanceOnly),
+        ] {
+            let decision = policy.decide(&resource, &request, token);
+            let twins = policy.decide(&resource, &request, &twin);
+            let shown = |decision: &Result<(), crate::audience::Refusal>| match decision {
+                Ok(()) => String::new(),
+                Err(refusal) => format!("{refusal}\n{refusal:?}"),
+            };
+            if decision != twins || shown(&decision) != shown(&twins) {
+                panic!(
+                    "the decision depends on more of the token than its audience (a refusal \
+                     shows the token?): {} / for a twin token: {}",
+                    shown(&decision),
+                    shown(&twins)
+                );
             }
         }
     }
+}
+
+/// A token other than `token` whose inspected audience is `audience`: a JWS with a one-byte
+/// header, no signature and a minimal JSON payload, or an opaque string. It is never longer
+/// than `token` (so it stays within the inspection bound): a readable `token` has a header of
+/// at least one byte, and its payload holds at least the same claim in JSON at least as long.
+fn twin_token(token: &str, audience: &TokenAudience) -> String {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payloads: Vec<String> = match audience.values() {
+        Some(values) if values.len() == 1 => {
+            vec![serde_json::json!({ "aud": values[0] }).to_string()]
+        }
+        Some(values) => vec![serde_json::json!({ "aud": values }).to_string()],
+        None if audience.is_readable_jwt() => [
+            "{}",
+            r#"{"aud":0}"#,
+            r#"{"aud":[]}"#,
+            r#"{"aud":0,"aud":0}"#,
+        ]
+        .map(String::from)
+        .to_vec(),
+        None => Vec::new(),
+    };
+    for header in ["x", "y"] {
+        let jws = payloads
+            .iter()
+            .map(|payload| format!("{header}.{}.", engine.encode(payload)));
+        for candidate in jws.chain([format!("opaque-{header}")]) {
+            if candidate != token && TokenAudience::inspect(&candidate) == *audience {
+                return candidate;
+            }
+        }
+    }
+    panic!("no twin token reads as {audience:?}");
 }
 
 /// `WWW-Authenticate` parsing and challenge selection: the input is header field values
@@ -323,6 +397,53 @@ pub fn loopback_redirect(data: &[u8]) {
             panic!(
                 "the listener accepted {url} for state {expected:?}; the completion reads {states:?}"
             );
+        }
+    }
+}
+
+mod routing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The twin of a token reads the same and differs from it, for every kind of token,
+    /// including one at the inspection bound.
+    #[test]
+    fn twins_read_as_the_token_and_are_no_longer() {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jws = |header: &str, payload: &str, signature: &str| {
+            format!("{header}.{}.{signature}", engine.encode(payload))
+        };
+        let at_bound = {
+            let head = jws("h", r#"{"aud":["https://a.example","b"]}"#, "");
+            format!("{head}{}", "s".repeat(64 * 1024 - head.len()))
+        };
+        let tokens = [
+            "2YotnFZFEjr1zCsicMWpAA".to_owned(),
+            "opaque-x".to_owned(),
+            "token for https://mcp.example.com/mcp has no readable aud claim ".to_owned(),
+            jws("x", "{}", ""),
+            jws(
+                "eyJhbGciOiJSUzI1NiJ9",
+                r#"{"sub":"x","aud":"https://a.example"}"#,
+                "c2ln",
+            ),
+            jws("x", r#"{"aud":"https://a.example"}"#, ""),
+            jws("x", r#"{"aud":["https://a.example"]}"#, ""),
+            jws("x", r#"{"aud":0}"#, ""),
+            jws("y", r#"{"aud":[]}"#, ""),
+            jws("x", r#"{"aud":"a","aud":"b"}"#, ""),
+            jws("x", r#"{"aud":"caf\u00e9 \"\\/"}"#, ""),
+            at_bound,
+        ];
+        for token in tokens {
+            let audience = TokenAudience::inspect(&token);
+            let twin = twin_token(&token, &audience);
+            assert_ne!(twin, token);
+            assert_eq!(TokenAudience::inspect(&twin), audience, "{token:.80}");
+            assert!(twin.len() <= token.len().max(8), "{token:.80}");
         }
     }
 }
