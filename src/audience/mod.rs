@@ -376,7 +376,8 @@ impl Refusal {
         &self.resource
     }
 
-    /// The request URL, without userinfo, query or fragment.
+    /// The request URL without userinfo or fragment; a query, which may carry other secrets, is
+    /// shown only as `?…`.
     pub fn request(&self) -> &str {
         &self.request
     }
