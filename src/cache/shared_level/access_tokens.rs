@@ -40,20 +40,13 @@ impl Level {
         ahead: bool,
         seen: &mut Option<Vec<u8>>,
     ) -> Found {
-        let read = match self.read_places(names).await {
-            Ok(read) => read,
+        let (place, value, record) = match self.read_first(names).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return Found::Nothing,
             Err(failure) => {
                 self.failed(key, &failure);
                 return Found::Unavailable;
             }
-        };
-        let Some((place, value, record)) = names
-            .places
-            .iter()
-            .zip(read)
-            .find_map(|(place, (value, record))| Some((place, value?, record)))
-        else {
-            return Found::Nothing;
         };
         if seen.as_ref() == Some(&value) {
             return Found::Nothing;

@@ -202,17 +202,22 @@ impl Level {
         token
     }
 
-    /// Each place's value and generation record, in one `MGET`.
-    async fn read_places(
+    /// The first place (newest sealing key first) that holds a value: the place, the value
+    /// and its generation record, read with every other place's in one `MGET`.
+    async fn read_first<'n>(
         &self,
-        names: &Names,
-    ) -> Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>, Failure> {
+        names: &'n Names,
+    ) -> Result<Option<(&'n entry::Place, Vec<u8>, Option<Vec<u8>>)>, Failure> {
         let mut read = self.connection.get_all(&names.to_read()).await?.into_iter();
-        let mut places = Vec::with_capacity(names.places.len());
-        while let (Some(value), Some(record)) = (read.next(), read.next()) {
-            places.push((value, record));
+        for place in &names.places {
+            let (Some(value), Some(record)) = (read.next(), read.next()) else {
+                break;
+            };
+            if let Some(value) = value {
+                return Ok(Some((place, value, record)));
+            }
         }
-        Ok(places)
+        Ok(None)
     }
 
     /// Writes `plaintext` at the current place, sealed under the generation its record holds

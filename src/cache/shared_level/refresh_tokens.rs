@@ -58,20 +58,13 @@ impl Level {
     /// The grant's refresh token as stored in Redis, checked against its generation record.
     pub(crate) async fn read_refresh_token(&self, key: &CacheKey) -> SharedRefresh {
         let names = self.names(Kind::RefreshToken, &grant_key(key));
-        let read = match self.read_places(&names).await {
-            Ok(read) => read,
+        let (place, value, record) = match self.read_first(&names).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return SharedRefresh::Nothing,
             Err(failure) => {
                 self.failed(key, &failure);
                 return SharedRefresh::Nothing;
             }
-        };
-        let Some((place, value, record)) = names
-            .places
-            .iter()
-            .zip(read)
-            .find_map(|(place, (value, record))| Some((place, value?, record)))
-        else {
-            return SharedRefresh::Nothing;
         };
         // No record: nothing tells which refresh token is the newest; this process's own is
         // as good a guess as any (and the value is not used).
