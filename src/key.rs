@@ -199,10 +199,15 @@ fn encode(
     subject: Option<&SubjectFingerprint>,
 ) -> Box<[u8]> {
     let parts = [issuer, resource, scopes, client_id];
-    let size = 3
+    // The exact length: the version, the length-prefixed parts, the account's flag and part,
+    // the subject's flag and fingerprint (checked below, so that the layout and its length
+    // cannot drift apart).
+    let size = 1
         + parts.iter().map(|p| 8 + p.len()).sum::<usize>()
+        + 1
         + account.map_or(0, |a| 8 + a.len())
-        + FINGERPRINT_LEN;
+        + 1
+        + subject.map_or(0, |_| FINGERPRINT_LEN);
     let mut out = Vec::with_capacity(size);
     out.push(ENCODING_VERSION);
     for p in parts {
@@ -222,6 +227,7 @@ fn encode(
             out.extend_from_slice(&subject.0);
         }
     }
+    debug_assert_eq!(out.len(), size, "the key's encoding is as long as computed");
     out.into_boxed_slice()
 }
 
