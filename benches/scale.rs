@@ -70,9 +70,9 @@ async fn fill(
 /// place, so that measuring does not change the memory that the next size measures.
 async fn hit_latency(cache: &TokenCache, stored: usize, sample: &mut [ScopeSet]) -> Duration {
     let url = Url::parse(API_REQUEST).expect("a URL");
-    let mut rng = rand::rng();
+    let mut rng = rand::thread_rng();
     for slot in sample.iter_mut() {
-        *slot = scopes(rng.random_range(0..stored));
+        *slot = scopes(rng.gen_range(0..stored));
     }
     let before = cache.stats();
     let started = Instant::now();
@@ -193,9 +193,9 @@ async fn floor_get(
     stored: usize,
     sample: &mut [audience_cache::CacheKey],
 ) -> Duration {
-    let mut rng = rand::rng();
+    let mut rng = rand::thread_rng();
     for slot in sample.iter_mut() {
-        *slot = floor_key(resource, rng.random_range(0..stored));
+        *slot = floor_key(resource, rng.gen_range(0..stored));
     }
     let started = Instant::now();
     for i in 0..HIT_CALLS {

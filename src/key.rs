@@ -316,7 +316,7 @@ impl SubjectKey {
         // with zeros. Padding the 32 random bytes here gives the same HMAC, through the
         // constructor that takes a block-sized key and cannot fail.
         let mut block = Zeroizing::new([0u8; 64]);
-        rand::rng().fill_bytes(&mut block[..32]);
+        rand::thread_rng().fill_bytes(&mut block[..32]);
         Self {
             mac: <Hmac<Sha256> as KeyInit>::new(&(*block).into()),
         }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rand::Rng as _;
 use tokio::time::Instant;
 
 use crate::error::Error;
@@ -73,7 +74,7 @@ impl Backoff {
                 .base
                 .saturating_mul(1 << exponent)
                 .min(self.policy.max);
-            nominal.mul_f64(rand::random_range(0.5..=1.0))
+            nominal.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
         } else {
             self.policy.max
         };

@@ -132,7 +132,7 @@ impl ClientAssertionKey {
 fn jti() -> String {
     use rand::RngCore as _;
     let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 

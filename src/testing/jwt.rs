@@ -24,7 +24,7 @@ const HEADER: &str = r#"{"alg":"HS256","typ":"at+jwt"}"#;
 /// `n` random bytes, base64url without padding.
 pub(crate) fn random_b64(n: usize) -> String {
     let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -34,7 +34,7 @@ pub(crate) type Key = [u8; 64];
 /// A fresh random HS256 key.
 pub(crate) fn new_key() -> Key {
     let mut key = [0u8; 64];
-    rand::rng().fill_bytes(&mut key);
+    rand::thread_rng().fill_bytes(&mut key);
     key
 }
 

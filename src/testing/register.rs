@@ -131,7 +131,7 @@ fn error(
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore as _;
     let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
+    rand::thread_rng().fill_bytes(&mut buffer);
     buffer.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -125,7 +125,7 @@ impl Sealer {
         let (id, cipher) = self.keys.first()?;
         let mut nonce = [0u8; NONCE_LEN];
         // ThreadRng: a CSPRNG seeded from the operating system.
-        rand::rng().fill_bytes(&mut nonce);
+        rand::thread_rng().fill_bytes(&mut nonce);
         let header = [VERSION, *id];
         let aad = associated_data(header, context);
         let ciphertext = cipher
