@@ -180,7 +180,9 @@ fn is_plain(path: &str) -> bool {
 /// Whether a (normalized) path reads differently under the RFC 3986 reading and the
 /// aggressive one (rules §5).
 pub(crate) fn is_ambiguous(normalized: &str) -> bool {
-    rfc_reading(normalized) != aggressive_reading(normalized)
+    // A plain path reads the same both ways (the readings' own test shows it), without
+    // building either.
+    !is_plain(normalized) && rfc_reading(normalized) != aggressive_reading(normalized)
 }
 
 /// rules §2/§5: `/` covers everything; `/p` covers `/p`, `/p/` and `/p/…`; `/p/` covers `/p/…` only.

@@ -124,21 +124,29 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
     if name.starts_with('.') || name.contains("..") {
         return Err(host_error(name, HostProblem::EmptyLabel));
     }
-    let allowed = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    };
     if name.is_ascii() {
-        if !allowed(name) {
+        if !allowed_in_name(name) {
             return Err(host_error(name, HostProblem::InvalidCharacter));
         }
         if let Some(addr) = parse_ipv4(name)? {
             return Ok(Host::V4(addr));
         }
     }
+    let lowered = name.to_lowercase();
+    // An ASCII name (its characters were checked above) of letters, digits, `-`, `_` and `.` with no A-label is its own ToASCII and
+    // ToUnicode (UTS-46 maps only uppercase among those, and without CheckHyphens, STD3 rules or
+    // DNS length checks, as the URL Standard sets them, refuses none), so the round trip below
+    // could only give it back: it goes straight to the checks that follow the round trip.
+    if name.is_ascii() && !lowered.split('.').any(|label| label.starts_with("xn--")) {
+        return checked_domain(name, lowered);
+    }
+    through_idna(name, lowered)
+}
+
+/// The round trip through UTS-46 of a name that is not a plain ASCII name.
+fn through_idna(name: &str, lowered: String) -> Result<Host, ResourceError> {
     // UTS-46 ToASCII, then ToUnicode; the result must be what was typed (lowercased), so that
     // fullwidth letters, ideographic dots or zero-width characters cannot stand in for ASCII.
-    let lowered = name.to_lowercase();
     let ascii =
         idna::domain_to_ascii(&lowered).map_err(|_| host_error(name, HostProblem::InvalidIdn))?;
     let (unicode, result) = idna::domain_to_unicode(&ascii);
@@ -155,9 +163,21 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
     if !round_trips {
         return Err(host_error(name, HostProblem::NotRoundTrippable));
     }
+    checked_domain(name, ascii)
+}
+
+/// Letters, digits, `-`, `_` and `.`: what a registered name may hold, typed or as A-labels.
+fn allowed_in_name(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The checks of a name's A-label form (`ascii`), after the round trip; `name` is what was
+/// typed, for the error.
+fn checked_domain(name: &str, ascii: String) -> Result<Host, ResourceError> {
     // The A-label form obeys the same rules as an ASCII name (UTS-46 without STD3 rules lets
     // `!`, `$` and the like through in the non-ASCII case).
-    if !allowed(&ascii) {
+    if !allowed_in_name(&ascii) {
         return Err(host_error(name, HostProblem::InvalidCharacter));
     }
     // RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 (without the root).
@@ -233,5 +253,53 @@ fn parse_port(text: &str) -> Result<u16, ResourceError> {
         Ok(0) => Err(error(PortProblem::Zero)),
         Ok(port) => Ok(port),
         Err(_) => Err(error(PortProblem::OutOfRange)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The shortcut for plain ASCII names decides what the UTS-46 round trip decides, with
+    /// the same host or the same error.
+    fn same_both_ways(name: &str) {
+        let lowered = name.to_lowercase();
+        let shortcut = checked_domain(name, lowered.clone());
+        let round_trip = through_idna(name, lowered);
+        assert_eq!(format!("{shortcut:?}"), format!("{round_trip:?}"), "{name}");
+    }
+
+    #[test]
+    fn plain_ascii_names_skip_the_round_trip_with_the_same_result() {
+        for name in [
+            "mcp.example.com",
+            "MCP.Example.COM",
+            "a",
+            "-a-.b-",
+            "ab--cd.example",
+            "under_score.example",
+            "1.2.3.4.5",
+            "1.2.3",
+            "0x7f.example",
+            "example.0x10",
+            "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p",
+        ] {
+            same_both_ways(name);
+        }
+        same_both_ways(&"a".repeat(63));
+        same_both_ways(&"a".repeat(64));
+        same_both_ways(&vec!["a".repeat(63); 4].join("."));
+    }
+
+    proptest! {
+        #[test]
+        fn plain_ascii_names_agree_with_the_round_trip(
+            labels in proptest::collection::vec("[A-Za-z0-9_-]{1,12}", 1..6),
+        ) {
+            let name = labels.join(".");
+            prop_assume!(!name.to_lowercase().split('.').any(|l| l.starts_with("xn--")));
+            same_both_ways(&name);
+        }
     }
 }

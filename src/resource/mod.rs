@@ -95,7 +95,17 @@ pub struct ResourceUri {
 struct Inner {
     parsed: Parsed,
     key: Box<str>,
-    wire: Box<str>,
+    wire: Wire,
+}
+
+/// The wire form, kept as the key itself where it is one (no second copy of the string).
+enum Wire {
+    /// The key.
+    Key,
+    /// The key without its root `/` (a configured origin: rules §1).
+    KeyWithoutRootSlash,
+    /// A protected resource metadata document's `resource`, verbatim (rules §1).
+    Verbatim(Box<str>),
 }
 
 impl ResourceUri {
@@ -109,11 +119,11 @@ impl ResourceUri {
 
     /// Parses a configured resource identifier with the given options.
     pub fn parse_with(input: &str, options: &ParseOptions) -> Result<Self, ResourceError> {
-        let parsed = parse::parse(input, options.rules())?;
-        let key = parsed.key();
-        let wire = match key.strip_suffix('/') {
-            Some(origin) if parsed.path == "/" && parsed.query.is_none() => origin.to_owned(),
-            _ => key.clone(),
+        let (parsed, key) = parse::parse_keyed(input, options.rules())?;
+        let wire = if parsed.path == "/" && parsed.query.is_none() {
+            Wire::KeyWithoutRootSlash
+        } else {
+            Wire::Key
         };
         Ok(Self::from_parts(parsed, key, wire))
     }
@@ -124,17 +134,16 @@ impl ResourceUri {
     /// is the document's string **verbatim**: authorization servers compare `resource` as a
     /// string, and adding or removing a trailing slash has broken real deployments (rules §1).
     pub fn from_metadata(input: &str, options: &ParseOptions) -> Result<Self, ResourceError> {
-        let parsed = parse::parse(input, options.rules())?;
-        let key = parsed.key();
-        Ok(Self::from_parts(parsed, key, input.to_owned()))
+        let (parsed, key) = parse::parse_keyed(input, options.rules())?;
+        Ok(Self::from_parts(parsed, key, Wire::Verbatim(input.into())))
     }
 
-    fn from_parts(parsed: Parsed, key: String, wire: String) -> Self {
+    fn from_parts(parsed: Parsed, key: String, wire: Wire) -> Self {
         Self {
             inner: Arc::new(Inner {
                 parsed,
                 key: key.into_boxed_str(),
-                wire: wire.into_boxed_str(),
+                wire,
             }),
         }
     }
@@ -149,7 +158,12 @@ impl ResourceUri {
 
     /// The string to send as RFC 8707 `resource`.
     pub fn wire(&self) -> &str {
-        &self.inner.wire
+        let key = &self.inner.key;
+        match &self.inner.wire {
+            Wire::Key => key,
+            Wire::KeyWithoutRootSlash => key.strip_suffix('/').unwrap_or(key),
+            Wire::Verbatim(wire) => wire,
+        }
     }
 
     /// Whether a token for this resource may be sent to `request` (the definition

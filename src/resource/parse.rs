@@ -66,7 +66,8 @@ impl Parsed {
         self.port.unwrap_or(self.scheme.default_port())
     }
 
-    /// The match key: the parts joined into one string.
+    /// The match key of the parts as they are now (an `aud` value's parts may have lost a
+    /// trailing slash since the parse).
     pub(crate) fn key(&self) -> String {
         build_key(
             self.scheme,
@@ -78,6 +79,8 @@ impl Parsed {
     }
 }
 
+/// The match key: the parts joined into one string, written once into a string of the right
+/// size.
 fn build_key(
     scheme: Scheme,
     host: &Host,
@@ -85,9 +88,26 @@ fn build_key(
     path: &str,
     query: Option<&str>,
 ) -> String {
-    let mut key = format!("{}://{host}", scheme.as_str());
+    use std::fmt::Write as _;
+    let host_len = match host {
+        Host::Domain(name) => name.len(),
+        // The longest text forms: `255.255.255.255` and a bracketed IPv6 address.
+        Host::V4(_) => 15,
+        Host::V6(_) => 41,
+    };
+    let mut key = String::with_capacity(
+        "https://".len()
+            + host_len
+            + ":65535".len()
+            + path.len()
+            + query.map_or(0, |q| q.len() + 1),
+    );
+    key.push_str(scheme.as_str());
+    key.push_str("://");
+    // Writing to a String cannot fail.
+    let _ = write!(key, "{host}");
     if let Some(port) = port {
-        key.push_str(&format!(":{port}"));
+        let _ = write!(key, ":{port}");
     }
     key.push_str(path);
     if let Some(query) = query {
@@ -99,6 +119,11 @@ fn build_key(
 
 /// Parses and canonicalizes `input`.
 pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> {
+    parse_keyed(input, rules).map(|(parsed, _)| parsed)
+}
+
+/// Parses and canonicalizes `input`, and gives its match key too (built once, here).
+pub(crate) fn parse_keyed(input: &str, rules: Rules) -> Result<(Parsed, String), ResourceError> {
     screen_characters(input)?;
     if let Some(at) = input.find('#') {
         return Err(ResourceError::Fragment {
@@ -160,14 +185,15 @@ pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> 
         });
     }
     let url = cross_check(&key, scheme, &host, port, &path, query.as_deref())?;
-    Ok(Parsed {
+    let parsed = Parsed {
         scheme,
         host,
         port,
         path,
         query,
         url,
-    })
+    };
+    Ok((parsed, key))
 }
 
 /// rules §16: length, whitespace, controls, invisible characters and backslashes, anywhere.

@@ -61,8 +61,10 @@ pub(crate) fn normalize(s: &str) -> Result<String, MalformedEscape> {
         match escape_at(bytes, i) {
             Some(decoded) if is_unreserved(decoded) => out.push(char::from(decoded)),
             Some(decoded) => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
                 out.push('%');
-                out.push_str(&format!("{decoded:02X}"));
+                out.push(char::from(HEX[usize::from(decoded >> 4)]));
+                out.push(char::from(HEX[usize::from(decoded & 0xf)]));
             }
             None => {
                 let end = (i + 3).min(bytes.len());
