@@ -33,6 +33,11 @@
 //! - (feature `redis`) `SharedLevel`: a second level on Redis behind the in-memory cache, for
 //!   a fleet of processes: tokens sealed at rest under `SealingKey`s, one token request per
 //!   key for the whole fleet, and a Redis outage that only means misses.
+//! - [`CredentialStore`]: what must survive a restart (refresh tokens per grant, registered
+//!   clients per issuer), given to [`TokenCacheBuilder::credential_store`]; in memory
+//!   ([`MemoryCredentialStore`]) or (feature `file-store`) `FileStore`: sealed records in a
+//!   per-user directory, with a lock per grant so that two processes never spend one rotated
+//!   refresh token twice.
 //! - [`AuthorizedClient`] and (feature `middleware`) `AudienceMiddleware`: reqwest with the
 //!   decision before every send, redirects followed by the crate with a decision per hop, and
 //!   one retry after `invalid_token` or `insufficient_scope`.
@@ -91,6 +96,7 @@ mod key;
 mod redirect_uri;
 pub mod resource;
 mod scope;
+mod store;
 mod token;
 
 #[doc(hidden)]
@@ -134,3 +140,6 @@ pub use grant::SubjectToken;
 pub use key::CacheKey;
 pub use resource::{Coverage, CoverageRefusal, ParseOptions, ResourceError, ResourceUri};
 pub use scope::{ScopeError, ScopeSet};
+pub use store::{
+    ClientRecord, CredentialStore, GrantId, GrantLock, MemoryCredentialStore, StoredRefreshToken,
+};
