@@ -143,3 +143,5 @@ pub use scope::{ScopeError, ScopeSet};
 pub use store::{
     ClientRecord, CredentialStore, GrantId, GrantLock, MemoryCredentialStore, StoredRefreshToken,
 };
+#[cfg(feature = "file-store")]
+pub use store::{FileStore, FileStoreError, FileStoreStats};

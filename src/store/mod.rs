@@ -14,7 +14,9 @@
 //! store at all: refresh tokens then live in the cache only). With feature `file-store`,
 //! `FileStore` keeps sealed records in a directory, for command-line tools.
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "file-store")]
+mod file;
+#[cfg(any(feature = "redis", feature = "file-store"))]
 pub(crate) mod seal;
 
 use std::collections::HashMap;
@@ -28,6 +30,9 @@ use secrecy::SecretString;
 use crate::key::CacheKey;
 use crate::resource::ResourceUri;
 use crate::scope::ScopeSet;
+
+#[cfg(feature = "file-store")]
+pub use file::{FileStore, FileStoreError, FileStoreStats};
 
 /// The error a [`CredentialStore`] (or a `ClientStore`) reports.
 pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
