@@ -21,10 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use audience_cache::{
-    AuthorizationFuture, AuthorizationHandler, AuthorizedClient, CredentialStore, FileStore, Grant,
-    GrantId, ResourceConfig, TokenCache,
+    AuthorizationFuture, AuthorizationHandler, AuthorizedClient, ClientRegistrar, CredentialStore,
+    Discovery, DiscoveryOptions, DynamicRegistration, FileStore, Grant, GrantId, ResourceConfig,
+    TokenCache,
 };
 use axum::http::{HeaderMap, StatusCode};
+use interop_support::mcp::{McpServer, Reply, Session};
 use interop_support::server::AuthServer;
 use interop_support::{browser, loopback, scopes};
 use secrecy::ExposeSecret as _;
@@ -59,19 +61,23 @@ impl AuthorizationHandler for Browser {
     }
 }
 
-/// The worker's side; a no-op in a normal run. Environment: `STORE_WORKER`, `STATE_DIR`,
-/// `AS_ISSUER`, `AS_TOKEN`, `AS_AUTHORIZE`, `RESOURCE`.
+/// The worker's side; a no-op in a normal run. Environment: `STORE_WORKER` (`configured`,
+/// or `mcp` for an MCP client that knows only the server's URL), `STATE_DIR`, `AS_ISSUER`,
+/// `AS_TOKEN`, `AS_AUTHORIZE`, `RESOURCE`.
 #[test]
 fn worker() {
-    if std::env::var_os("STORE_WORKER").is_none() {
+    let Some(mode) = std::env::var_os("STORE_WORKER") else {
         return;
-    }
+    };
     let env = |name: &str| std::env::var(name).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    if mode == "mcp" {
+        return runtime.block_on(mcp_worker(env("STATE_DIR"), env("RESOURCE")));
+    }
     runtime.block_on(async move {
         let issuer = env("AS_ISSUER");
         let resource = env("RESOURCE");
@@ -123,6 +129,52 @@ fn worker() {
     });
 }
 
+/// The MCP worker: discovery from the server's 401, a client registered dynamically and kept
+/// in the store, a user's authorization if needed; `initialize` and a tool call, then
+/// `DONE <outcome> handler=<calls> refreshes=<n>`.
+async fn mcp_worker(dir: String, server: String) {
+    let store: Arc<dyn CredentialStore> = Arc::new(FileStore::open(dir).unwrap());
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .credential_store(store.clone())
+        .build()
+        .unwrap();
+    let clients = ClientRegistrar::new()
+        .dynamic_registration(
+            DynamicRegistration::new("audience-cache credential store test").store(Arc::new(store)),
+        )
+        .offline_access(true);
+    let handler = Arc::new(Browser::default());
+    let http = AuthorizedClient::new(cache.clone())
+        .unwrap()
+        .with_discovery(
+            Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true))
+                .unwrap(),
+            clients,
+        )
+        .with_authorization(handler.clone());
+    let mut session = Session::new(&http, &server);
+    let outcome = match session.initialize().await {
+        Ok(_) => match session
+            .call(
+                "tools/call",
+                serde_json::json!({ "name": "whoami", "arguments": {} }),
+            )
+            .await
+        {
+            Ok(Reply::Result(_)) => "ok".to_owned(),
+            Ok(_) => "error whoami failed".to_owned(),
+            Err(e) => format!("error {e}"),
+        },
+        Err(e) => format!("error {e}"),
+    };
+    println!(
+        "\nDONE {outcome} handler={} refreshes={}",
+        handler.calls.load(Ordering::SeqCst),
+        cache.stats().refreshes
+    );
+}
+
 /// A running worker process.
 struct Worker {
     child: tokio::process::Child,
@@ -134,10 +186,14 @@ const WORKER_LIMIT: Duration = Duration::from_secs(60);
 
 impl Worker {
     async fn start(server: &AuthServer, dir: &PathBuf, resource: &str) -> Self {
+        Self::start_as("configured", server, dir, resource).await
+    }
+
+    async fn start_as(mode: &str, server: &AuthServer, dir: &PathBuf, resource: &str) -> Self {
         let metadata = server.metadata();
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "worker", "--nocapture", "--test-threads", "1"])
-            .env("STORE_WORKER", "1")
+            .env("STORE_WORKER", mode)
             .env("STATE_DIR", dir)
             .env("AS_ISSUER", server.issuer())
             .env("AS_TOKEN", metadata.token_endpoint.as_str())
@@ -150,7 +206,9 @@ impl Worker {
             .unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut worker = Self { child, stdout };
-        worker.line_ending_with("WORKER-READY").await;
+        if mode != "mcp" {
+            worker.line_ending_with("WORKER-READY").await;
+        }
         worker
     }
 
@@ -353,4 +411,29 @@ async fn two_processes_refreshing_one_rotated_grant_20_times_in_turn_never_see_i
     assert_eq!(by_grant.get("authorization_code"), Some(&1));
     assert_eq!(statuses.len(), 30);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
+
+/// The MCP client of the example (`examples/mcp_client.rs --state-dir`): discovery, a client
+/// registered dynamically, a user's authorization; the second run finds its client and its
+/// grant in the directory, and neither registers nor asks the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_client_restarted_on_its_state_directory_neither_registers_nor_asks_the_user() {
+    let auth = AuthServer::start().await;
+    let mcp = McpServer::start(auth.issuer(), "/mcp", "");
+    let dir = state_dir("mcp");
+    let _cleanup = Cleanup(dir.clone());
+
+    let mut first = Worker::start_as("mcp", &auth, &dir, mcp.resource()).await;
+    assert_eq!(first.done().await, "DONE ok handler=1 refreshes=0");
+    first.stop().await;
+    let mut second = Worker::start_as("mcp", &auth, &dir, mcp.resource()).await;
+    assert_eq!(second.done().await, "DONE ok handler=0 refreshes=1");
+    second.stop().await;
+
+    // One code exchange, one refresh, both by the one registered client (a refresh token is
+    // bound to its client: a client registered anew could not have used it).
+    let (by_grant, statuses) = grants(&auth).await;
+    assert_eq!(by_grant.get("authorization_code"), Some(&1));
+    assert_eq!(by_grant.get("refresh_token"), Some(&1));
+    assert_eq!(statuses, [200]);
 }
