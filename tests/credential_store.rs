@@ -6,6 +6,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use audience_cache::testing::{AuthorizationServer, Failure};
@@ -165,6 +166,83 @@ async fn a_failing_store_leaves_the_cache_working_from_memory() {
         .await
         .unwrap();
     assert_eq!(refreshes(&server), (1, 0));
+}
+
+/// A store that missed a write holds an older refresh token than the cache: the cache goes on
+/// with its own until a write succeeds, instead of presenting the store's spent one (which,
+/// with rotation, revokes the grant).
+#[tokio::test(start_paused = true)]
+async fn after_a_failed_write_the_cache_does_not_take_the_stores_older_token() {
+    let server = new_server();
+    let store = Arc::new(Flaky::default());
+    let cache = cache_on(&server, store.clone());
+    authorize(&server, &cache).await;
+    store.fail_saves.store(true, Ordering::SeqCst);
+    for round in 0..2 {
+        tokio::time::advance(USABLE + Duration::from_secs(1)).await;
+        cache
+            .token(&resource(MCP), &ScopeSet::empty())
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    // The store works again: the next refresh's rotated token lands there, and a new cache
+    // refreshes with it.
+    store.fail_saves.store(false, Ordering::SeqCst);
+    tokio::time::advance(USABLE + Duration::from_secs(1)).await;
+    cache
+        .token(&resource(MCP), &ScopeSet::empty())
+        .await
+        .unwrap();
+    cache_on(&server, store.clone())
+        .token(&resource(MCP), &ScopeSet::empty())
+        .await
+        .unwrap();
+    assert_eq!(refreshes(&server), (4, 0));
+}
+
+/// An in-memory store whose writes fail while `fail_saves` is set.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemoryCredentialStore,
+    fail_saves: AtomicBool,
+}
+
+impl CredentialStore for Flaky {
+    fn load_refresh_token<'a>(
+        &'a self,
+        grant: &'a GrantId,
+    ) -> audience_cache::StoreFuture<'a, Option<audience_cache::StoredRefreshToken>> {
+        self.inner.load_refresh_token(grant)
+    }
+    fn save_refresh_token<'a>(
+        &'a self,
+        grant: &'a GrantId,
+        token: &'a audience_cache::StoredRefreshToken,
+    ) -> audience_cache::StoreFuture<'a, ()> {
+        if self.fail_saves.load(Ordering::SeqCst) {
+            return Box::pin(async { Err("disk full".into()) });
+        }
+        self.inner.save_refresh_token(grant, token)
+    }
+    fn remove_refresh_token<'a>(
+        &'a self,
+        grant: &'a GrantId,
+    ) -> audience_cache::StoreFuture<'a, ()> {
+        self.inner.remove_refresh_token(grant)
+    }
+    fn load_client<'a>(
+        &'a self,
+        issuer: &'a str,
+    ) -> audience_cache::StoreFuture<'a, Option<audience_cache::ClientRecord>> {
+        self.inner.load_client(issuer)
+    }
+    fn save_client<'a>(
+        &'a self,
+        issuer: &'a str,
+        client: &'a audience_cache::ClientRecord,
+    ) -> audience_cache::StoreFuture<'a, ()> {
+        self.inner.save_client(issuer, client)
+    }
 }
 
 #[derive(Debug)]

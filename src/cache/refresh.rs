@@ -3,6 +3,7 @@
 //! (RFC 6749 §6, RFC 9700 §4.14.2).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use secrecy::SecretString;
@@ -29,6 +30,20 @@ struct Slot {
     /// The scopes of the original grant: a refresh never asks for more, and an answer that
     /// grants more is refused.
     granted: ScopeSet,
+    /// Whether the credential store missed a write of this grant, and so holds an older
+    /// refresh token than the slot (spent, with rotation): it is not read until a write
+    /// succeeds.
+    store_behind: AtomicBool,
+}
+
+impl Slot {
+    fn new(token: SecretString, granted: ScopeSet) -> Arc<Self> {
+        Arc::new(Self {
+            token: Arc::new(tokio::sync::Mutex::new(Some(token))),
+            granted,
+            store_behind: AtomicBool::new(false),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -66,10 +81,7 @@ impl RefreshTokens {
         // The new slot's lock, taken before anyone else can see the slot and held until the
         // writes are done: a refresh of this grant in this process waits for them, so they
         // never land after the refresh's newer token.
-        let slot = Arc::new(Slot {
-            token: Arc::new(tokio::sync::Mutex::new(Some(token))),
-            granted,
-        });
+        let slot = Slot::new(token, granted);
         let Ok(held) = slot.token.clone().try_lock_owned() else {
             return;
         };
@@ -78,8 +90,13 @@ impl RefreshTokens {
             .unwrap_or_else(|p| p.into_inner())
             .insert(grant.clone(), slot.clone());
         if let (Some(store), Some(token)) = (&self.store, &*held) {
+            // In the grant's turn: another process's refresh of an older grant does not write
+            // its token over this one.
+            let _turn = lock_grant(&**store, &grant).await;
             let stored = StoredRefreshToken::new(token.clone(), slot.granted.clone());
-            if let Err(e) = store.save_refresh_token(&grant, &stored).await {
+            let saved = store.save_refresh_token(&grant, &stored).await;
+            slot.store_behind.store(saved.is_err(), Ordering::Relaxed);
+            if let Err(e) = saved {
                 tracing::warn!(grant = %grant, "the credential store could not save a new refresh token (it is kept in memory): {e}");
             }
         }
@@ -99,10 +116,7 @@ impl RefreshTokens {
     }
 
     fn insert(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) -> Arc<Slot> {
-        let slot = Arc::new(Slot {
-            token: Arc::new(tokio::sync::Mutex::new(Some(token))),
-            granted,
-        });
+        let slot = Slot::new(token, granted);
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -198,7 +212,7 @@ impl RefreshTokens {
         // A credential store another process may share: that grant's turn, and the newest
         // refresh token, read after taking it.
         let grant = RefreshKey::of(key);
-        let turn = self.take_turn(&grant, &mut current).await;
+        let turn = self.take_turn(&grant, &slot, &mut current).await;
         let presented = current.clone();
         let result = Self::refresh_with(&mut current, &slot.granted, shared, entry, key).await;
         // The rotated refresh token is written (or the spent one removed) before the turn
@@ -213,8 +227,9 @@ impl RefreshTokens {
                 }
                 None => store.remove_refresh_token(&grant).await,
             };
+            slot.store_behind.store(written.is_err(), Ordering::Relaxed);
             if let Err(e) = written {
-                tracing::warn!(grant = %grant, "the credential store could not record a refresh: {e}");
+                tracing::warn!(grant = %grant, "the credential store could not record a refresh (the refresh token is kept in memory, and the store not read for this grant until a write succeeds): {e}");
             }
         }
         drop(turn);
@@ -232,23 +247,20 @@ impl RefreshTokens {
         result
     }
 
-    /// With a credential store: takes `grant`'s lock (a failure to is logged, and the refresh
-    /// goes on without it) and puts the store's refresh token, the newest, in `current`. A
-    /// store with none keeps `current`: at worst the server answers `invalid_grant` to it.
+    /// With a credential store: takes `grant`'s lock and puts the store's refresh token, the
+    /// newest, in `current`. A store with none keeps `current`: at worst the server answers
+    /// `invalid_grant` to it. A store that missed a write of this slot's is not read.
     async fn take_turn(
         &self,
         grant: &RefreshKey,
+        slot: &Slot,
         current: &mut Option<SecretString>,
     ) -> Option<GrantLock> {
         let store = self.store.as_ref()?;
-        let turn = match store.lock_grant(grant).await {
-            Ok(turn) => turn,
-            Err(e) => {
-                tracing::warn!(grant = %grant, "the credential store's lock could not be taken; refreshing without it: {e}");
-                GrantLock::none()
-            }
-        };
-        if let Some(stored) = self.load(grant).await {
+        let turn = lock_grant(&**store, grant).await;
+        if !slot.store_behind.load(Ordering::Relaxed)
+            && let Some(stored) = self.load(grant).await
+        {
             *current = Some(stored.token().clone());
         }
         Some(turn)
@@ -297,6 +309,18 @@ impl RefreshTokens {
                 }
                 Err(rejected.error)
             }
+        }
+    }
+}
+
+/// `grant`'s lock in `store`; one that cannot be taken is logged, and the caller goes on
+/// without it (as without a store).
+async fn lock_grant(store: &dyn CredentialStore, grant: &RefreshKey) -> GrantLock {
+    match store.lock_grant(grant).await {
+        Ok(turn) => turn,
+        Err(e) => {
+            tracing::warn!(grant = %grant, "the credential store's lock could not be taken; going on without it: {e}");
+            GrantLock::none()
         }
     }
 }
