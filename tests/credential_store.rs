@@ -285,3 +285,40 @@ impl CredentialStore for Broken {
         Box::pin(async { Err("disk on fire".into()) })
     }
 }
+
+/// Refresh tokens kept in two places would each claim to be the newest: the cache refuses a
+/// credential store together with refresh tokens shared through Redis.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_credential_store_and_shared_refresh_tokens_are_refused_together() {
+    use audience_cache::{BuildError, SealingKey, SharedLevel};
+    let server = new_server();
+    let level =
+        || SharedLevel::new("redis://127.0.0.1:1", [SealingKey::new(1, [0x42; 32])]).unwrap();
+    let store: Arc<dyn CredentialStore> = Arc::new(MemoryCredentialStore::default());
+    let error = builder(&server, public_app())
+        .shared_level(level().share_refresh_tokens(true))
+        .credential_store(store.clone())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BuildError::Setting {
+                setting: "credential_store",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("share_refresh_tokens"),
+        "{error}"
+    );
+    // Access tokens in Redis and refresh tokens in the store: fine.
+    builder(&server, public_app())
+        .shared_level(level())
+        .credential_store(store)
+        .build()
+        .unwrap();
+}
