@@ -12,7 +12,15 @@
 //! # No credentials: a client ID metadata document or dynamic registration, and the browser:
 //! CLIENT_METADATA_URL=https://app.example.com/client.json \
 //!     cargo run --example mcp_client -- https://mcp.example.com/mcp
+//! # Authorize once: the registered client and the refresh token kept for the next run
+//! # (feature `file-store`; the directory is made with mode 0700):
+//! cargo run --features file-store --example mcp_client -- \
+//!     --state-dir ~/.local/state/audience-cache https://mcp.example.com/mcp
 //! ```
+//!
+//! Options: `--state-dir DIR` keeps dynamically registered clients and refresh tokens in `DIR`
+//! (a `FileStore`: sealed records, a key file made there on first use), so that the next run
+//! refreshes instead of asking the user again. Without it, nothing outlives the process.
 //!
 //! Environment:
 //! - `CLIENT_ID`, `CLIENT_SECRET`, `ISSUER`: a client registered in advance at `ISSUER` (its
@@ -43,15 +51,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use audience_cache::{
-    AuthorizationHandler, AuthorizedClient, ClientRegistrar, Discovery, DiscoveryOptions,
-    DynamicRegistration, HeadlessAuthorization, LoopbackListener, PreRegistered, TokenCache,
+    AuthorizationHandler, AuthorizedClient, ClientRegistrar, CredentialStore, Discovery,
+    DiscoveryOptions, DynamicRegistration, HeadlessAuthorization, LoopbackListener, PreRegistered,
+    TokenCache,
 };
 use serde_json::{Value, json};
 use url::Url;
 
 const PROTOCOL_VERSION: &str = "2025-11-25";
-const USAGE: &str =
-    "usage: mcp_client <server-url>   (environment: see the top of examples/mcp_client.rs)";
+const USAGE: &str = "usage: mcp_client [--state-dir DIR] <server-url>   (environment: see the top of examples/mcp_client.rs)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -65,10 +73,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let server = std::env::args()
-        .skip(1)
-        .last()
-        .ok_or_else(|| USAGE.to_owned())?;
+    let (state_dir, server) = arguments()?;
+    let store = state_dir.map(open_store).transpose()?;
     let server = Url::parse(&server).map_err(|e| format!("{server:?} is not a URL: {e}"))?;
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let loopback = var("ALLOW_HTTP_LOOPBACK").is_some_and(|v| v == "1");
@@ -92,10 +98,11 @@ async fn run() -> Result<(), String> {
         Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(loopback))
             .map_err(|e| e.to_string())?;
     let clients = registrar(&server, &discovery, &*handler).await?;
-    let cache = TokenCache::builder()
-        .allow_insecure_http_on_loopback(loopback)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut cache = TokenCache::builder().allow_insecure_http_on_loopback(loopback);
+    if let Some(store) = store {
+        cache = cache.credential_store(store);
+    }
+    let cache = cache.build().map_err(|e| e.to_string())?;
     let http = AuthorizedClient::new(cache.clone())
         .map_err(|e| e.to_string())?
         .with_discovery(discovery, clients)
@@ -179,6 +186,35 @@ async fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// `--state-dir DIR` (or `--state-dir=DIR`), and the server URL: the last argument (the
+/// conformance suite appends it).
+fn arguments() -> Result<(Option<String>, String), String> {
+    let mut args = std::env::args().skip(1);
+    let (mut state_dir, mut server) = (None, None);
+    while let Some(arg) = args.next() {
+        if arg == "--state-dir" {
+            state_dir = Some(args.next().ok_or_else(|| USAGE.to_owned())?);
+        } else if let Some(dir) = arg.strip_prefix("--state-dir=") {
+            state_dir = Some(dir.to_owned());
+        } else {
+            server = Some(arg);
+        }
+    }
+    Ok((state_dir, server.ok_or_else(|| USAGE.to_owned())?))
+}
+
+/// The file store in `dir` (feature `file-store`).
+#[cfg(feature = "file-store")]
+fn open_store(dir: String) -> Result<Arc<dyn CredentialStore>, String> {
+    let store = audience_cache::FileStore::open(dir).map_err(|e| e.to_string())?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "file-store"))]
+fn open_store(_dir: String) -> Result<Arc<dyn CredentialStore>, String> {
+    Err("--state-dir needs the feature file-store (cargo run --features file-store ...)".to_owned())
+}
+
 fn headless() -> Result<Arc<dyn AuthorizationHandler>, String> {
     // Never listened on: the headless handler reads the redirect from the `Location` header.
     let redirect = Url::parse("http://127.0.0.1:33418/callback").map_err(|e| e.to_string())?;
@@ -194,6 +230,8 @@ async fn registrar(
     handler: &dyn AuthorizationHandler,
 ) -> Result<ClientRegistrar, String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // A registered client is kept in the cache's credential store (--state-dir), with the
+    // refresh tokens bound to it.
     let mut clients = ClientRegistrar::new()
         .dynamic_registration(DynamicRegistration::new(
             "audience-cache mcp_client example",

@@ -33,6 +33,11 @@
 //! - (feature `redis`) `SharedLevel`: a second level on Redis behind the in-memory cache, for
 //!   a fleet of processes: tokens sealed at rest under `SealingKey`s, one token request per
 //!   key for the whole fleet, and a Redis outage that only means misses.
+//! - [`CredentialStore`]: what must survive a restart (refresh tokens per grant, registered
+//!   clients per issuer), given to [`TokenCacheBuilder::credential_store`]; in memory
+//!   ([`MemoryCredentialStore`]) or (feature `file-store`) `FileStore`: sealed records in a
+//!   per-user directory, with a lock per grant so that two processes never spend one rotated
+//!   refresh token twice.
 //! - [`AuthorizedClient`] and (feature `middleware`) `AudienceMiddleware`: reqwest with the
 //!   decision before every send, redirects followed by the crate with a decision per hop, and
 //!   one retry after `invalid_token` or `insufficient_scope`.
@@ -73,11 +78,12 @@
 //! | `testing` | `audience_cache::testing`: embedded, scriptable authorization and resource servers for testing code that uses the crate |
 //! | `private-key-jwt` | `ClientAssertionKey`: `private_key_jwt` client authentication with an ES256 key (RFC 7523) |
 //! | `redis` | `SharedLevel`: a fleet-wide second level on Redis, sealed at rest with XChaCha20-Poly1305 |
+//! | `file-store` | `FileStore`: a [`CredentialStore`] in a per-user directory (refresh tokens and registered clients survive a restart), sealed with XChaCha20-Poly1305, locked per grant |
 //!
 //! # Versions
 //!
 //! The crate follows semantic versioning (before 1.0, a breaking change raises the minor
-//! version); `CHANGELOG.md` lists every change a user can see. It builds with Rust 1.88 or
+//! version); `CHANGELOG.md` lists every change a user can see. It builds with Rust 1.89 or
 //! later (the `rust-version` of its manifest).
 //!
 //! # What the crate refuses
@@ -110,6 +116,7 @@ mod key;
 mod redirect_uri;
 pub mod resource;
 mod scope;
+mod store;
 mod token;
 
 #[doc(hidden)]
@@ -143,9 +150,9 @@ pub use authorization::{
     HeadlessAuthorization, LoopbackListener, MemoryClientStore, RegisteredClient, StoreError,
     StoreFuture,
 };
-pub use cache::{BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "redis")]
-pub use cache::{SealingKey, SharedLevel};
+pub use cache::SharedLevel;
+pub use cache::{BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
 pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
@@ -155,3 +162,10 @@ pub use grant::SubjectToken;
 pub use key::CacheKey;
 pub use resource::{Coverage, CoverageRefusal, ParseOptions, ResourceError, ResourceUri};
 pub use scope::{ScopeError, ScopeSet};
+#[cfg(any(feature = "redis", feature = "file-store"))]
+pub use store::SealingKey;
+pub use store::{
+    ClientRecord, CredentialStore, GrantId, GrantLock, MemoryCredentialStore, StoredRefreshToken,
+};
+#[cfg(feature = "file-store")]
+pub use store::{FileStore, FileStoreError, FileStoreStats};

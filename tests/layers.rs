@@ -5,7 +5,8 @@
 //!
 //! The order, from the bottom: values (a resource, a scope set, a key, the audience decision, a
 //! challenge, a cached token, the errors, the redirect URI rule, the configuration), then
-//! discovery (fetching and validating documents), the grants, the cache (storage,
+//! discovery (fetching and validating documents), the grants, the credential store (what
+//! survives a restart, and the sealing of values at rest), the cache (storage,
 //! single-flight, refresh), authorization (onboarding at a discovered server, user
 //! authorization), and the HTTP layer (client and middleware). `testing` and `invariants` stand
 //! apart, above everything, and nothing else imports them.
@@ -26,6 +27,7 @@ const LAYERS: &[&str] = &[
     "config",
     "discovery",
     "grant",
+    "store",
     "cache",
     "authorization",
     "http",

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -12,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::ClientAuth;
+use crate::store::{ClientRecord, CredentialStore};
 
 /// A client obtained by dynamic registration, as a [`ClientStore`] keeps it. `Debug` never
 /// shows the secret; `Serialize` writes it (a store must keep it as carefully as any secret).
@@ -194,11 +193,9 @@ pub(super) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The error a [`ClientStore`] reports.
-pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The future a [`ClientStore`] returns.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+// One shape for both stores: a client store's futures and errors are the credential
+// store's.
+pub use crate::store::{StoreError, StoreFuture};
 
 /// Where dynamically registered clients are kept, one per issuer. Implement it to keep them
 /// across runs (a file, a database, a keychain); [`MemoryClientStore`] keeps them for the life
@@ -250,6 +247,41 @@ impl ClientStore for MemoryClientStore {
             .unwrap_or_else(|p| p.into_inner())
             .insert(issuer.to_owned(), client.clone());
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Every [`CredentialStore`] keeps registered clients too: one store (a `FileStore`, say)
+/// serves both [`DynamicRegistration::store`](super::DynamicRegistration::store) and the
+/// cache. The client goes in as the JSON it serializes to; a record that is not a client's
+/// JSON is reported and treated as none (the client registers again and replaces it).
+impl<S: CredentialStore + ?Sized> ClientStore for S {
+    fn load<'a>(&'a self, issuer: &'a str) -> StoreFuture<'a, Option<RegisteredClient>> {
+        Box::pin(async move {
+            let Some(record) = self.load_client(issuer).await? else {
+                return Ok(None);
+            };
+            match serde_json::from_str(record.json().expose_secret()) {
+                Ok(client) => Ok(Some(client)),
+                Err(e) => {
+                    // Where, not what: serde_json's message may quote the text, a secret.
+                    tracing::warn!(
+                        issuer,
+                        line = e.line(),
+                        column = e.column(),
+                        "the stored client is not a registered client's JSON; not used"
+                    );
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn save<'a>(&'a self, issuer: &'a str, client: &'a RegisteredClient) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let json = serde_json::to_string(client)?;
+            self.save_client(issuer, &ClientRecord::new(json.into()))
+                .await
+        })
     }
 }
 

@@ -3,9 +3,12 @@
 //! The cache itself knows nothing of discovery: it only stores the client registration and the
 //! resource this module gives it.
 
+use std::sync::Arc;
+
 use url::Url;
 
 use super::ClientRegistrar;
+use super::client_store::ClientStore;
 use crate::cache::TokenCache;
 use crate::config::{ClientRegistration, PreRegistered};
 use crate::discovery::{Discovered, Discovery};
@@ -52,7 +55,13 @@ impl TokenCache {
         let registration = match self.trust(issuer, clients) {
             Trust::Obtain => Some(
                 clients
-                    .registration_for(discovered, discovery, redirect_uri)
+                    .registration_for(
+                        discovered,
+                        discovery,
+                        redirect_uri,
+                        self.credential_store()
+                            .map(|store| Arc::new(store.clone()) as Arc<dyn ClientStore>),
+                    )
                     .await?,
             ),
             Trust::Existing => None,

@@ -144,9 +144,10 @@ impl ClientRegistrar {
         discovered: &Discovered,
         discovery: &Discovery,
         handler_redirect: Option<Url>,
+        cache_store: Option<Arc<dyn ClientStore>>,
     ) -> Result<ClientRegistration, Error> {
         let mut registration = self
-            .registration_at(discovered, discovery, handler_redirect)
+            .registration_at(discovered, discovery, handler_redirect, cache_store)
             .await?;
         registration.discovered = true;
         Ok(registration)
@@ -157,6 +158,7 @@ impl ClientRegistrar {
         discovered: &Discovered,
         discovery: &Discovery,
         handler_redirect: Option<Url>,
+        cache_store: Option<Arc<dyn ClientStore>>,
     ) -> Result<ClientRegistration, Error> {
         let server = discovered.authorization_server();
         let issuer = server.issuer().as_str();
@@ -208,6 +210,7 @@ impl ClientRegistrar {
                     &redirect_uri,
                     discovery,
                     self.offline_access,
+                    cache_store,
                 )
                 .await?;
             return Ok(discovered
@@ -253,7 +256,10 @@ pub struct DynamicRegistration {
     client_uri: Option<Url>,
     software_id: Option<String>,
     software_version: Option<String>,
-    store: Arc<dyn ClientStore>,
+    /// Where registered clients are kept, when the user gave a store.
+    store: Option<Arc<dyn ClientStore>>,
+    /// Where they are kept when neither the user nor the cache gave one.
+    memory: Arc<MemoryClientStore>,
     /// One registration per issuer at a time.
     registering: Arc<tokio::sync::Mutex<()>>,
 }
@@ -266,7 +272,8 @@ impl DynamicRegistration {
             client_uri: None,
             software_id: None,
             software_version: None,
-            store: Arc::new(MemoryClientStore::default()),
+            store: None,
+            memory: Arc::default(),
             registering: Arc::default(),
         }
     }
@@ -285,9 +292,12 @@ impl DynamicRegistration {
         self
     }
 
-    /// Where registered clients are kept.
+    /// Where registered clients are kept. By default, the cache's credential store
+    /// ([`TokenCacheBuilder::credential_store`](crate::TokenCacheBuilder::credential_store)) if
+    /// it has one, so that a client and the refresh tokens bound to it outlive the process
+    /// together; otherwise memory.
     pub fn store(mut self, store: Arc<dyn ClientStore>) -> Self {
-        self.store = store;
+        self.store = Some(store);
         self
     }
 
@@ -300,15 +310,20 @@ impl DynamicRegistration {
         redirect_uri: &Url,
         discovery: &Discovery,
         offline_access: bool,
+        cache_store: Option<Arc<dyn ClientStore>>,
     ) -> Result<RegisteredClient, Error> {
+        let store = match (&self.store, cache_store) {
+            (Some(own), _) => own.clone(),
+            (None, Some(cache)) => cache,
+            (None, None) => self.memory.clone(),
+        };
         let issuer = server.issuer().as_str();
         let failed = |detail: String| Error::Registration {
             issuer: issuer.to_owned(),
             detail,
         };
         let _one_at_a_time = self.registering.lock().await;
-        let stored = self
-            .store
+        let stored = store
             .load(issuer)
             .await
             .map_err(|e| failed(format!("the client store could not be read: {e}")))?;
@@ -393,7 +408,7 @@ impl DynamicRegistration {
             method = ?client.token_endpoint_auth_method,
             "registered a client dynamically"
         );
-        if let Err(error) = self.store.save(issuer, &client).await {
+        if let Err(error) = store.save(issuer, &client).await {
             // The client works; only keeping it for next time failed.
             tracing::warn!(
                 issuer,

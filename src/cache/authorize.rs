@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::TokenCache;
-use super::refresh::RefreshKey;
 use crate::cache::BearerToken;
 use crate::config::Grant;
 use crate::error::Error;
@@ -202,7 +201,8 @@ impl TokenCache {
         if let Some(refresh_token) = refresh_token {
             self.shared
                 .refresh_tokens
-                .store(RefreshKey::for_key(key), refresh_token, granted);
+                .store(key, refresh_token, granted)
+                .await;
         }
         Ok(self.shared.bearer(token))
     }

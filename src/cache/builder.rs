@@ -11,6 +11,7 @@ use crate::error::BuildError;
 use crate::grant::{Exchange, GrantClient, Limits, Transport};
 use crate::key::CacheKey;
 use crate::resource::ParseOptions;
+use crate::store::CredentialStore;
 use crate::token::{CachedToken, Timing};
 
 /// Builds a [`TokenCache`]. Every setting has a safe default, documented on its setter; the
@@ -30,6 +31,7 @@ pub struct TokenCacheBuilder {
     exchange: Option<Arc<dyn Exchange>>,
     #[cfg(feature = "redis")]
     shared_level: Option<super::SharedLevel>,
+    credential_store: Option<Arc<dyn CredentialStore>>,
 }
 
 /// The default capacity: 64 MiB of tokens (weighed by their size).
@@ -134,6 +136,20 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Keeps refresh tokens in `store` as well as in memory, so that they survive a restart
+    /// (a `FileStore` for a command-line tool, with feature `file-store`; see
+    /// [`CredentialStore`] for when the cache reads, writes and locks it). Dynamic registration
+    /// keeps the clients it registers there too (a refresh token is bound to its client, so a
+    /// client registered anew at the next start could not use it), unless it was given a store
+    /// of its own ([`DynamicRegistration::store`](crate::authorization::DynamicRegistration::store)).
+    /// By default there is none: refresh tokens live as long as the cache.
+    /// Not together with [`SharedLevel::share_refresh_tokens`](super::SharedLevel::share_refresh_tokens)
+    /// (two places would each claim the newest refresh token).
+    pub fn credential_store(mut self, store: Arc<dyn CredentialStore>) -> Self {
+        self.credential_store = Some(store);
+        self
+    }
+
     /// Checks the configuration and builds the cache.
     pub fn build(mut self) -> Result<TokenCache, BuildError> {
         let day = Duration::from_secs(86_400);
@@ -176,6 +192,19 @@ impl TokenCacheBuilder {
             Some(level) => Some(level.build(counters.clone())?),
             None => None,
         };
+        #[cfg(feature = "redis")]
+        if self.credential_store.is_some()
+            && shared_level
+                .as_ref()
+                .is_some_and(|level| level.shares_refresh_tokens())
+        {
+            return Err(BuildError::Setting {
+                setting: "credential_store",
+                reason: "the shared level shares refresh tokens too (SharedLevel::share_refresh_tokens); \
+                         keep them in one place: drop one of the two settings"
+                    .to_owned(),
+            });
+        }
         let flights = super::flight::Flights::default();
         let forget = flights.clone();
         let store = moka::future::Cache::builder()
@@ -192,14 +221,15 @@ impl TokenCacheBuilder {
             flights,
             backoff: Backoff::new(self.backoff),
             #[cfg(not(feature = "redis"))]
-            refresh_tokens: Default::default(),
+            refresh_tokens: super::refresh::RefreshTokens::new(self.credential_store.take()),
             #[cfg(feature = "redis")]
-            refresh_tokens: super::refresh::RefreshTokens::new(
-                shared_level
-                    .as_ref()
-                    .filter(|level| level.shares_refresh_tokens())
-                    .cloned(),
-            ),
+            refresh_tokens: super::refresh::RefreshTokens::new(self.credential_store.take())
+                .shared(
+                    shared_level
+                        .as_ref()
+                        .filter(|level| level.shares_refresh_tokens())
+                        .cloned(),
+                ),
             timing: self.timing,
             limits: self.limits,
             transport,

@@ -36,7 +36,7 @@ pub use authorize::PendingAuthorization;
 pub use bearer::BearerToken;
 pub use builder::TokenCacheBuilder;
 #[cfg(feature = "redis")]
-pub use shared_level::{SealingKey, SharedLevel};
+pub use shared_level::SharedLevel;
 pub use stats::Stats;
 
 use backoff::Backoff;
@@ -298,6 +298,13 @@ impl TokenCache {
     /// ([`TokenCacheBuilder::allow_insecure_http_on_loopback`]) is on.
     pub(crate) fn allows_insecure_http_on_loopback(&self) -> bool {
         self.shared.options.allows_insecure_http_on_loopback()
+    }
+
+    /// The credential store given to the builder
+    /// ([`TokenCacheBuilder::credential_store`]), if any: dynamic registration keeps the
+    /// clients it registers there too, unless it was given a store of its own.
+    pub(crate) fn credential_store(&self) -> Option<&Arc<dyn crate::store::CredentialStore>> {
+        self.shared.refresh_tokens.credential_store()
     }
 
     /// The counters so far.

@@ -3,42 +3,25 @@
 //! (RFC 6749 §6, RFC 9700 §4.14.2).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use secrecy::SecretString;
+
+use secrecy::ExposeSecret as _;
 
 use super::{ResourceEntry, Shared};
 use crate::error::Error;
 use crate::grant::TokenResponse;
 use crate::key::CacheKey;
 use crate::scope::ScopeSet;
+use crate::store::{CredentialStore, GrantId, GrantLock, StoredRefreshToken};
 
 /// What a refresh token is bound to (rules §15): the issuer, the client, the account and the
-/// resource of the original grant. The requested scopes are not part of it: one refresh token
-/// serves every scope subset of its grant.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct RefreshKey {
-    issuer: String,
-    client_id: String,
-    account: Option<String>,
-    resource: String,
-    /// The same as a cache key without scopes: the name of the grant in the shared level.
-    #[cfg(feature = "redis")]
-    grant: CacheKey,
-}
-
-impl RefreshKey {
-    pub(crate) fn for_key(key: &CacheKey) -> Self {
-        Self {
-            issuer: key.issuer().to_owned(),
-            client_id: key.client_id().to_owned(),
-            account: key.account().map(str::to_owned),
-            resource: key.resource().key().to_owned(),
-            #[cfg(feature = "redis")]
-            grant: key.with_scopes(&ScopeSet::empty()),
-        }
-    }
-}
+/// resource of the original grant, the same identity a credential store keeps it under. The
+/// requested scopes are not part of it: one refresh token serves every scope subset of its
+/// grant.
+type RefreshKey = GrantId;
 
 struct Slot {
     /// `None` once the server has rejected it. (In an `Arc` so that the shared level's first
@@ -47,11 +30,28 @@ struct Slot {
     /// The scopes of the original grant: a refresh never asks for more, and an answer that
     /// grants more is refused.
     granted: ScopeSet,
+    /// Whether the credential store missed a write of this grant, and so holds an older
+    /// refresh token than the slot (spent, with rotation): it is not read until a write
+    /// succeeds.
+    store_behind: AtomicBool,
+}
+
+impl Slot {
+    fn new(token: SecretString, granted: ScopeSet) -> Arc<Self> {
+        Arc::new(Self {
+            token: Arc::new(tokio::sync::Mutex::new(Some(token))),
+            granted,
+            store_behind: AtomicBool::new(false),
+        })
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct RefreshTokens {
     slots: Mutex<HashMap<RefreshKey, Arc<Slot>>>,
+    /// Where refresh tokens outlive the process, if anywhere
+    /// (`TokenCacheBuilder::credential_store`).
+    store: Option<Arc<dyn CredentialStore>>,
     /// The shared level, when refresh tokens are shared through it
     /// (`SharedLevel::share_refresh_tokens`).
     #[cfg(feature = "redis")]
@@ -59,67 +59,113 @@ pub(crate) struct RefreshTokens {
 }
 
 impl RefreshTokens {
-    #[cfg(feature = "redis")]
-    pub(crate) fn new(shared: Option<Arc<super::shared_level::Level>>) -> Self {
+    pub(crate) fn new(store: Option<Arc<dyn CredentialStore>>) -> Self {
         Self {
-            slots: Mutex::default(),
-            shared,
+            store,
+            ..Self::default()
         }
     }
 
-    /// Keeps the refresh token of a new grant (replacing any older grant's); when refresh
-    /// tokens are shared, also writes it to the shared level (in the background).
-    pub(crate) fn store(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) {
-        #[cfg(feature = "redis")]
-        let grant = key.grant.clone();
-        let _slot = self.insert(key, token, granted);
+    /// The credential store, if there is one.
+    pub(crate) fn credential_store(&self) -> Option<&Arc<dyn CredentialStore>> {
+        self.store.as_ref()
+    }
+
+    /// Shares refresh tokens through the shared level.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(mut self, shared: Option<Arc<super::shared_level::Level>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Keeps the refresh token of a new grant for `key` (replacing any older grant's): in the
+    /// credential store, if there is one, before this returns; when refresh tokens are shared,
+    /// also in the shared level (in the background).
+    pub(crate) async fn store(&self, key: &CacheKey, token: SecretString, granted: ScopeSet) {
+        let grant = RefreshKey::of(key);
+        // The new slot's lock, taken before anyone else can see the slot and held until the
+        // writes are done: a refresh of this grant in this process waits for them, so they
+        // never land after the refresh's newer token.
+        let slot = Slot::new(token, granted);
+        let Ok(held) = slot.token.clone().try_lock_owned() else {
+            return;
+        };
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(grant.clone(), slot.clone());
+        if let (Some(store), Some(token)) = (&self.store, &*held) {
+            // In the grant's turn: another process's refresh of an older grant does not write
+            // its token over this one.
+            let _turn = lock_grant(&**store, &grant).await;
+            let stored = StoredRefreshToken::new(token.clone(), slot.granted.clone());
+            let saved = store.save_refresh_token(&grant, &stored).await;
+            slot.store_behind.store(saved.is_err(), Ordering::Relaxed);
+            if let Err(e) = saved {
+                tracing::warn!(grant = %grant, "the credential store could not save a new refresh token (it is kept in memory): {e}");
+            }
+        }
         #[cfg(feature = "redis")]
         if let Some(level) = &self.shared
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
-            // The new slot's lock, taken here (nobody else has the slot yet) and held until the
-            // write is done: a refresh of this grant in this process waits for it, so this
-            // write never lands after the refresh's newer token.
-            && let Ok(held) = _slot.token.clone().try_lock_owned()
         {
-            let (level, granted) = (level.clone(), _slot.granted.clone());
+            let (level, granted) = (level.clone(), slot.granted.clone());
             runtime.spawn(async move {
                 if let Some(token) = &*held {
-                    level.write_refresh_token(&grant, token, &granted).await;
+                    level
+                        .write_refresh_token(grant.key(), token, &granted)
+                        .await;
                 }
             });
         }
     }
 
     fn insert(&self, key: RefreshKey, token: SecretString, granted: ScopeSet) -> Arc<Slot> {
-        let slot = Arc::new(Slot {
-            token: Arc::new(tokio::sync::Mutex::new(Some(token))),
-            granted,
-        });
+        let slot = Slot::new(token, granted);
         self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, slot.clone());
-        slot
+            .entry(key)
+            // A slot another task made meanwhile is as good, and may be in use.
+            .or_insert(slot)
+            .clone()
     }
 
-    /// The slot of `key`'s grant: this process's, or one made from the shared level's.
+    /// The slot of `key`'s grant: this process's, or one made from the shared level's or the
+    /// credential store's.
     async fn slot(&self, key: &CacheKey) -> Option<Arc<Slot>> {
-        let refresh_key = RefreshKey::for_key(key);
+        let refresh_key = RefreshKey::of(key);
         let local = self
             .slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&refresh_key)
             .cloned();
+        if local.is_some() {
+            return local;
+        }
         #[cfg(feature = "redis")]
-        if local.is_none()
-            && let Some(level) = &self.shared
+        if let Some(level) = &self.shared
             && let super::shared_level::SharedRefresh::Newest(token, granted) =
                 level.read_refresh_token(key).await
         {
             return Some(self.insert(refresh_key, token, granted));
         }
-        local
+        let stored = self.load(&refresh_key).await?;
+        let (token, granted) = (stored.token().clone(), stored.granted().clone());
+        Some(self.insert(refresh_key, token, granted))
+    }
+
+    /// The credential store's refresh token for `grant`; a store that fails counts as none.
+    async fn load(&self, grant: &RefreshKey) -> Option<StoredRefreshToken> {
+        let store = self.store.as_ref()?;
+        match store.load_refresh_token(grant).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(grant = %grant, "the credential store could not be read: {e}");
+                None
+            }
+        }
     }
 
     /// Refreshes for `key` with its grant's refresh token.
@@ -168,7 +214,30 @@ impl RefreshTokens {
             }
             None => None,
         };
+        // A credential store another process may share: that grant's turn, and the newest
+        // refresh token, read after taking it.
+        let grant = RefreshKey::of(key);
+        let turn = self.take_turn(&grant, &slot, &mut current).await;
+        let presented = current.clone();
         let result = Self::refresh_with(&mut current, &slot.granted, shared, entry, key).await;
+        // The rotated refresh token is written (or the spent one removed) before the turn
+        // ends and before the new access token is handed out.
+        if let Some(store) = &self.store
+            && changed(presented.as_ref(), current.as_ref())
+        {
+            let written = match &*current {
+                Some(token) => {
+                    let stored = StoredRefreshToken::new(token.clone(), slot.granted.clone());
+                    store.save_refresh_token(&grant, &stored).await
+                }
+                None => store.remove_refresh_token(&grant).await,
+            };
+            slot.store_behind.store(written.is_err(), Ordering::Relaxed);
+            if let Err(e) = written {
+                tracing::warn!(grant = %grant, "the credential store could not record a refresh (the refresh token is kept in memory, and the store not read for this grant until a write succeeds): {e}");
+            }
+        }
+        drop(turn);
         #[cfg(feature = "redis")]
         if let Some((level, lock, superseded)) = fleet {
             match &*current {
@@ -181,6 +250,25 @@ impl RefreshTokens {
             }
         }
         result
+    }
+
+    /// With a credential store: takes `grant`'s lock and puts the store's refresh token, the
+    /// newest, in `current`. A store with none keeps `current`: at worst the server answers
+    /// `invalid_grant` to it. A store that missed a write of this slot's is not read.
+    async fn take_turn(
+        &self,
+        grant: &RefreshKey,
+        slot: &Slot,
+        current: &mut Option<SecretString>,
+    ) -> Option<GrantLock> {
+        let store = self.store.as_ref()?;
+        let turn = lock_grant(&**store, grant).await;
+        if !slot.store_behind.load(Ordering::Relaxed)
+            && let Some(stored) = self.load(grant).await
+        {
+            *current = Some(stored.token().clone());
+        }
+        Some(turn)
     }
 
     /// The refresh request with the slot's token, which it replaces with a rotated one, or
@@ -227,6 +315,27 @@ impl RefreshTokens {
                 Err(rejected.error)
             }
         }
+    }
+}
+
+/// `grant`'s lock in `store`; one that cannot be taken is logged, and the caller goes on
+/// without it (as without a store).
+async fn lock_grant(store: &dyn CredentialStore, grant: &RefreshKey) -> GrantLock {
+    match store.lock_grant(grant).await {
+        Ok(turn) => turn,
+        Err(e) => {
+            tracing::warn!(grant = %grant, "the credential store's lock could not be taken; going on without it: {e}");
+            GrantLock::none()
+        }
+    }
+}
+
+/// Whether a refresh changed the grant's refresh token (rotated or dropped it).
+fn changed(before: Option<&SecretString>, after: Option<&SecretString>) -> bool {
+    match (before, after) {
+        (Some(before), Some(after)) => before.expose_secret() != after.expose_secret(),
+        (None, None) => false,
+        _ => true,
     }
 }
 

@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_key_encoding_the_kind_and_the_sealing_keys() {
-        use super::super::SealingKey;
+        use crate::store::SealingKey;
         let resource = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();
         let key = CacheKey::new("https://as", &resource, &ScopeSet::empty(), "c");
         let other = key.clone().with_account("a");

@@ -175,11 +175,11 @@ fn value_context(names: &Names, generation: Generation) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::shared_level::SealingKey;
     use crate::cache::shared_level::entry::Kind;
     use crate::key::CacheKey;
     use crate::resource::ResourceUri;
     use crate::scope::ScopeSet;
+    use crate::store::SealingKey;
 
     fn names_for(account: &str, kind: Kind, sealer: &Sealer) -> Names {
         let resource = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();

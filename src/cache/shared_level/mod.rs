@@ -18,7 +18,6 @@ mod connection;
 mod entry;
 mod generation;
 mod refresh_tokens;
-mod seal;
 mod settings;
 
 use std::sync::Arc;
@@ -30,13 +29,14 @@ use super::stats::Counters;
 use super::{Acquire, ResourceEntry, Shared};
 use crate::error::Error;
 use crate::key::CacheKey;
+// The sealing code is the credential store's (a layer below): one envelope format for both.
+use crate::store::seal;
 use crate::token::CachedToken;
 use connection::{Connection, Failure};
 use entry::{Kind, Names};
 use generation::{Generation, Opened};
 
 pub(crate) use refresh_tokens::SharedRefresh;
-pub use seal::SealingKey;
 pub use settings::SharedLevel;
 
 /// How long a shared refresh token is kept in Redis without being used: refresh tokens carry

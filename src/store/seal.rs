@@ -1,9 +1,12 @@
-//! Sealing values at rest: XChaCha20-Poly1305 under the user's keys, bound to the cache key.
+//! Sealing values at rest: XChaCha20-Poly1305 under the user's keys, bound to what they are
+//! for. The shared level (feature `redis`) seals its entries with it, and the file store
+//! (feature `file-store`) its records: one envelope format, written once.
 //!
 //! An envelope is `version (1) | key id (1) | nonce (24) | ciphertext and tag`. The associated
-//! data is the two header bytes followed by the caller's context (the namespace, the kind of
-//! value and the [`CacheKey`](crate::key::CacheKey)'s encoding), so a value opens only under the
-//! key it was sealed for, and a changed header byte fails like a changed ciphertext byte.
+//! data is the two header bytes followed by the caller's context (for the shared level the
+//! namespace, the kind of value and the [`CacheKey`](crate::key::CacheKey)'s encoding; for the
+//! file store the kind of record and its identity), so a value opens only under the identity
+//! it was sealed for, and a changed header byte fails like a changed ciphertext byte.
 
 use std::fmt;
 
@@ -21,8 +24,9 @@ const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = 2 + NONCE_LEN;
 
-/// A 256-bit key that seals and opens the shared level's values, with a one-byte id stored in
-/// each envelope so that opening uses the right key at once.
+/// A 256-bit key that seals and opens the shared level's values (feature `redis`) or the file
+/// store's records (feature `file-store`), with a one-byte id stored in each envelope so that
+/// opening uses the right key at once.
 ///
 /// The key bytes are held in a [`SecretBox`] (zeroed when dropped) and never shown: `Debug`
 /// prints the id only. Give every key of a rotation its own id.
@@ -43,7 +47,7 @@ impl SealingKey {
     /// A key with its id. The bytes should be uniformly random (32 bytes from a CSPRNG or a
     /// secret manager, e.g. `openssl rand -hex 32`, hex-decoded), the same in every process of
     /// the fleet. A key of all zero bytes (a buffer never filled) is refused when the cache is
-    /// built.
+    /// built or the file store opened.
     pub fn new(id: u8, key: [u8; 32]) -> Self {
         Self {
             id,
@@ -57,7 +61,7 @@ impl SealingKey {
     }
 
     /// Whether every byte is zero: a buffer never filled, not a secret (refused when the
-    /// cache is built).
+    /// cache is built or the file store opened).
     pub(crate) fn is_all_zero(&self) -> bool {
         self.key.expose_secret().iter().all(|&b| b == 0)
     }
@@ -86,6 +90,8 @@ pub(crate) struct Sealer {
 }
 
 /// What a key's naming secret is derived from: HMAC-SHA-256 under the key, of this label.
+/// (The file store names its records with the same secret: its contexts differ from the
+/// shared level's, so no name of one is a name of the other.)
 const NAMING_LABEL: &[u8] = b"audience-cache shared level entry names v1";
 
 impl Sealer {
