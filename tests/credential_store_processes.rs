@@ -347,6 +347,7 @@ async fn a_second_process_refreshes_and_never_asks_the_user() {
     let (by_grant, _) = grants(&server).await;
     assert_eq!(by_grant.get("authorization_code"), Some(&1));
     assert_eq!(by_grant.get("refresh_token"), None);
+    assert_eq!(server.stats().await.authorization_requests, 1);
 
     // The second run: no authorization, one refresh.
     let mut second = Worker::start(&server, &dir, &resource).await;
@@ -360,6 +361,11 @@ async fn a_second_process_refreshes_and_never_asks_the_user() {
     );
     assert_eq!(by_grant.get("refresh_token"), Some(&1));
     assert_eq!(statuses, [200]);
+    assert_eq!(
+        server.stats().await.authorization_requests,
+        1,
+        "the second run sent nobody to the authorization endpoint"
+    );
 
     // Nothing in the directory reads as a token: the access tokens the resource server saw,
     // and the refresh token stored (read back through the store).

@@ -53,9 +53,11 @@ pub struct Metadata {
     pub authorization_response_iss_parameter_supported: bool,
 }
 
-/// `GET /_test/stats`: every POST to `/token` since the server started.
+/// `GET /_test/stats`: every POST to `/token` since the server started, and the number of
+/// requests to the authorization endpoint.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerStats {
+    pub authorization_requests: u64,
     pub token_requests: u64,
     pub by_grant: BTreeMap<String, u64>,
     /// The `resource` of each request that had one. The crate sends exactly one per request,

@@ -138,10 +138,12 @@ const clients = [
 // resources: the `resource` value of every request that had one (an array for
 // a request that repeated the parameter); requests: one entry per POST /token
 // in order, {grant_type, resource, scope, client_auth, status} (no secrets or
-// tokens).
-const stats = { token_requests: 0, by_grant: {}, resources: [], requests: [] };
+// tokens); authorization_requests: every request to the authorization endpoint
+// (/auth), however it ended.
+const stats = { token_requests: 0, by_grant: {}, resources: [], requests: [], authorization_requests: 0 };
 
 function resetStats() {
+  stats.authorization_requests = 0;
   stats.token_requests = 0;
   stats.by_grant = {};
   stats.resources = [];
@@ -323,6 +325,10 @@ provider.use(async (ctx, next) => {
     ctx.type = 'json';
     ctx.body = JSON.stringify(stats);
     return;
+  }
+
+  if (ctx.path === '/auth') {
+    stats.authorization_requests += 1;
   }
 
   // RFC 8414 metadata: same document as OpenID discovery.
