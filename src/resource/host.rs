@@ -132,15 +132,21 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
             return Ok(Host::V4(addr));
         }
     }
-    let lowered = name.to_lowercase();
-    // An ASCII name (its characters were checked above) of letters, digits, `-`, `_` and `.` with no A-label is its own ToASCII and
-    // ToUnicode (UTS-46 maps only uppercase among those, and without CheckHyphens, STD3 rules or
-    // DNS length checks, as the URL Standard sets them, refuses none), so the round trip below
-    // could only give it back: it goes straight to the checks that follow the round trip.
-    if name.is_ascii() && !lowered.split('.').any(|label| label.starts_with("xn--")) {
-        return checked_domain(name, lowered);
+    if name.is_ascii() {
+        let lowered = name.to_ascii_lowercase();
+        // An ASCII name (its characters were checked above) of letters, digits, `-`, `_` and
+        // `.` with no A-label is its own ToASCII and ToUnicode (UTS-46 maps only uppercase among
+        // those, and without CheckHyphens, STD3 rules or DNS length checks, as the URL Standard
+        // sets them, refuses none), so the round trip could only give it back; and the checks
+        // after it that the name has passed already (characters, empty labels, a trailing dot,
+        // IPv4) hold for its lowercase too. What is left is the length rule.
+        if !lowered.split('.').any(|label| label.starts_with("xn--")) {
+            check_length(name, &lowered)?;
+            return Ok(Host::Domain(lowered));
+        }
+        return through_idna(name, lowered);
     }
-    through_idna(name, lowered)
+    through_idna(name, name.to_lowercase())
 }
 
 /// The round trip through UTS-46 of a name that is not a plain ASCII name.
@@ -166,6 +172,14 @@ fn through_idna(name: &str, lowered: String) -> Result<Host, ResourceError> {
     checked_domain(name, ascii)
 }
 
+/// RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 (without the root).
+fn check_length(name: &str, ascii: &str) -> Result<(), ResourceError> {
+    if ascii.len() > 253 || ascii.split('.').any(|label| label.len() > 63) {
+        return Err(host_error(name, HostProblem::TooLong));
+    }
+    Ok(())
+}
+
 /// Letters, digits, `-`, `_` and `.`: what a registered name may hold, typed or as A-labels.
 fn allowed_in_name(name: &str) -> bool {
     name.bytes()
@@ -180,10 +194,7 @@ fn checked_domain(name: &str, ascii: String) -> Result<Host, ResourceError> {
     if !allowed_in_name(&ascii) {
         return Err(host_error(name, HostProblem::InvalidCharacter));
     }
-    // RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 (without the root).
-    if ascii.len() > 253 || ascii.split('.').any(|label| label.len() > 63) {
-        return Err(host_error(name, HostProblem::TooLong));
-    }
+    check_length(name, &ascii)?;
     if ascii.is_empty()
         || ascii.ends_with('.')
         || ascii.contains("..")
@@ -197,8 +208,7 @@ fn checked_domain(name: &str, ascii: String) -> Result<Host, ResourceError> {
 /// `Some` for a canonical dotted-quad; an error for anything WHATWG would read as IPv4 (a
 /// numeric last label) that is not canonical; `None` for a registered name.
 fn parse_ipv4(name: &str) -> Result<Option<Ipv4Addr>, ResourceError> {
-    let labels: Vec<&str> = name.split('.').collect();
-    let last = labels.last().copied().unwrap_or_default();
+    let last = name.rsplit('.').next().unwrap_or_default();
     let numeric = |label: &str| {
         !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
             || label
@@ -210,19 +220,20 @@ fn parse_ipv4(name: &str) -> Result<Option<Ipv4Addr>, ResourceError> {
         return Ok(None);
     }
     let decimal = |label: &str| !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit());
-    if labels.len() != 4 || !labels.iter().all(|l| decimal(l)) {
-        let problem = if labels.len() > 4 {
+    let labels = name.split('.').count();
+    if labels != 4 || !name.split('.').all(decimal) {
+        let problem = if labels > 4 {
             HostProblem::InvalidIpv4
         } else {
             HostProblem::NonCanonicalIpv4
         };
         return Err(host_error(name, problem));
     }
-    if labels.iter().any(|l| l.len() > 1 && l.starts_with('0')) {
+    if name.split('.').any(|l| l.len() > 1 && l.starts_with('0')) {
         return Err(host_error(name, HostProblem::NonCanonicalIpv4));
     }
     let mut octets = [0u8; 4];
-    for (octet, label) in octets.iter_mut().zip(&labels) {
+    for (octet, label) in octets.iter_mut().zip(name.split('.')) {
         *octet = label
             .parse()
             .map_err(|_| host_error(name, HostProblem::InvalidIpv4))?;
@@ -261,12 +272,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The shortcut for plain ASCII names decides what the UTS-46 round trip decides, with
-    /// the same host or the same error.
+    /// The shortcut for plain ASCII names decides what the UTS-46 round trip and the checks
+    /// after it decide, with the same host or the same error.
     fn same_both_ways(name: &str) {
-        let lowered = name.to_lowercase();
-        let shortcut = checked_domain(name, lowered.clone());
-        let round_trip = through_idna(name, lowered);
+        let shortcut = parse_name(name);
+        // `parse_name`'s checks before the round trip, then the round trip for every name.
+        let round_trip = (|| {
+            if !allowed_in_name(name) {
+                return Err(host_error(name, HostProblem::InvalidCharacter));
+            }
+            if let Some(addr) = parse_ipv4(name)? {
+                return Ok(Host::V4(addr));
+            }
+            through_idna(name, name.to_lowercase())
+        })();
         assert_eq!(format!("{shortcut:?}"), format!("{round_trip:?}"), "{name}");
     }
 

@@ -94,7 +94,8 @@ pub struct ResourceUri {
 
 struct Inner {
     parsed: Parsed,
-    key: Box<str>,
+    /// The key (a `String` as built: shrinking it to a `Box<str>` would copy it again).
+    key: String,
     wire: Wire,
 }
 
@@ -140,11 +141,7 @@ impl ResourceUri {
 
     fn from_parts(parsed: Parsed, key: String, wire: Wire) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                parsed,
-                key: key.into_boxed_str(),
-                wire,
-            }),
+            inner: Arc::new(Inner { parsed, key, wire }),
         }
     }
 

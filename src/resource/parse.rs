@@ -104,8 +104,13 @@ fn build_key(
     );
     key.push_str(scheme.as_str());
     key.push_str("://");
-    // Writing to a String cannot fail.
-    let _ = write!(key, "{host}");
+    match host {
+        Host::Domain(name) => key.push_str(name),
+        // Writing to a String cannot fail.
+        Host::V4(_) | Host::V6(_) => {
+            let _ = write!(key, "{host}");
+        }
+    }
     if let Some(port) = port {
         let _ = write!(key, ":{port}");
     }
@@ -136,7 +141,10 @@ pub(crate) fn parse_keyed(input: &str, rules: Rules) -> Result<(Parsed, String),
             scheme: shorten(input.split(':').next().unwrap_or_default()),
         });
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest
+        .bytes()
+        .position(|b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
     let (authority, path_and_query) = rest.split_at(authority_end);
     if let Some(at) = authority.rfind('@') {
         return Err(ResourceError::Userinfo {
@@ -145,7 +153,9 @@ pub(crate) fn parse_keyed(input: &str, rules: Rules) -> Result<(Parsed, String),
     }
     // Non-ASCII is allowed in the host only (IDN); everywhere else it must be percent-encoded.
     let offset = input.len() - path_and_query.len();
-    if let Some((position, character)) = path_and_query.char_indices().find(|(_, c)| !c.is_ascii())
+    if !path_and_query.is_ascii()
+        && let Some((position, character)) =
+            path_and_query.char_indices().find(|(_, c)| !c.is_ascii())
     {
         return Err(ResourceError::NonAscii {
             position: offset + position,
@@ -207,7 +217,28 @@ fn screen_characters(input: &str) -> Result<(), ResourceError> {
             max: MAX_LEN,
         });
     }
-    for (position, character) in input.char_indices() {
+    // ASCII, the usual case, byte by byte: among ASCII characters only the controls, the
+    // space and `\` are refused (the other whitespace is control too; nothing is invisible).
+    let first_non_ascii = input.bytes().position(|b| !b.is_ascii());
+    let ascii = &input.as_bytes()[..first_non_ascii.unwrap_or(input.len())];
+    for (position, &b) in ascii.iter().enumerate() {
+        match b {
+            0x00..=0x1f | 0x7f => {
+                return Err(ResourceError::ControlCharacter {
+                    position,
+                    character: char::from(b),
+                });
+            }
+            b' ' => return Err(ResourceError::Whitespace { position }),
+            b'\\' => return Err(ResourceError::Backslash { position }),
+            _ => {}
+        }
+    }
+    let Some(start) = first_non_ascii else {
+        return Ok(());
+    };
+    for (offset, character) in input[start..].char_indices() {
+        let position = start + offset;
         if character.is_control() {
             return Err(ResourceError::ControlCharacter {
                 position,
@@ -263,7 +294,11 @@ fn split_scheme(input: &str) -> Result<(Scheme, &str), ResourceError> {
     let (scheme, rest) = (&input[..end], &input[end + 1..]);
     // `mcp.example.com:443/mcp` and `localhost:8080` are a host and port, not a scheme.
     let looks_like_port = {
-        let port = rest.split(['/', '?']).next().unwrap_or_default();
+        let end = rest
+            .bytes()
+            .position(|b| b == b'/' || b == b'?')
+            .unwrap_or(rest.len());
+        let port = &rest[..end];
         !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
     };
     if looks_like_port {
@@ -271,12 +306,14 @@ fn split_scheme(input: &str) -> Result<(Scheme, &str), ResourceError> {
             input: shorten(input),
         });
     }
-    match scheme.to_ascii_lowercase().as_str() {
-        "https" => Ok((Scheme::Https, rest)),
-        "http" => Ok((Scheme::Http, rest)),
-        _ => Err(ResourceError::UnsupportedScheme {
+    if scheme.eq_ignore_ascii_case("https") {
+        Ok((Scheme::Https, rest))
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Ok((Scheme::Http, rest))
+    } else {
+        Err(ResourceError::UnsupportedScheme {
             scheme: shorten(scheme),
-        }),
+        })
     }
 }
 
@@ -295,12 +332,15 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
     }
     let path = normalize_component(raw, offset, false)?;
     // rules §19: `.` and `..` segments, literal or encoded (normalization decoded `%2E` already;
-    // `/` is never produced by it, so the segments line up with the raw ones).
-    for (segment, raw_segment) in path.split('/').zip(raw.split('/')) {
-        if segment == "." || segment == ".." {
-            return Err(ResourceError::DotSegment {
-                segment: raw_segment.to_owned(),
-            });
+    // `/` is never produced by it, so the segments line up with the raw ones). A raw path
+    // starts with `/`, so a dot segment follows a `/`.
+    if path.contains("/.") {
+        for (segment, raw_segment) in path.split('/').zip(raw.split('/')) {
+            if segment == "." || segment == ".." {
+                return Err(ResourceError::DotSegment {
+                    segment: raw_segment.to_owned(),
+                });
+            }
         }
     }
     // A resource whose own path a server could route elsewhere could never cover its own
