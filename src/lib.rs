@@ -84,6 +84,7 @@ mod cache;
 pub mod challenge;
 mod config;
 pub mod discovery;
+mod dpop;
 mod error;
 mod grant;
 mod http;
@@ -122,12 +123,14 @@ pub use authorization::{
     HeadlessAuthorization, LoopbackListener, MemoryClientStore, RegisteredClient, StoreError,
     StoreFuture,
 };
-pub use cache::{BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
+pub use cache::{AuthorizationHeaders, BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
 #[cfg(feature = "redis")]
 pub use cache::{SealingKey, SharedLevel};
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
 pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
+#[cfg(feature = "dpop")]
+pub use dpop::DpopKey;
 pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
 pub use error::{BuildError, Error, OAuthError};
 pub use grant::SubjectToken;

@@ -2,7 +2,6 @@
 //! through an authorization where one is needed and allowed), and the header, built after the
 //! crate's one decision.
 
-use http::HeaderValue;
 use http::header::AUTHORIZATION;
 use reqwest::Request;
 
@@ -42,6 +41,8 @@ pub(super) async fn attach(
     retries: &mut Retries,
 ) -> Result<Option<BearerToken>, Error> {
     request.headers_mut().remove(AUTHORIZATION);
+    // A proof is for one request: never one left from another hop or attempt.
+    request.headers_mut().remove(crate::dpop::DPOP);
     let first_hop = first.is_some();
     let route = match (first, bound.as_ref()) {
         (Some(Some(route)), _) => route,
@@ -78,8 +79,11 @@ pub(super) async fn attach(
         }
         other => other?,
     };
-    let header: HeaderValue = policy.cache.header(&token, &route).await?;
-    request.headers_mut().insert(AUTHORIZATION, header);
+    // The decision, the Authorization header and a bound token's proof in one call, for this
+    // hop's method and the URL the decision approved (RFC 9449 §7: each hop its own proof).
+    let method = request.method().clone();
+    let headers = policy.cache.headers(&token, &method, &route).await?;
+    headers.apply(request.headers_mut());
     *bound = Some(resource);
     Ok(Some(token))
 }
