@@ -302,6 +302,11 @@ impl TokenCache {
         self.shared.options.allows_insecure_http_on_loopback()
     }
 
+    /// The cache's DPoP state: its key, the nonces servers gave, the resources that use DPoP.
+    pub(crate) fn dpop(&self) -> &crate::dpop::Dpop {
+        &self.shared.dpop
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()

@@ -23,6 +23,9 @@ pub(super) struct Retries {
     pub(super) new_token: bool,
     /// 403 `insufficient_scope` retries, each asking for more than the token had.
     pub(super) step_ups: usize,
+    /// A 401 `use_dpop_nonce` was retried with the nonce it gave (once: a second one is an
+    /// error, never a loop; RFC 9449 §9).
+    pub(super) dpop_nonce: bool,
     /// Authorizations a user was taken through.
     authorizations: usize,
 }

@@ -126,6 +126,7 @@ mod assertion;
 mod authorization_server;
 mod authorize;
 mod client;
+mod dpop;
 mod jwt;
 mod records;
 mod register;
@@ -143,6 +144,7 @@ pub use authorization_server::{
     AuthorizationServer, AuthorizationServerBuilder, IN_PROCESS_ISSUER,
 };
 pub use client::{Client, ClientAuthMethod};
+pub use dpop::DpopProofRecord;
 pub use jwt::fingerprint;
 pub use records::{
     AuthorizationRequestRecord, RegistrationRecord, ResourceRequestRecord, TokenInfo,

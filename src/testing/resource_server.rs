@@ -13,6 +13,7 @@ use axum::response::{IntoResponse as _, Response};
 use serde_json::json;
 
 use super::authorization_server::AuthorizationServer;
+use super::dpop;
 use super::jwt::fingerprint;
 use super::records::{ResourceRequestRecord, TokenInfo};
 use super::server::{self, Running};
@@ -82,6 +83,8 @@ struct RsShared {
 struct RsState {
     script: ResourceScript,
     log: Vec<ResourceRequestRecord>,
+    /// `jti`s of the DPoP proofs accepted (RFC 9449 §11.1: a replay is refused).
+    used_proofs: std::collections::HashSet<String>,
 }
 
 impl RsShared {
@@ -126,6 +129,16 @@ pub struct ResourceScript {
     pub metadata_resource: Option<String>,
     /// Redirects answered before any token check, first match wins. Default: none.
     pub redirects: Vec<Redirect>,
+    /// Requires DPoP-bound tokens (RFC 9449 §7): a bearer token, or none, is answered `401`
+    /// with a `DPoP algs="ES256"` challenge, and the metadata says
+    /// `dpop_bound_access_tokens_required`. A DPoP-bound token (`cnf.jkt`) is always checked
+    /// as one: presented as `Authorization: DPoP` with a valid proof by its key, for this
+    /// request's method and URL and with its `ath`. Default: `false`.
+    pub dpop_required: bool,
+    /// The nonce DPoP proofs must carry (RFC 9449 §9): a proof without it is answered `401`
+    /// with `WWW-Authenticate: DPoP error="use_dpop_nonce"` and `DPoP-Nonce: <this>`.
+    /// Default: `None`.
+    pub dpop_nonce: Option<String>,
 }
 
 /// A scripted redirect: a request for exactly `from` (a path) is answered with `status` and
@@ -373,6 +386,8 @@ impl ResourceServerBuilder {
             authorization_servers: vec![self.authorization_server.issuer.clone()],
             metadata_resource: None,
             redirects: Vec::new(),
+            dpop_required: false,
+            dpop_nonce: None,
         };
         let shared = Arc::new(RsShared {
             authorization_server: self.authorization_server,
@@ -383,6 +398,7 @@ impl ResourceServerBuilder {
             state: Mutex::new(RsState {
                 script,
                 log: Vec::new(),
+                used_proofs: std::collections::HashSet::new(),
             }),
         });
         let router = Router::new()
@@ -405,9 +421,25 @@ async fn serve(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path();
-    let bearer = bearer_token(&headers);
+    let presented = presented_token(&headers);
+    let bearer = presented.map(|(_, token)| token);
     let info = bearer.and_then(|token| rs.authorization_server.validate(token));
     let script = rs.lock().script.clone();
+    // RFC 9449 §7: the proof, checked for this request's method and URL and the token's hash.
+    let proof = match dpop::header(&headers) {
+        Ok(Some(proof)) => {
+            let htu = format!("{}{}", rs.origin, path);
+            let expected = dpop::Expected {
+                method: method.as_str(),
+                htu: &htu,
+                access_token: bearer,
+                now: rs.authorization_server.clock.unix_secs(),
+            };
+            Some(dpop::check(proof, &expected, &mut rs.lock().used_proofs))
+        }
+        Ok(None) | Err(_) => None,
+    };
+    let scheme = presented.map(|(scheme, _)| scheme);
     let is_metadata = path == rs.metadata_path() || (rs.root_metadata && path == PRM_WELL_KNOWN);
     let response = if is_metadata && method == Method::GET {
         metadata(&rs, &script)
@@ -421,14 +453,19 @@ async fn serve(
                 .into_response(),
         }
     } else if rs.protects(path) {
-        protected(&rs, &script, path, bearer.is_some(), info.as_ref())
+        match dpop_refusal(&script, scheme, info.as_ref(), proof.as_ref()) {
+            Some(refusal) => refusal.response(&rs, &script),
+            None => protected(&rs, &script, path, bearer.is_some(), info.as_ref()),
+        }
     } else {
         StatusCode::NOT_FOUND.into_response()
     };
     let record = ResourceRequestRecord {
         method,
         path: path.to_owned(),
-        bearer_presented: bearer.is_some(),
+        bearer_presented: scheme == Some(Scheme::Bearer),
+        dpop_presented: scheme == Some(Scheme::DPoP),
+        dpop: proof,
         token_fingerprint: bearer.map(fingerprint),
         token_audiences: info.map(|i| i.audiences).unwrap_or_default(),
         status: response.status(),
@@ -443,6 +480,13 @@ fn metadata(rs: &RsShared, script: &ResourceScript) -> Response {
         "authorization_servers": script.authorization_servers,
         "bearer_methods_supported": ["header"],
     });
+    if script.dpop_required
+        && let Some(map) = body.as_object_mut()
+    {
+        // RFC 9449 §5.2.
+        map.insert("dpop_signing_alg_values_supported".into(), json!(["ES256"]));
+        map.insert("dpop_bound_access_tokens_required".into(), json!(true));
+    }
     if !script.scopes_supported.is_empty()
         && let Some(map) = body.as_object_mut()
     {
@@ -520,12 +564,124 @@ fn protected(
     .into_response()
 }
 
-/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// The scheme an access token was presented with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    DPoP,
+}
+
+/// The token of an `Authorization: Bearer` or `Authorization: DPoP` header (schemes
+/// case-insensitive, RFC 6750 §2.1, RFC 9449 §7.1).
+fn presented_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::DPoP
+    } else {
+        return None;
+    };
+    (!token.is_empty()).then_some((scheme, token))
+}
+
+/// Why a request fails the DPoP checks (RFC 9449 §7).
+enum DpopRefusal {
+    /// A `DPoP` challenge with `invalid_token` and this description.
+    InvalidToken(&'static str),
+    /// A `DPoP` challenge with `invalid_dpop_proof`.
+    InvalidProof(String),
+    /// A `DPoP` challenge with `use_dpop_nonce` and the nonce.
+    UseNonce(String),
+    /// The resource requires DPoP and the request has no bound token: a `DPoP` challenge
+    /// (with the `Bearer` one for discovery), no error code when no token came.
+    Required { token_presented: bool },
+}
+
+/// The DPoP checks of a request to a protected path, before the audience and scope checks:
+/// `None` when they pass (or do not apply).
+fn dpop_refusal(
+    script: &ResourceScript,
+    scheme: Option<Scheme>,
+    info: Option<&TokenInfo>,
+    proof: Option<&super::DpopProofRecord>,
+) -> Option<DpopRefusal> {
+    let bound = info.and_then(|info| info.jkt.as_deref());
+    match (scheme, bound) {
+        (Some(Scheme::DPoP), Some(jkt)) => {
+            let Some(proof) = proof else {
+                return Some(DpopRefusal::InvalidProof("no DPoP proof".to_owned()));
+            };
+            if let Some(problem) = &proof.problem {
+                return Some(DpopRefusal::InvalidProof(problem.clone()));
+            }
+            if proof.jkt != jkt {
+                return Some(DpopRefusal::InvalidToken(
+                    "the token is bound to another DPoP key",
+                ));
+            }
+            match &script.dpop_nonce {
+                Some(nonce) if proof.nonce.as_ref() != Some(nonce) => {
+                    Some(DpopRefusal::UseNonce(nonce.clone()))
+                }
+                _ => None,
+            }
+        }
+        (Some(Scheme::DPoP), None) if info.is_some() => Some(DpopRefusal::InvalidToken(
+            "the token is not DPoP-bound",
+        )),
+        (Some(Scheme::Bearer), Some(_)) => Some(DpopRefusal::InvalidToken(
+            "a DPoP-bound token was presented as a bearer token",
+        )),
+        (scheme, None) if script.dpop_required => Some(DpopRefusal::Required {
+            token_presented: scheme.is_some(),
+        }),
+        _ => None,
+    }
+}
+
+impl DpopRefusal {
+    fn response(&self, rs: &RsShared, script: &ResourceScript) -> Response {
+        let metadata_url = format!("{}{}", rs.origin, rs.metadata_path());
+        let resource_metadata = format!("resource_metadata=\"{}\"", quote(&metadata_url));
+        let dpop = |error: Option<(&str, &str)>| {
+            let mut params = vec!["algs=\"ES256\"".to_owned()];
+            if let Some((code, description)) = error {
+                params.push(format!("error=\"{code}\""));
+                params.push(format!("error_description=\"{}\"", quote(description)));
+            }
+            params.push(resource_metadata.clone());
+            format!("DPoP {}", params.join(", "))
+        };
+        let (value, nonce) = match self {
+            Self::InvalidToken(why) => (dpop(Some(("invalid_token", why))), None),
+            Self::InvalidProof(why) => (dpop(Some(("invalid_dpop_proof", why))), None),
+            Self::UseNonce(nonce) => (
+                dpop(Some((
+                    "use_dpop_nonce",
+                    "the resource server requires a nonce in DPoP proofs",
+                ))),
+                Some(nonce.as_str()),
+            ),
+            Self::Required { token_presented } => {
+                let error = token_presented
+                    .then_some(("invalid_token", "this resource requires DPoP-bound tokens"));
+                (dpop(error), None)
+            }
+        };
+        let _ = script;
+        let mut response = StatusCode::UNAUTHORIZED.into_response();
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(nonce) = nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
+            headers.insert("dpop-nonce", nonce);
+        }
+        response
+    }
 }
 
 /// Escapes a quoted-string (RFC 9110 §5.6.4).
