@@ -78,3 +78,14 @@ fn rand_bytes() -> [u8; 16] {
     bytes[8..].copy_from_slice(&std::process::id().to_be_bytes().repeat(2));
     bytes
 }
+
+/// The RFC 7638 thumbprint of `key`'s public half.
+pub fn jkt_of(key: &SigningKey) -> String {
+    let point = key.verifying_key().to_encoded_point(false);
+    let input = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+        URL_SAFE_NO_PAD.encode(point.y().unwrap())
+    );
+    URL_SAFE_NO_PAD.encode(Sha256::digest(input.as_bytes()))
+}
