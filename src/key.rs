@@ -463,10 +463,16 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, key().with_dpop("thumbprint-a").with_account("tenant"));
         // Carried through the other derivations.
-        assert_eq!(a.with_scopes(&ScopeSet::empty()).dpop_thumbprint(), Some("thumbprint-a"));
+        assert_eq!(
+            a.with_scopes(&ScopeSet::empty()).dpop_thumbprint(),
+            Some("thumbprint-a")
+        );
         assert_eq!(plain.dpop_thumbprint(), None);
         assert_eq!(a.encoded()[0], 3);
-        assert_eq!(a.encoded().len(), plain.encoded().len() + 8 + "thumbprint-a".len());
+        assert_eq!(
+            a.encoded().len(),
+            plain.encoded().len() + 8 + "thumbprint-a".len()
+        );
         assert!(a.encoded().ends_with(b"thumbprint-a"));
         assert_eq!(*plain.encoded().last().unwrap(), 0);
         assert!(format!("{a}").contains("DPoP key thumbprint-a"));

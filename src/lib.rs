@@ -123,15 +123,17 @@ pub use authorization::{
     HeadlessAuthorization, LoopbackListener, MemoryClientStore, RegisteredClient, StoreError,
     StoreFuture,
 };
-pub use cache::{AuthorizationHeaders, BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
+pub use cache::{
+    AuthorizationHeaders, BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder,
+};
 #[cfg(feature = "redis")]
 pub use cache::{SealingKey, SharedLevel};
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
 pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
+pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
 #[cfg(feature = "dpop")]
 pub use dpop::DpopKey;
-pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
 pub use error::{BuildError, Error, OAuthError};
 pub use grant::SubjectToken;
 pub use key::CacheKey;

@@ -856,7 +856,10 @@ fn cache_key_encoding_is_length_prefixed() {
     // An account longer than all the other parts together is encoded like any other.
     let long = "a".repeat(1000);
     let encoded = key.with_account(&long).encoded().to_vec();
-    assert_eq!(encoded.len(), 1 + 4 * 8 + 1 + 19 + 1 + 1 + 1 + 8 + 1000 + 1 + 1);
+    assert_eq!(
+        encoded.len(),
+        1 + 4 * 8 + 1 + 19 + 1 + 1 + 1 + 8 + 1000 + 1 + 1
+    );
     assert_eq!(
         &encoded[encoded.len() - 1010..encoded.len() - 1002],
         1000u64.to_be_bytes()

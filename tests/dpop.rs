@@ -18,7 +18,10 @@ fn empty() -> ScopeSet {
 
 /// The proof a token request carried; panics when it carried none.
 fn proof(record: &TokenRequestRecord) -> &DpopProofRecord {
-    record.dpop.as_ref().expect("the request carried a DPoP proof")
+    record
+        .dpop
+        .as_ref()
+        .expect("the request carried a DPoP proof")
 }
 
 /// A cache for `svc` with `key`, DPoP used for `API` only.
@@ -90,7 +93,10 @@ async fn every_grant_carries_a_fresh_proof_and_a_public_client_refreshes_with_it
         .unwrap();
     let pending = app.begin_authorization(&resource(API), &empty()).unwrap();
     let redirect = approve(&server, &pending).await;
-    let coded = app.complete_authorization(pending, &redirect).await.unwrap();
+    let coded = app
+        .complete_authorization(pending, &redirect)
+        .await
+        .unwrap();
     assert!(coded.is_dpop_bound());
     tokio::time::advance(USABLE).await;
     // The refresh token is bound to the key (RFC 9449 §5): the refresh carries its proof.
@@ -159,7 +165,10 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
         url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
     );
     let response = server
-        .handle(post(body, dpop_support::proof(&a, "POST", &htu, None, None)))
+        .handle(post(
+            body,
+            dpop_support::proof(&a, "POST", &htu, None, None),
+        ))
         .await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
@@ -167,13 +176,19 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
     let refresh = answer["refresh_token"].as_str().unwrap().to_owned();
     let body = format!("grant_type=refresh_token&client_id={APP}&refresh_token={refresh}");
     let refused = server
-        .handle(post(body.clone(), dpop_support::proof(&b, "POST", &htu, None, None)))
+        .handle(post(
+            body.clone(),
+            dpop_support::proof(&b, "POST", &htu, None, None),
+        ))
         .await;
     assert_eq!(refused.status(), 400);
     let refused: serde_json::Value = serde_json::from_slice(refused.body()).unwrap();
     assert_eq!(refused["error"], "invalid_grant");
     let accepted = server
-        .handle(post(body, dpop_support::proof(&a, "POST", &htu, None, None)))
+        .handle(post(
+            body,
+            dpop_support::proof(&a, "POST", &htu, None, None),
+        ))
         .await;
     assert_eq!(accepted.status(), 200);
     assert_eq!(server.token_requests(), 3);
@@ -230,7 +245,31 @@ async fn a_second_nonce_failure_is_an_error_not_a_loop() {
         Error::OAuth { error, .. } => assert_eq!(error.code, "use_dpop_nonce"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(server.token_requests(), 2, "one request and one retry, no more");
+    assert_eq!(
+        server.token_requests(),
+        2,
+        "one request and one retry, no more"
+    );
+
+    // A server whose every answer has a new nonce: still one retry.
+    server.reset_counts();
+    server.script(|s| {
+        s.rotate_dpop_nonce = true;
+        s.fail_next(
+            3,
+            Failure::OAuth {
+                status: 400,
+                error: "use_dpop_nonce".to_owned(),
+            },
+        );
+    });
+    let error = cache.token(&resource(API), &scopes("x")).await.unwrap_err();
+    assert!(matches!(&error, Error::OAuth { error, .. } if error.code == "use_dpop_nonce"));
+    assert_eq!(
+        server.token_requests(),
+        2,
+        "one request and one retry, no more"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -286,7 +325,11 @@ async fn one_token_request_per_key_and_a_new_key_starts_clean() {
         .build()
         .unwrap();
     let tokens = futures_join(&[&first, &first, &first]).await;
-    assert_eq!(server.token_requests(), 1, "concurrent misses share one request");
+    assert_eq!(
+        server.token_requests(),
+        1,
+        "concurrent misses share one request"
+    );
     assert!(tokens[0].same_token_as(&tokens[2]));
     let t_second = second.token(&resource(API), &empty()).await.unwrap();
     let t_rotated = rotated.token(&resource(API), &empty()).await.unwrap();

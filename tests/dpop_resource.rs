@@ -7,8 +7,8 @@ mod dpop_support;
 
 use audience_cache::testing::{AuthorizationServer, Client, Redirect, ResourceServer};
 use audience_cache::{
-    AuthorizedClient, BuildError, ClientRegistration, DpopKey, Error, ParseOptions,
-    ResourceConfig, ResourceUri, ScopeSet, TokenCache, TokenCacheBuilder,
+    AuthorizedClient, BuildError, ClientRegistration, DpopKey, Error, ParseOptions, ResourceConfig,
+    ResourceUri, ScopeSet, TokenCache, TokenCacheBuilder,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -39,7 +39,11 @@ async fn world() -> World {
         .start()
         .await
         .unwrap();
-    let rs = ResourceServer::builder(&auth).path("/mcp").start().await.unwrap();
+    let rs = ResourceServer::builder(&auth)
+        .path("/mcp")
+        .start()
+        .await
+        .unwrap();
     rs.script(|s| s.dpop_required = true);
     World { auth, rs }
 }
@@ -107,7 +111,10 @@ async fn a_bound_token_goes_with_a_proof_for_each_requests_method_and_url() {
         assert!(proof.valid, "{:?}", proof.problem);
         assert_eq!(proof.htm, method);
         assert_eq!(proof.htu, htu, "no query");
-        assert_eq!(proof.ath.as_deref(), Some(ath(token.expose_secret()).as_str()));
+        assert_eq!(
+            proof.ath.as_deref(),
+            Some(ath(token.expose_secret()).as_str())
+        );
         assert_eq!(proof.jkt, key.thumbprint());
         assert_eq!(record.status, 200);
     }
@@ -141,7 +148,9 @@ async fn each_redirect_hop_gets_its_own_proof_for_its_own_url() {
 #[tokio::test]
 async fn a_nonce_challenge_is_retried_once_and_the_nonce_kept_for_the_origin() {
     let world = world().await;
-    world.rs.script(|s| s.dpop_nonce = Some("rs-nonce-1".to_owned()));
+    world
+        .rs
+        .script(|s| s.dpop_nonce = Some("rs-nonce-1".to_owned()));
     let client = AuthorizedClient::new(world.cache(&DpopKey::generate())).unwrap();
     let send = || async {
         client

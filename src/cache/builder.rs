@@ -150,7 +150,8 @@ impl TokenCacheBuilder {
     /// Needs a [`dpop_key`](Self::dpop_key). Default: resources use bearer tokens until they
     /// ask for DPoP.
     pub fn use_dpop_for(mut self, resource: crate::resource::ResourceUri) -> Self {
-        self.dpop_resources.push((resource, crate::dpop::Use::Asked));
+        self.dpop_resources
+            .push((resource, crate::dpop::Use::Asked));
         self
     }
 

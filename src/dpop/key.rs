@@ -185,9 +185,9 @@ impl fmt::Debug for DpopKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use p256::ecdsa::VerifyingKey;
     use p256::ecdsa::signature::Verifier as _;
+    use std::time::Duration;
 
     const PEM: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgXS5rZe1ng3AOXB+s
@@ -273,19 +273,30 @@ tj/zL5S3Xt9IvahWoa+z9o5GH7KaI4AnUZEo3VpcYspyulkNgKkbSMjS
         );
         let scalar = URL_SAFE_NO_PAD.encode(key.inner.key.to_bytes());
         assert!(!shown.contains(&scalar[..8]));
-        let error = DpopKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("dpop_key") && error.contains("P-256"), "{error}");
+        let error =
+            DpopKey::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("dpop_key") && error.contains("P-256"),
+            "{error}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn iat_follows_tokios_clock() {
         let key = DpopKey::generate();
-        let iat = |proof: &str| decode(proof.split('.').nth(1).unwrap())["iat"].as_u64().unwrap();
+        let iat = |proof: &str| {
+            decode(proof.split('.').nth(1).unwrap())["iat"]
+                .as_u64()
+                .unwrap()
+        };
         let before = iat(&key.proof("GET", "https://rs.example/", None, None));
         tokio::time::advance(Duration::from_secs(3600)).await;
         let after = iat(&key.proof("GET", "https://rs.example/", None, None));
-        assert!((3599..=3601).contains(&(after - before)), "{before} {after}");
+        assert!(
+            (3599..=3601).contains(&(after - before)),
+            "{before} {after}"
+        );
     }
 }

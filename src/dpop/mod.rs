@@ -234,8 +234,14 @@ mod tests {
         assert!(!dpop.remember(&a, &headers("has space")));
         assert!(!dpop.remember(&a, &HeaderMap::new()));
         let nonces = dpop.nonces.lock().unwrap();
-        assert_eq!(nonces.get("https://a.example").map(String::as_str), Some("n1"));
-        assert_eq!(nonces.get("https://b.example").map(String::as_str), Some("n2"));
+        assert_eq!(
+            nonces.get("https://a.example").map(String::as_str),
+            Some("n1")
+        );
+        assert_eq!(
+            nonces.get("https://b.example").map(String::as_str),
+            Some("n2")
+        );
     }
 
     #[test]
@@ -249,7 +255,8 @@ mod tests {
         assert_eq!(dpop.use_for(&resource), Use::Required);
         let error = dpop.key_for(&resource).unwrap_err().to_string();
         assert!(
-            error.contains("TokenCacheBuilder::dpop_key") && error.contains("https://rs.example/mcp"),
+            error.contains("TokenCacheBuilder::dpop_key")
+                && error.contains("https://rs.example/mcp"),
             "{error}"
         );
     }

@@ -227,7 +227,9 @@ impl GrantClient {
                 let proof = self
                     .dpop
                     .proof(key, "POST", endpoint, None)
-                    .ok_or_else(|| requested_protocol(requested, "the DPoP proof is not a header value"))?;
+                    .ok_or_else(|| {
+                        requested_protocol(requested, "the DPoP proof is not a header value")
+                    })?;
                 request.headers_mut().insert(crate::dpop::DPOP, proof);
             }
             let response = self

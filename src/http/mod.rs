@@ -426,7 +426,10 @@ where
             Next::RetryWithDpop => {
                 if let Some(token) = &attached {
                     let resource = token.resource();
-                    policy.cache.dpop().raise(resource, crate::dpop::Use::Required);
+                    policy
+                        .cache
+                        .dpop()
+                        .raise(resource, crate::dpop::Use::Required);
                     if policy.cache.dpop().key().is_none() {
                         return Err(RunError::Crate(Error::Configuration(
                             crate::dpop::missing_key(resource),
@@ -540,6 +543,5 @@ fn dpop_challenge(
         return (asks_nonce && new_nonce && !retries.dpop_nonce).then_some(Next::RetryWithNonce);
     }
     let bearer_offered = challenges.iter().any(|c| c.is_scheme("Bearer"));
-    (!bearer_offered && !retries.new_token && retries.step_ups == 0)
-        .then_some(Next::RetryWithDpop)
+    (!bearer_offered && !retries.new_token && retries.step_ups == 0).then_some(Next::RetryWithDpop)
 }

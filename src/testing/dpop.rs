@@ -29,6 +29,7 @@ pub struct DpopProofRecord {
 }
 
 /// What a request is checked against.
+#[cfg_attr(not(feature = "dpop"), allow(dead_code))]
 pub(crate) struct Expected<'a> {
     pub(crate) method: &'a str,
     pub(crate) htu: &'a str,
@@ -105,7 +106,8 @@ fn verify(
     let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| "bad base64url");
     let header: Value = serde_json::from_slice(&decode(header)?).map_err(|_| "bad header")?;
     let claims: Value = serde_json::from_slice(&decode(payload)?).map_err(|_| "bad claims")?;
-    let text = |value: &Value, name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+    let text =
+        |value: &Value, name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
     record.htm = text(&claims, "htm").unwrap_or_default();
     record.htu = text(&claims, "htu").unwrap_or_default();
     record.ath = text(&claims, "ath");
@@ -114,8 +116,7 @@ fn verify(
     let (Some(x), Some(y)) = (text(jwk, "x"), text(jwk, "y")) else {
         return Err("the jwk is not an EC key");
     };
-    if text(jwk, "kty").as_deref() != Some("EC") || text(jwk, "crv").as_deref() != Some("P-256")
-    {
+    if text(jwk, "kty").as_deref() != Some("EC") || text(jwk, "crv").as_deref() != Some("P-256") {
         return Err("the jwk is not a P-256 key");
     }
     // RFC 9449 §4.3: the jwk must not hold a private key.

@@ -454,7 +454,7 @@ async fn serve(
         }
     } else if rs.protects(path) {
         match dpop_refusal(&script, scheme, info.as_ref(), proof.as_ref()) {
-            Some(refusal) => refusal.response(&rs, &script),
+            Some(refusal) => refusal.response(&rs),
             None => protected(&rs, &script, path, bearer.is_some(), info.as_ref()),
         }
     } else {
@@ -629,9 +629,9 @@ fn dpop_refusal(
                 _ => None,
             }
         }
-        (Some(Scheme::DPoP), None) if info.is_some() => Some(DpopRefusal::InvalidToken(
-            "the token is not DPoP-bound",
-        )),
+        (Some(Scheme::DPoP), None) if info.is_some() => {
+            Some(DpopRefusal::InvalidToken("the token is not DPoP-bound"))
+        }
         (Some(Scheme::Bearer), Some(_)) => Some(DpopRefusal::InvalidToken(
             "a DPoP-bound token was presented as a bearer token",
         )),
@@ -643,7 +643,7 @@ fn dpop_refusal(
 }
 
 impl DpopRefusal {
-    fn response(&self, rs: &RsShared, script: &ResourceScript) -> Response {
+    fn response(&self, rs: &RsShared) -> Response {
         let metadata_url = format!("{}{}", rs.origin, rs.metadata_path());
         let resource_metadata = format!("resource_metadata=\"{}\"", quote(&metadata_url));
         let dpop = |error: Option<(&str, &str)>| {
@@ -671,7 +671,6 @@ impl DpopRefusal {
                 (dpop(error), None)
             }
         };
-        let _ = script;
         let mut response = StatusCode::UNAUTHORIZED.into_response();
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&value) {

@@ -85,6 +85,10 @@ pub struct Script {
     /// `cnf.jkt`; a public client's refresh tokens too, RFC 9449 §5). `false` answers such
     /// requests with a bearer token, like a server without DPoP. Default: `true`.
     pub bind_dpop: bool,
+    /// Every token response carries a new [`dpop_nonce`](Self::dpop_nonce), which the next
+    /// proof must have (a server that rotates nonces at each answer, RFC 9449 §8.2).
+    /// Default: `false`.
+    pub rotate_dpop_nonce: bool,
 }
 
 impl Default for Script {
@@ -108,6 +112,7 @@ impl Default for Script {
             advertise_pkce: true,
             dpop_nonce: None,
             bind_dpop: true,
+            rotate_dpop_nonce: false,
         }
     }
 }

@@ -338,7 +338,11 @@ impl Shared {
         };
         let mut body = Map::new();
         body.insert("access_token".into(), json!(token));
-        let token_type = if issue.jkt.is_some() { "DPoP" } else { "Bearer" };
+        let token_type = if issue.jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
         body.insert("token_type".into(), json!(token_type));
         if let Some(expires_in) = script.expires_in {
             body.insert("expires_in".into(), json!(expires_in.as_secs()));

@@ -90,12 +90,15 @@ pub(crate) async fn token(
     };
     shared.finish_token_request(slot, response.status(), error);
     let mut response = response;
+    let nonce = if script.rotate_dpop_nonce {
+        let fresh = jwt::random_b64(16);
+        shared.lock().script.dpop_nonce = Some(fresh.clone());
+        Some(fresh)
+    } else {
+        script.dpop_nonce
+    };
     // RFC 9449 §8.2: the nonce goes with every answer, so that the next proof has it.
-    if let Some(nonce) = script
-        .dpop_nonce
-        .as_deref()
-        .and_then(|n| HeaderValue::from_str(n).ok())
-    {
+    if let Some(nonce) = nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
         response.headers_mut().insert("dpop-nonce", nonce);
     }
     response
@@ -167,12 +170,8 @@ fn grant(
     let client = &client;
     let resources = params.all("resource");
     match grant_type {
-        "client_credentials" => {
-            client_credentials(shared, script, client, params, resources, jkt)
-        }
-        "authorization_code" => {
-            authorization_code(shared, script, client, params, resources, jkt)
-        }
+        "client_credentials" => client_credentials(shared, script, client, params, resources, jkt),
+        "authorization_code" => authorization_code(shared, script, client, params, resources, jkt),
         "refresh_token" => refresh(shared, script, client, params, resources, jkt),
         TOKEN_EXCHANGE => token_exchange(shared, script, client, params, resources, jkt),
         other => Err(OAuthError::unsupported_grant_type(format!(

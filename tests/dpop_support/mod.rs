@@ -55,7 +55,9 @@ pub fn proof(
         "iat": iat,
     });
     if let Some(token) = token {
-        claims["ath"] = URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes())).into();
+        claims["ath"] = URL_SAFE_NO_PAD
+            .encode(Sha256::digest(token.as_bytes()))
+            .into();
     }
     if let Some(nonce) = nonce {
         claims["nonce"] = nonce.into();
