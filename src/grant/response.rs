@@ -224,20 +224,24 @@ fn token_type(
         // RFC 9449 §5: a server that does not bind the token answers Bearer; where the
         // resource requires bound tokens such a token would be refused there.
         (BasicTokenType::Bearer, Some(Use::Required)) => Err(requested.protocol(format!(
-            "the authorization server answered a DPoP token request with a Bearer token, and              {} requires DPoP-bound tokens (RFC 9449); the token was discarded (check that the              authorization server supports DPoP: dpop_signing_alg_values_supported)",
+            "the authorization server answered a DPoP token request with a Bearer token, and \
+             {} requires DPoP-bound tokens (RFC 9449); the token was discarded (check that the \
+             authorization server supports DPoP: dpop_signing_alg_values_supported)",
             requested.resource.key()
         ))),
         (BasicTokenType::Bearer, Some(Use::Asked)) => {
             tracing::warn!(
                 resource = requested.resource.key(),
                 issuer = requested.issuer,
-                "the authorization server answered a DPoP token request with a Bearer token:                  kept as a bearer token (RFC 9449 §5)"
+                "the authorization server answered a DPoP token request with a Bearer token: \
+                 kept as a bearer token (RFC 9449 §5)"
             );
             Ok(false)
         }
         (BasicTokenType::Extension(dpop), Some(_)) if dpop == "dpop" => Ok(true),
         (BasicTokenType::Extension(dpop), None) if dpop == "dpop" => Err(requested.protocol(
-            "the token type is DPoP, but the request carried no DPoP proof; the token was              discarded",
+            "the token type is DPoP, but the request carried no DPoP proof (only Bearer tokens \
+             come without one, RFC 9449 §5); the token was discarded",
         )),
         (other, _) => {
             let shown = match other {
