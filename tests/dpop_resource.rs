@@ -7,8 +7,9 @@ mod dpop_support;
 
 use audience_cache::testing::{AuthorizationServer, Client, Redirect, ResourceServer};
 use audience_cache::{
-    AuthorizedClient, BuildError, ClientRegistration, DpopKey, Error, ParseOptions, ResourceConfig,
-    ResourceUri, ScopeSet, TokenCache, TokenCacheBuilder,
+    AuthorizedClient, BuildError, ClientRegistration, Discovery, DiscoveryOptions, DpopKey, Error,
+    ParseOptions, PreRegistered, ResourceConfig, ResourceUri, ScopeSet, TokenCache,
+    TokenCacheBuilder,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -214,6 +215,37 @@ async fn a_resource_that_challenges_with_dpop_without_a_key_is_an_error_naming_t
     assert!(message.contains("TokenCacheBuilder::dpop_key"), "{message}");
     assert_eq!(world.rs.requests().len(), 1);
     assert_eq!(world.auth.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_discovered_resource_whose_metadata_requires_dpop_gets_a_bound_token_at_once() {
+    let world = world().await;
+    let key = DpopKey::generate();
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .dpop_key(key.clone())
+        .build()
+        .unwrap();
+    let client = AuthorizedClient::new(cache).unwrap().with_discovery(
+        Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true)).unwrap(),
+        PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(world.auth.issuer()),
+    );
+    let response = client
+        .execute(client.get(&world.rs.url()).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // One token request, with a proof: the metadata said so before any token was fetched.
+    let token_requests = world.auth.requests();
+    assert_eq!(token_requests.len(), 1);
+    assert_eq!(
+        token_requests[0].dpop.as_ref().unwrap().jkt,
+        key.thumbprint()
+    );
+    // The probe, the metadata, the request with its proof.
+    let requests = world.rs.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests[2].dpop_presented && requests[2].dpop.as_ref().unwrap().valid);
 }
 
 #[tokio::test]
