@@ -130,6 +130,7 @@ mod dpop;
 mod jwt;
 mod records;
 mod register;
+mod resource_dpop;
 mod resource_server;
 mod script;
 mod server;
