@@ -4,8 +4,9 @@
 //! this test keeps it that way.
 //!
 //! The order, from the bottom: values (a resource, a scope set, a key, the audience decision, a
-//! challenge, a cached token, the errors, the redirect URI rule, the configuration), DPoP's key and nonces, then
-//! discovery (fetching and validating documents), the grants, the cache (storage,
+//! challenge, a cached token, the errors, the redirect URI rule, the configuration), DPoP's key,
+//! nonces and per-resource use, then discovery (fetching and validating documents), the
+//! grants, the cache (storage,
 //! single-flight, refresh), authorization (onboarding at a discovered server, user
 //! authorization), and the HTTP layer (client and middleware). `testing` and `invariants` stand
 //! apart, above everything, and nothing else imports them.
