@@ -296,20 +296,20 @@ async fn a_bearer_answer_is_kept_where_dpop_is_asked_and_refused_where_it_is_req
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_resource_that_requires_dpop_without_a_key_fails_naming_the_setting() {
+async fn a_resource_named_for_dpop_without_a_key_fails_the_build_naming_the_setting() {
     let server = new_server();
-    let cache = builder(&server, confidential())
-        .resource(config(MCP))
-        .require_dpop_for(resource(MCP))
-        .build()
-        .unwrap();
-    let error = cache.token(&resource(MCP), &empty()).await.unwrap_err();
-    let message = error.to_string();
-    assert!(
-        matches!(error, Error::Configuration(BuildError::Setting { .. })),
-        "{error:?}"
-    );
-    assert!(message.contains("TokenCacheBuilder::dpop_key"), "{message}");
+    for named in [
+        builder(&server, confidential()).require_dpop_for(resource(MCP)),
+        builder(&server, confidential()).use_dpop_for(resource(MCP)),
+    ] {
+        let error = named.resource(config(MCP)).build().unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, BuildError::Setting { .. }), "{error:?}");
+        assert!(
+            message.contains("TokenCacheBuilder::dpop_key") && message.contains(MCP),
+            "{message}"
+        );
+    }
     assert_eq!(server.token_requests(), 0);
 }
 

@@ -147,8 +147,8 @@ impl TokenCacheBuilder {
 
     /// Uses DPoP for `resource`: its token requests carry a proof, and a `Bearer` answer (an
     /// authorization server that does not bind tokens) is kept as a bearer token and logged.
-    /// Needs a [`dpop_key`](Self::dpop_key). Default: resources use bearer tokens until they
-    /// ask for DPoP.
+    /// Needs a [`dpop_key`](Self::dpop_key) ([`build`](Self::build) fails without one).
+    /// Default: resources use bearer tokens until they ask for DPoP.
     pub fn use_dpop_for(mut self, resource: crate::resource::ResourceUri) -> Self {
         self.dpop_resources
             .push((resource, crate::dpop::Use::Asked));
@@ -209,6 +209,10 @@ impl TokenCacheBuilder {
             });
         }
         let transport = self.transport()?;
+        // A resource named for DPoP in a cache without a key could never get a token.
+        if let (None, Some((resource, _))) = (&self.dpop_key, self.dpop_resources.first()) {
+            return Err(crate::dpop::missing_key(resource));
+        }
         let dpop = crate::dpop::Dpop::new(self.dpop_key.take());
         for (resource, use_) in &self.dpop_resources {
             dpop.raise(resource, *use_);

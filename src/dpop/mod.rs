@@ -175,8 +175,9 @@ pub(crate) fn missing_key(resource: &ResourceUri) -> BuildError {
     BuildError::Setting {
         setting: "dpop_key",
         reason: format!(
-            "{} requires DPoP-bound tokens (RFC 9449), and the cache has no DPoP key: give it \
-             one with TokenCacheBuilder::dpop_key (feature `dpop`)",
+            "{} uses DPoP-bound tokens (RFC 9449: named with use_dpop_for or require_dpop_for, \
+             or asked for by its metadata or a DPoP challenge), and the cache has no DPoP key: \
+             give it one with TokenCacheBuilder::dpop_key (feature `dpop`)",
             resource.key()
         ),
     }
