@@ -176,6 +176,53 @@ async fn a_nonce_challenge_is_retried_once_and_the_nonce_kept_for_the_origin() {
 }
 
 #[tokio::test]
+async fn a_second_nonce_challenge_is_answered_to_the_caller_not_retried() {
+    let world = world().await;
+    world.rs.script(|s| {
+        s.dpop_nonce = Some("first".to_owned());
+        s.rotate_dpop_nonce = true;
+    });
+    let client = AuthorizedClient::new(world.cache(&DpopKey::generate())).unwrap();
+    let request = client.get(&world.rs.url()).build().unwrap();
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(20), client.execute(request))
+            .await
+            .expect("no loop")
+            .unwrap();
+    assert_eq!(response.status(), 401);
+    let requests = world.rs.requests();
+    assert_eq!(requests.len(), 2, "one request and one retry, no more");
+    assert_eq!(
+        requests[1].dpop.as_ref().unwrap().nonce.as_deref(),
+        Some("first")
+    );
+    assert_eq!(world.auth.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_hop_to_a_url_the_resource_does_not_cover_carries_no_token_and_no_proof() {
+    let world = world().await;
+    world
+        .rs
+        .script(|s| s.redirects.push(Redirect::temporary("/mcp", "/elsewhere")));
+    let client = AuthorizedClient::new(world.cache(&DpopKey::generate())).unwrap();
+    let response = client
+        .execute(client.get(&world.rs.url()).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let requests = world.rs.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests[0].dpop_presented && requests[0].dpop.is_some());
+    assert_eq!(requests[1].path, "/elsewhere");
+    assert!(!requests[1].dpop_presented && !requests[1].bearer_presented);
+    assert_eq!(
+        requests[1].dpop, None,
+        "no proof left over from the first hop"
+    );
+}
+
+#[tokio::test]
 async fn a_resource_that_challenges_with_dpop_gets_a_bound_token_on_the_retry() {
     let world = world().await;
     let key = DpopKey::generate();

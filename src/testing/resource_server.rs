@@ -140,6 +140,10 @@ pub struct ResourceScript {
     /// with `WWW-Authenticate: DPoP error="use_dpop_nonce"` and `DPoP-Nonce: <this>`.
     /// Default: `None`.
     pub dpop_nonce: Option<String>,
+    /// A new nonce after every request to the protected path: a `use_dpop_nonce` answer names
+    /// the nonce of its request, which no longer holds when the retry comes (a server whose
+    /// nonce never holds still). Default: `false`.
+    pub rotate_dpop_nonce: bool,
 }
 
 /// A scripted redirect: a request for exactly `from` (a path) is answered with `status` and
@@ -389,6 +393,7 @@ impl ResourceServerBuilder {
             redirects: Vec::new(),
             dpop_required: false,
             dpop_nonce: None,
+            rotate_dpop_nonce: false,
         };
         let shared = Arc::new(RsShared {
             authorization_server: self.authorization_server,
@@ -454,6 +459,9 @@ async fn serve(
                 .into_response(),
         }
     } else if rs.protects(path) {
+        if script.rotate_dpop_nonce {
+            rs.lock().script.dpop_nonce = Some(super::jwt::random_b64(16));
+        }
         match dpop_refusal(&script, scheme, info.as_ref(), proof.as_ref()) {
             Some(refusal) => refusal.response(&format!("{}{}", rs.origin, rs.metadata_path())),
             None => protected(&rs, &script, path, bearer.is_some(), info.as_ref()),
