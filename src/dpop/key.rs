@@ -10,7 +10,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::DecodePrivateKey as _;
-use rand::RngCore as _;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -57,8 +56,8 @@ impl DpopKey {
     /// [`from_pkcs8_pem`](Self::from_pkcs8_pem).
     pub fn generate() -> Self {
         loop {
-            let mut bytes = secrecy::zeroize::Zeroizing::new([0u8; 32]);
-            rand::rng().fill_bytes(&mut bytes[..]);
+            // `rand::random` reads the thread generator the same way in rand 0.8 and 0.9.
+            let bytes = secrecy::zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
             // Zero or a scalar at or above the group order is refused (one chance in 2^32).
             if let Ok(key) = SigningKey::from_slice(&bytes[..]) {
                 return Self::from_key(key);
@@ -168,9 +167,7 @@ impl DpopKey {
 
 /// 128 random bits (RFC 9449 §4.2: a unique identifier, so a server can refuse a replay).
 fn jti() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }
 
 impl fmt::Debug for DpopKey {
