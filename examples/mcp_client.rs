@@ -34,6 +34,10 @@
 //! - `ALLOW_HTTP_LOOPBACK=1` for servers on plain http on loopback (development only).
 //! - `TOOL` (default: the first listed) and `TOOL_ARGUMENTS` (JSON; default: each required
 //!   argument filled with a placeholder of its type).
+//! - With feature `dpop`: DPoP-bound tokens (RFC 9449) where the server asks for them (its
+//!   metadata's `dpop_bound_access_tokens_required`, or a `DPoP` challenge), proved with a key
+//!   generated at start-up, or read from `DPOP_KEY_PEM` (a P-256 key in PKCS #8 PEM, so that
+//!   several processes share tokens). `DPOP=1` uses DPoP for the server even unasked.
 //!
 //! It doubles as a client for the MCP conformance suite (`tests/conformance`): the suite
 //! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO` and, for scenarios with client
@@ -102,6 +106,14 @@ async fn run() -> Result<(), String> {
     if let Some(store) = store {
         cache = cache.credential_store(store);
     }
+    #[cfg(feature = "dpop")]
+    let cache = dpop(
+        cache,
+        &server,
+        var("DPOP_KEY_PEM"),
+        var("DPOP").is_some_and(|v| v == "1"),
+        loopback,
+    )?;
     let cache = cache.build().map_err(|e| e.to_string())?;
     let http = AuthorizedClient::new(cache.clone())
         .map_err(|e| e.to_string())?
@@ -213,6 +225,32 @@ fn open_store(dir: String) -> Result<Arc<dyn CredentialStore>, String> {
 #[cfg(not(feature = "file-store"))]
 fn open_store(_dir: String) -> Result<Arc<dyn CredentialStore>, String> {
     Err("--state-dir needs the feature file-store (cargo run --features file-store ...)".to_owned())
+}
+
+/// DPoP (RFC 9449): a key for the cache, so that a server that asks for DPoP-bound tokens gets
+/// them; with `always`, the server's resource uses DPoP unasked (the server URL is taken as its
+/// resource identifier, which is what most MCP servers' metadata says).
+#[cfg(feature = "dpop")]
+fn dpop(
+    cache: audience_cache::TokenCacheBuilder,
+    server: &Url,
+    pem: Option<String>,
+    always: bool,
+    loopback: bool,
+) -> Result<audience_cache::TokenCacheBuilder, String> {
+    use audience_cache::{DpopKey, ResourceUri};
+    let key = match pem {
+        Some(pem) => DpopKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?,
+        None => DpopKey::generate(),
+    };
+    eprintln!("DPoP key {}", key.thumbprint());
+    let cache = cache.dpop_key(key);
+    if !always {
+        return Ok(cache);
+    }
+    let options = audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(loopback);
+    let resource = ResourceUri::parse_with(server.as_str(), &options).map_err(|e| e.to_string())?;
+    Ok(cache.use_dpop_for(resource))
 }
 
 fn headless() -> Result<Arc<dyn AuthorizationHandler>, String> {

@@ -65,17 +65,20 @@ struct Inner {
     account: Option<Box<str>>,
     /// For a token from token exchange: its subject token's fingerprint.
     subject: Option<SubjectFingerprint>,
+    /// The RFC 7638 thumbprint of the DPoP key of the cache that holds the token.
+    dpop: Option<Box<str>>,
     encoded: Box<[u8]>,
 }
 
-/// Version of the encoding; a later part (a DPoP key thumbprint, say) bumps it. Version 2
-/// added the subject token's fingerprint to exchanged tokens' keys.
-const ENCODING_VERSION: u8 = 2;
+/// Version of the encoding; a later part bumps it. Version 2 added the subject token's
+/// fingerprint to exchanged tokens' keys, version 3 the DPoP key's thumbprint: an entry
+/// written under an older version is another key, never read as one of these.
+const ENCODING_VERSION: u8 = 3;
 
 impl CacheKey {
     /// A key with no account discriminator.
     pub fn new(issuer: &str, resource: &ResourceUri, scopes: &ScopeSet, client_id: &str) -> Self {
-        Self::build(issuer, resource, scopes, client_id, None, None)
+        Self::build(issuer, resource, scopes, client_id, None, None, None)
     }
 
     /// The same key for one account (a user, a tenant, a subject): tokens for different
@@ -89,6 +92,7 @@ impl CacheKey {
             &inner.client_id,
             Some(account),
             inner.subject,
+            inner.dpop.as_deref(),
         )
     }
 
@@ -105,6 +109,23 @@ impl CacheKey {
             &inner.client_id,
             inner.account.as_deref(),
             Some(subject),
+            inner.dpop.as_deref(),
+        )
+    }
+
+    /// The same key for a cache whose DPoP key has this RFC 7638 `thumbprint` (RFC 9449): a
+    /// token bound to one key is never served for another, and a key rotation starts with an
+    /// empty cache (in memory and in a shared level alike).
+    pub(crate) fn with_dpop(self, thumbprint: &str) -> Self {
+        let inner = &self.inner;
+        Self::build(
+            &inner.issuer,
+            &inner.resource,
+            &inner.scopes,
+            &inner.client_id,
+            inner.account.as_deref(),
+            inner.subject,
+            Some(thumbprint),
         )
     }
 
@@ -118,6 +139,7 @@ impl CacheKey {
             &inner.client_id,
             inner.account.as_deref(),
             inner.subject,
+            inner.dpop.as_deref(),
         )
     }
 
@@ -128,6 +150,7 @@ impl CacheKey {
         client_id: &str,
         account: Option<&str>,
         subject: Option<SubjectFingerprint>,
+        dpop: Option<&str>,
     ) -> Self {
         let encoded = encode(
             issuer,
@@ -136,6 +159,7 @@ impl CacheKey {
             client_id,
             account,
             subject.as_ref(),
+            dpop,
         );
         Self {
             inner: Arc::new(Inner {
@@ -145,6 +169,7 @@ impl CacheKey {
                 client_id: client_id.into(),
                 account: account.map(Into::into),
                 subject,
+                dpop: dpop.map(Into::into),
                 encoded,
             }),
         }
@@ -180,11 +205,17 @@ impl CacheKey {
         self.inner.subject.is_some()
     }
 
-    /// The unambiguous encoding: a version byte (2), then each part as an 8-byte big-endian
+    /// The RFC 7638 thumbprint of the DPoP key of the cache the key belongs to, if it has one.
+    pub fn dpop_thumbprint(&self) -> Option<&str> {
+        self.inner.dpop.as_deref()
+    }
+
+    /// The unambiguous encoding: a version byte (3), then each part as an 8-byte big-endian
     /// length and its bytes, in the order issuer, resource key, scope key, client id; then `0`
     /// for no account or `1` followed by the account's length and bytes; then `0`, or for a
     /// token from token exchange `1` followed by the 32 bytes of the subject token's
-    /// fingerprint.
+    /// fingerprint; then `0`, or for a cache with a DPoP key `1` followed by its thumbprint's
+    /// length and bytes.
     pub fn encoded(&self) -> &[u8] {
         &self.inner.encoded
     }
@@ -197,17 +228,20 @@ fn encode(
     client_id: &str,
     account: Option<&str>,
     subject: Option<&SubjectFingerprint>,
+    dpop: Option<&str>,
 ) -> Box<[u8]> {
     let parts = [issuer, resource, scopes, client_id];
     // The exact length: the version, the length-prefixed parts, the account's flag and part,
-    // the subject's flag and fingerprint (checked below, so that the layout and its length
+    // the subject's flag and fingerprint, the DPoP flag and thumbprint (checked below, so that the layout and its length
     // cannot drift apart).
     let size = 1
         + parts.iter().map(|p| 8 + p.len()).sum::<usize>()
         + 1
         + account.map_or(0, |a| 8 + a.len())
         + 1
-        + subject.map_or(0, |_| FINGERPRINT_LEN);
+        + subject.map_or(0, |_| FINGERPRINT_LEN)
+        + 1
+        + dpop.map_or(0, |t| 8 + t.len());
     let mut out = Vec::with_capacity(size);
     out.push(ENCODING_VERSION);
     for p in parts {
@@ -225,6 +259,13 @@ fn encode(
         Some(subject) => {
             out.push(1);
             out.extend_from_slice(&subject.0);
+        }
+    }
+    match dpop {
+        None => out.push(0),
+        Some(thumbprint) => {
+            out.push(1);
+            push_part(&mut out, thumbprint);
         }
     }
     debug_assert_eq!(out.len(), size, "the key's encoding is as long as computed");
@@ -260,6 +301,7 @@ impl fmt::Debug for CacheKey {
             .field("client_id", &self.client_id())
             .field("account", &self.account())
             .field("exchanged", &self.inner.subject)
+            .field("dpop", &self.dpop_thumbprint())
             .finish()
     }
 }
@@ -281,6 +323,9 @@ impl fmt::Display for CacheKey {
         }
         if let Some(subject) = &self.inner.subject {
             write!(f, ", by token exchange for subject {subject:?}")?;
+        }
+        if let Some(thumbprint) = self.dpop_thumbprint() {
+            write!(f, ", DPoP key {thumbprint}")?;
         }
         Ok(())
     }
@@ -394,16 +439,42 @@ mod tests {
         assert_ne!(a, key().with_account("tenant"));
         assert_eq!(a, key().exchanged(alice).with_account("tenant"));
         assert!(a.with_scopes(&ScopeSet::empty()).is_exchanged());
-        assert_eq!(a.encoded()[0], 2);
+        assert_eq!(a.encoded()[0], 3);
         assert_eq!(
             a.encoded().len(),
             key().with_account("tenant").encoded().len() + 32
         );
-        assert!(a.encoded().ends_with(&alice.0));
+        // The fingerprint, then the DPoP flag (no key).
+        let encoded = a.encoded();
+        assert!(encoded[..encoded.len() - 1].ends_with(&alice.0));
         let shown = format!("{a} {a:?}");
         let hex: String = alice.0.iter().map(|b| format!("{b:02x}")).collect();
         assert!(shown.contains(&hex[..8]), "{shown}");
         assert!(!shown.contains(&hex[..10]), "{shown}");
         assert!(shown.contains("by token exchange"), "{shown}");
+    }
+
+    #[test]
+    fn a_dpop_key_is_part_of_the_key_and_its_encoding() {
+        let plain = key().with_account("tenant");
+        let a = plain.clone().with_dpop("thumbprint-a");
+        let b = plain.clone().with_dpop("thumbprint-b");
+        assert_ne!(a, plain);
+        assert_ne!(a, b);
+        assert_eq!(a, key().with_dpop("thumbprint-a").with_account("tenant"));
+        // Carried through the other derivations.
+        assert_eq!(
+            a.with_scopes(&ScopeSet::empty()).dpop_thumbprint(),
+            Some("thumbprint-a")
+        );
+        assert_eq!(plain.dpop_thumbprint(), None);
+        assert_eq!(a.encoded()[0], 3);
+        assert_eq!(
+            a.encoded().len(),
+            plain.encoded().len() + 8 + "thumbprint-a".len()
+        );
+        assert!(a.encoded().ends_with(b"thumbprint-a"));
+        assert_eq!(*plain.encoded().last().unwrap(), 0);
+        assert!(format!("{a}").contains("DPoP key thumbprint-a"));
     }
 }

@@ -109,6 +109,7 @@ mod cache;
 pub mod challenge;
 mod config;
 pub mod discovery;
+mod dpop;
 mod error;
 mod grant;
 mod http;
@@ -152,11 +153,15 @@ pub use authorization::{
 };
 #[cfg(feature = "redis")]
 pub use cache::SharedLevel;
-pub use cache::{BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder};
+pub use cache::{
+    AuthorizationHeaders, BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder,
+};
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
 pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
 pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
+#[cfg(feature = "dpop")]
+pub use dpop::DpopKey;
 pub use error::{BuildError, Error, OAuthError};
 pub use grant::SubjectToken;
 pub use key::CacheKey;

@@ -82,6 +82,9 @@ pub(crate) struct CachedToken {
     /// The `aud` claim, read once on receipt.
     pub(crate) audience: TokenAudience,
     pub(crate) schedule: Schedule,
+    /// Bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): sent only as
+    /// `Authorization: DPoP` with a proof by that key.
+    pub(crate) dpop_bound: bool,
 }
 
 impl CachedToken {

@@ -4,9 +4,10 @@
 //! this test keeps it that way.
 //!
 //! The order, from the bottom: values (a resource, a scope set, a key, the audience decision, a
-//! challenge, a cached token, the errors, the redirect URI rule, the configuration), then
-//! discovery (fetching and validating documents), the grants, the credential store (what
-//! survives a restart, and the sealing of values at rest), the cache (storage,
+//! challenge, a cached token, the errors, the redirect URI rule, the configuration), DPoP's key,
+//! nonces and per-resource use, then discovery (fetching and validating documents), the
+//! grants, the credential store (what survives a restart, and the sealing of values at rest),
+//! the cache (storage,
 //! single-flight, refresh), authorization (onboarding at a discovered server, user
 //! authorization), and the HTTP layer (client and middleware). `testing` and `invariants` stand
 //! apart, above everything, and nothing else imports them.
@@ -25,6 +26,7 @@ const LAYERS: &[&str] = &[
     "error",
     "redirect_uri",
     "config",
+    "dpop",
     "discovery",
     "grant",
     "store",

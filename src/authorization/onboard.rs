@@ -109,6 +109,16 @@ impl TokenCache {
                 Err(error) => return Err(Error::Configuration(error)),
             }
         }
+        // RFC 9449 §5.2: a resource whose metadata requires DPoP-bound tokens gets them (or,
+        // with no DPoP key, an error naming the setting at its first token request).
+        if discovered
+            .protected_resource()
+            .metadata()
+            .dpop_bound_access_tokens_required
+        {
+            self.dpop()
+                .raise(discovered.resource(), crate::dpop::Use::Required);
+        }
         match self.issuer_of(discovered.resource()) {
             Some(configured) if configured == issuer => Ok(()),
             Some(configured) => Err(Error::Configuration(BuildError::IssuerChanged {

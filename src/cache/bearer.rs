@@ -1,17 +1,20 @@
 //! The token the cache hands out: bound to the resource it was requested for, and turned into
-//! a header only through the crate's one decision ([`route::decide`]).
+//! a header only through the crate's one decision ([`route::decide`]). A DPoP-bound token's
+//! proof (RFC 9449 §7) is made by the same call that makes the decision, for the URL the
+//! decision approved: no path gets a proof without it.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue, Method};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use url::Url;
 
 use super::route::{self, Route, Routes};
 use crate::audience::Refusal;
+use crate::dpop::Dpop;
 use crate::key::CacheKey;
 use crate::resource::ResourceUri;
 use crate::scope::ScopeSet;
@@ -48,11 +51,60 @@ use crate::token::CachedToken;
 pub struct BearerToken {
     token: Arc<CachedToken>,
     routes: Arc<Routes>,
+    /// The cache's DPoP key and nonces, for a bound token's proofs.
+    dpop: Arc<Dpop>,
+}
+
+/// The headers that carry a token on one request, made after the crate's decision for that
+/// request's URL: `Authorization` (marked sensitive), and for a DPoP-bound token the `DPoP`
+/// proof made for that request's method and for the URL the decision approved (RFC 9449 §7).
+/// A proof is for one request only: make new headers for every request, redirect hop and
+/// retry.
+#[derive(Clone)]
+pub struct AuthorizationHeaders {
+    authorization: HeaderValue,
+    dpop: Option<HeaderValue>,
+}
+
+impl AuthorizationHeaders {
+    /// `Authorization: Bearer <token>` or, for a DPoP-bound token, `Authorization: DPoP
+    /// <token>`; marked sensitive.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
+    /// The `DPoP` proof header, for a DPoP-bound token.
+    pub fn dpop(&self) -> Option<&HeaderValue> {
+        self.dpop.as_ref()
+    }
+
+    /// Sets the headers on `headers`, replacing an `Authorization` or `DPoP` already there (a
+    /// proof is never left over from another request).
+    pub fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(http::header::AUTHORIZATION, self.authorization);
+        headers.remove(crate::dpop::DPOP);
+        if let Some(proof) = self.dpop {
+            headers.insert(crate::dpop::DPOP, proof);
+        }
+    }
+}
+
+impl fmt::Debug for AuthorizationHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizationHeaders")
+            .field("authorization", &"[redacted]")
+            .field("dpop", &self.dpop.as_ref().map(|_| "[proof]"))
+            .finish()
+    }
 }
 
 impl BearerToken {
-    pub(crate) fn new(token: Arc<CachedToken>, routes: Arc<Routes>) -> Self {
-        Self { token, routes }
+    pub(crate) fn new(token: Arc<CachedToken>, routes: Arc<Routes>, dpop: Arc<Dpop>) -> Self {
+        Self {
+            token,
+            routes,
+            dpop,
+        }
     }
 
     /// Decides whether the token may be sent to `request`, and if so returns the
@@ -61,27 +113,81 @@ impl BearerToken {
     /// (no userinfo, a path every server reads the same way); the longest configured resource
     /// that covers it is the token's resource (a token for `https://h/` is refused for
     /// `https://h/b/x` when `https://h/b` is configured); and a readable `aud` agrees.
+    ///
+    /// For a DPoP-bound token ([`is_dpop_bound`](Self::is_dpop_bound)) the value is
+    /// `DPoP <token>`, which a resource server accepts only with a proof: use
+    /// [`headers_for`](Self::headers_for), which makes both.
     pub fn header_for(&self, request: &Url) -> Result<HeaderValue, Refusal> {
         self.routes.decide(request, &self.token)?;
-        self.header_value(request)
+        self.authorization(request)
     }
 
-    /// The header for a request whose URL is already resolved to `route`: the one decision,
-    /// then the header value.
-    pub(crate) fn header_on(&self, route: &Route<'_>) -> Result<HeaderValue, Refusal> {
+    /// Like [`header_for`](Self::header_for), for a request with `method`: the one decision
+    /// for `request`, then the `Authorization` header and, for a DPoP-bound token, a fresh
+    /// `DPoP` proof for `method` and `request` (its `htu` the URL without query and fragment,
+    /// `ath` the token's hash, and the nonce the server last gave, RFC 9449 §7, §9). Make new
+    /// headers for each request: a proof is never reused.
+    pub fn headers_for(
+        &self,
+        method: &Method,
+        request: &Url,
+    ) -> Result<AuthorizationHeaders, Refusal> {
+        self.routes.decide(request, &self.token)?;
+        self.headers(method, request)
+    }
+
+    /// The headers for a request with `method` whose URL is already resolved to `route`: the
+    /// one decision, then the headers, the proof for the URL the decision approved.
+    pub(crate) fn headers_on(
+        &self,
+        method: &Method,
+        route: &Route<'_>,
+    ) -> Result<AuthorizationHeaders, Refusal> {
         route::decide(route, &self.token)?;
-        self.header_value(route.url())
+        self.headers(method, route.url())
     }
 
-    /// The header value, marked sensitive; only after the decision.
-    fn header_value(&self, request: &Url) -> Result<HeaderValue, Refusal> {
+    /// The headers; only after the decision for `request`.
+    fn headers(&self, method: &Method, request: &Url) -> Result<AuthorizationHeaders, Refusal> {
+        let authorization = self.authorization(request)?;
+        let dpop = if self.token.dpop_bound {
+            let token = self.token.access_token.expose_secret();
+            let proof = self
+                .dpop
+                .key()
+                .and_then(|key| self.dpop.proof(key, method.as_str(), request, Some(token)))
+                .ok_or_else(|| Refusal::unusable_token(&self.token.resource, request))?;
+            Some(proof)
+        } else {
+            None
+        };
+        Ok(AuthorizationHeaders {
+            authorization,
+            dpop,
+        })
+    }
+
+    /// The `Authorization` value, marked sensitive; only after the decision.
+    fn authorization(&self, request: &Url) -> Result<HeaderValue, Refusal> {
+        // RFC 9449 §7.1: a bound token goes with the DPoP scheme.
+        let scheme = if self.token.dpop_bound {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
         let mut value = HeaderValue::try_from(format!(
-            "Bearer {}",
+            "{scheme} {}",
             self.token.access_token.expose_secret()
         ))
         .map_err(|_| Refusal::unusable_token(&self.token.resource, request))?;
         value.set_sensitive(true);
         Ok(value)
+    }
+
+    /// Whether the token is bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): it
+    /// goes out as `Authorization: DPoP` with a proof ([`headers_for`](Self::headers_for)).
+    pub fn is_dpop_bound(&self) -> bool {
+        self.token.dpop_bound
     }
 
     /// The raw access token. Whoever calls this must make sure it only goes to the resource
@@ -140,6 +246,7 @@ impl fmt::Debug for BearerToken {
             .field("resource", &self.token.resource.key())
             .field("scopes", &self.token.scopes.as_str())
             .field("expires_in", &self.expires_in())
+            .field("dpop_bound", &self.token.dpop_bound)
             .field("token", &"[redacted]")
             .finish()
     }

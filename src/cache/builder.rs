@@ -29,6 +29,10 @@ pub struct TokenCacheBuilder {
     /// Token requests go here instead of over reqwest (the testing module's in-process
     /// server).
     exchange: Option<Arc<dyn Exchange>>,
+    /// The DPoP key, if any (feature `dpop`).
+    dpop_key: Option<crate::dpop::DpopKey>,
+    /// Resources that use DPoP, and whether they require it.
+    dpop_resources: Vec<(crate::resource::ResourceUri, crate::dpop::Use)>,
     #[cfg(feature = "redis")]
     shared_level: Option<super::SharedLevel>,
     credential_store: Option<Arc<dyn CredentialStore>>,
@@ -127,6 +131,41 @@ impl TokenCacheBuilder {
         self
     }
 
+    /// Gives the cache a DPoP key (RFC 9449, feature `dpop`). With it, token requests for the
+    /// resources that use DPoP carry a proof signed with it, a `token_type: DPoP` answer is
+    /// kept as bound to it, and a bound token goes out only as `Authorization: DPoP` with a
+    /// fresh proof for that exact request, made after the crate's decision for its URL. Which
+    /// resources use DPoP: those named with [`use_dpop_for`](Self::use_dpop_for) or
+    /// [`require_dpop_for`](Self::require_dpop_for), and those that ask for it (a `DPoP`
+    /// challenge from the resource server). The key's thumbprint is part of every cache key
+    /// (a token bound to one key is never served for another; a new key starts with an empty
+    /// cache). By default there is no key, and a resource that requires DPoP fails with an
+    /// error naming this setting.
+    #[cfg(feature = "dpop")]
+    pub fn dpop_key(mut self, key: crate::dpop::DpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self
+    }
+
+    /// Uses DPoP for `resource`: its token requests carry a proof, and a `Bearer` answer (an
+    /// authorization server that does not bind tokens) is kept as a bearer token and logged.
+    /// Needs a [`dpop_key`](Self::dpop_key) ([`build`](Self::build) fails without one).
+    /// Default: resources use bearer tokens until they ask for DPoP.
+    pub fn use_dpop_for(mut self, resource: crate::resource::ResourceUri) -> Self {
+        self.dpop_resources
+            .push((resource, crate::dpop::Use::Asked));
+        self
+    }
+
+    /// Requires DPoP-bound tokens for `resource` (what its metadata's
+    /// `dpop_bound_access_tokens_required` says, RFC 9449 §5.2): like
+    /// [`use_dpop_for`](Self::use_dpop_for), and a `Bearer` answer is refused.
+    pub fn require_dpop_for(mut self, resource: crate::resource::ResourceUri) -> Self {
+        self.dpop_resources
+            .push((resource, crate::dpop::Use::Required));
+        self
+    }
+
     /// Puts a shared second level on Redis behind the in-memory cache, so that the processes
     /// of a fleet share tokens (feature `redis`; see [`SharedLevel`](super::SharedLevel)).
     /// By default there is none.
@@ -186,6 +225,14 @@ impl TokenCacheBuilder {
             });
         }
         let transport = self.transport()?;
+        // A resource named for DPoP in a cache without a key could never get a token.
+        if let (None, Some((resource, _))) = (&self.dpop_key, self.dpop_resources.first()) {
+            return Err(crate::dpop::missing_key(resource));
+        }
+        let dpop = crate::dpop::Dpop::new(self.dpop_key.take());
+        for (resource, use_) in &self.dpop_resources {
+            dpop.raise(resource, *use_);
+        }
         let counters = Arc::new(super::stats::Counters::default());
         #[cfg(feature = "redis")]
         let shared_level = match self.shared_level.take() {
@@ -235,6 +282,7 @@ impl TokenCacheBuilder {
             transport,
             options: self.options,
             counters,
+            dpop: Arc::new(dpop),
             #[cfg(feature = "redis")]
             shared_level,
         });

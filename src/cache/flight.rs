@@ -238,6 +238,7 @@ impl Shared {
             scopes: response.scopes,
             audience,
             schedule: self.timing.schedule(sent_at, response.expires_in),
+            dpop_bound: response.dpop_bound,
         });
         self.store.insert(key.clone(), token.clone()).await;
         tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");

@@ -20,8 +20,6 @@ use std::sync::{Arc, RwLock};
 use tokio::time::Instant;
 use url::Url;
 
-use http::HeaderValue;
-
 use crate::audience::Refusal;
 use crate::config::{ClientRegistration, Grant, ResourceConfig};
 use crate::error::BuildError;
@@ -33,7 +31,7 @@ use crate::scope::ScopeSet;
 use crate::token::{CachedToken, Timing};
 
 pub use authorize::PendingAuthorization;
-pub use bearer::BearerToken;
+pub use bearer::{AuthorizationHeaders, BearerToken};
 pub use builder::TokenCacheBuilder;
 #[cfg(feature = "redis")]
 pub use shared_level::SharedLevel;
@@ -116,6 +114,8 @@ pub(crate) struct Shared {
     transport: Transport,
     options: ParseOptions,
     counters: Arc<stats::Counters>,
+    /// The DPoP key, nonces, and the resources that use DPoP (RFC 9449).
+    pub(crate) dpop: Arc<crate::dpop::Dpop>,
     /// The shared second level, if one is configured (feature `redis`).
     #[cfg(feature = "redis")]
     shared_level: Option<Arc<shared_level::Level>>,
@@ -175,14 +175,16 @@ impl TokenCache {
         Ok(self.shared.bearer(token))
     }
 
-    /// The `Authorization` header for `token` on `route`, after the crate's one decision; a
-    /// token refused by its audience policy is evicted, as [`token_for`](Self::token_for) does.
-    pub(crate) async fn header(
+    /// The headers for `token` on a `method` request on `route`, after the crate's one
+    /// decision (with a DPoP proof for a bound token); a token refused by its audience policy
+    /// is evicted, as [`token_for`](Self::token_for) does.
+    pub(crate) async fn headers(
         &self,
         token: &BearerToken,
+        method: &http::Method,
         route: &Route<'_>,
-    ) -> Result<HeaderValue, Error> {
-        match token.header_on(route) {
+    ) -> Result<AuthorizationHeaders, Error> {
+        match token.headers_on(method, route) {
             Ok(header) => Ok(header),
             Err(refusal) => Err(self.shared.refused(token.cached(), refusal).await),
         }
@@ -307,6 +309,11 @@ impl TokenCache {
         self.shared.refresh_tokens.credential_store()
     }
 
+    /// The cache's DPoP state: its key, the nonces servers gave, the resources that use DPoP.
+    pub(crate) fn dpop(&self) -> &crate::dpop::Dpop {
+        &self.shared.dpop
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.shared.counters.snapshot()
@@ -320,6 +327,7 @@ impl Shared {
             &entry.config.resource,
             scopes,
             account,
+            self.dpop.thumbprint(),
         )
     }
 
@@ -346,7 +354,7 @@ impl Shared {
 
     /// A handle on `token` for the caller.
     pub(crate) fn bearer(&self, token: Arc<CachedToken>) -> BearerToken {
-        BearerToken::new(token, self.routes.clone())
+        BearerToken::new(token, self.routes.clone(), self.dpop.clone())
     }
 
     /// The crate's decision for a hand-out on `route`; a refused token is evicted.
@@ -427,7 +435,8 @@ impl Shared {
 
     fn add_client(&self, registration: ClientRegistration) -> Result<(), BuildError> {
         let client =
-            builder::check_client(registration, &self.transport, self.limits, &self.options)?;
+            builder::check_client(registration, &self.transport, self.limits, &self.options)?
+                .with_dpop(self.dpop.clone());
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         let issuer = client.registration().issuer.clone();
         if clients.contains_key(&issuer) {
@@ -453,6 +462,7 @@ impl Shared {
             &config.resource,
             &config.scopes,
             None,
+            self.dpop.thumbprint(),
         );
         self.routes.add(ResourceEntry {
             policy: Arc::new(config.audience.clone()),
@@ -474,12 +484,15 @@ impl Shared {
 
 /// The one place a hand-out's cache key is made: the client registration's issuer and client
 /// id, the resource, the scopes (with `offline_access` when the registration asks for refresh
-/// tokens: it changes what the server returns, rules §12) and the account.
+/// tokens: it changes what the server returns, rules §12), the account, and the thumbprint of
+/// the cache's DPoP key if it has one (RFC 9449: a token bound to one key is never served for
+/// another).
 fn key_for(
     registration: &ClientRegistration,
     resource: &ResourceUri,
     scopes: &ScopeSet,
     account: Option<&str>,
+    dpop: Option<&str>,
 ) -> CacheKey {
     let offline;
     let scopes = if registration.offline_access {
@@ -496,8 +509,12 @@ fn key_for(
         scopes,
         &registration.client_id,
     );
-    match account {
+    let key = match account {
         Some(account) => key.with_account(account),
+        None => key,
+    };
+    match dpop {
+        Some(thumbprint) => key.with_dpop(thumbprint),
         None => key,
     }
 }

@@ -6,6 +6,7 @@ mod response;
 mod transport;
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use oauth2::TokenResponse as _;
@@ -21,6 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::config::{ClientAuth, ClientRegistration};
+use crate::dpop::{Dpop, Use};
 use crate::error::Error;
 use crate::key::{SubjectFingerprint, SubjectKey};
 use crate::resource::{ParseOptions, ResourceUri};
@@ -80,6 +82,13 @@ impl std::fmt::Debug for SubjectToken {
     }
 }
 
+/// A token endpoint's answer as read, and how the request used DPoP: `None` when it carried
+/// no proof.
+struct Sent {
+    raw: RawTokenResponse,
+    proved: Option<Use>,
+}
+
 /// A refresh that failed, with the rotated refresh token if the server sent one.
 pub(crate) struct Rejected {
     pub(crate) error: Error,
@@ -102,6 +111,8 @@ pub(crate) struct GrantClient {
     options: ParseOptions,
     /// What the subject tokens of this client's exchanges are fingerprinted under.
     subjects: SubjectKey,
+    /// The cache's DPoP key, nonces and the resources that use DPoP (RFC 9449).
+    dpop: Arc<Dpop>,
 }
 
 impl GrantClient {
@@ -138,7 +149,14 @@ impl GrantClient {
             limits,
             options,
             subjects: SubjectKey::random(),
+            dpop: Arc::default(),
         }
+    }
+
+    /// The client with the cache's DPoP state (RFC 9449), shared by all its clients.
+    pub(crate) fn with_dpop(mut self, dpop: Arc<Dpop>) -> Self {
+        self.dpop = dpop;
+        self
     }
 
     pub(crate) fn registration(&self) -> &ClientRegistration {
@@ -186,17 +204,58 @@ impl GrantClient {
     }
 
     /// Sends a token request and reads the answer: the one path of every grant's answer.
+    ///
+    /// For a resource that uses DPoP the request carries a fresh proof for the token endpoint
+    /// (RFC 9449 §5), with the nonce last remembered for its origin. An answer's `DPoP-Nonce`
+    /// is remembered; a `use_dpop_nonce` error with a nonce not tried yet is retried once with
+    /// it (RFC 9449 §8), the request built again by `build` (a `private_key_jwt` assertion is
+    /// single-use). A second `use_dpop_nonce` is the error it is: never a loop.
     async fn send(
         &self,
-        request: HttpRequest,
+        build: impl Fn() -> Result<HttpRequest, Error>,
         requested: &Requested<'_>,
-    ) -> Result<RawTokenResponse, Error> {
-        let response = self
-            .transport
-            .send(request, self.limits)
-            .await
-            .map_err(|e| response::from_transport(e, requested))?;
-        response::read(response, requested)
+    ) -> Result<Sent, Error> {
+        let key = self
+            .dpop
+            .key_for(requested.resource)
+            .map_err(Error::Configuration)?;
+        let endpoint = &self.registration.token_endpoint;
+        let mut retried = false;
+        loop {
+            let mut request = build()?;
+            if let Some(key) = key {
+                let proof = self
+                    .dpop
+                    .proof(key, "POST", endpoint, None)
+                    .ok_or_else(|| {
+                        requested_protocol(requested, "the DPoP proof is not a header value")
+                    })?;
+                request.headers_mut().insert(crate::dpop::DPOP, proof);
+            }
+            let response = self
+                .transport
+                .send(request, self.limits)
+                .await
+                .map_err(|e| response::from_transport(e, requested))?;
+            let new_nonce = self.dpop.remember(endpoint, response.headers());
+            match response::read(response, requested) {
+                Err(Error::OAuth { error, .. })
+                    if key.is_some()
+                        && !retried
+                        && new_nonce
+                        && error.code == crate::dpop::USE_DPOP_NONCE =>
+                {
+                    retried = true;
+                }
+                Ok(raw) => {
+                    return Ok(Sent {
+                        raw,
+                        proved: key.map(|_| self.dpop.use_for(requested.resource)),
+                    });
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// RFC 6749 §4.4 with `resource`.
@@ -206,17 +265,19 @@ impl GrantClient {
         scopes: &ScopeSet,
     ) -> Result<TokenResponse, Error> {
         let requested = self.requested(resource, scopes);
-        let mut request = self
-            .oauth
-            .exchange_client_credentials()
-            .add_scopes(oauth_scopes(scopes))
-            .add_extra_param("resource", resource.wire());
-        for (name, value) in self.assertion() {
-            request = request.add_extra_param(name, value);
-        }
-        let request = prepare(|client| request.request(client), &requested)?;
-        let raw = self.send(request, &requested).await?;
-        response::accept(raw, &requested)
+        let build = || {
+            let mut request = self
+                .oauth
+                .exchange_client_credentials()
+                .add_scopes(oauth_scopes(scopes))
+                .add_extra_param("resource", resource.wire());
+            for (name, value) in self.assertion() {
+                request = request.add_extra_param(name, value);
+            }
+            prepare(|client| request.request(client), &requested)
+        };
+        let sent = self.send(build, &requested).await?;
+        response::accept(sent.raw, sent.proved, &requested)
     }
 
     /// RFC 6749 §6 with `resource`. `scopes` must be within the original grant (the caller
@@ -229,26 +290,30 @@ impl GrantClient {
     ) -> Result<TokenResponse, Rejected> {
         let requested = self.requested(resource, scopes);
         let token = RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let mut request = self
-            .oauth
-            .exchange_refresh_token(&token)
-            .add_scopes(oauth_scopes(scopes))
-            .add_extra_param("resource", resource.wire());
-        for (name, value) in self.assertion() {
-            request = request.add_extra_param(name, value);
-        }
+        let build = || {
+            let mut request = self
+                .oauth
+                .exchange_refresh_token(&token)
+                .add_scopes(oauth_scopes(scopes))
+                .add_extra_param("resource", resource.wire());
+            for (name, value) in self.assertion() {
+                request = request.add_extra_param(name, value);
+            }
+            prepare(|client| request.request(client), &requested)
+        };
         let unrotated = |error| Rejected {
             error,
             refresh_token: None,
         };
-        let request = prepare(|client| request.request(client), &requested).map_err(unrotated)?;
-        let raw = self.send(request, &requested).await.map_err(unrotated)?;
+        // RFC 9449 §5.0: a public client's refresh token is bound to the key it was issued
+        // with, and the refresh carries a proof by the same key (the cache has one key).
+        let Sent { raw, proved } = self.send(build, &requested).await.map_err(unrotated)?;
         // A rotated refresh token in a response the crate rejects is still the one the server
         // expects next (the presented one is spent): it goes back to the caller.
         let rotated = raw
             .refresh_token()
             .map(|t| SecretString::from(t.secret().as_str()));
-        response::accept(raw, &requested).map_err(|error| Rejected {
+        response::accept(raw, proved, &requested).map_err(|error| Rejected {
             error,
             refresh_token: rotated,
         })
@@ -299,16 +364,18 @@ impl GrantClient {
             .oauth
             .clone()
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
-        let mut request = oauth
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .set_pkce_verifier(verifier)
-            .add_extra_param("resource", resource.wire());
-        for (name, value) in self.assertion() {
-            request = request.add_extra_param(name, value);
-        }
-        let request = prepare(|client| request.request(client), &requested)?;
-        let raw = self.send(request, &requested).await?;
-        response::accept(raw, &requested)
+        let build = || {
+            let mut request = oauth
+                .exchange_code(AuthorizationCode::new(code.to_owned()))
+                .set_pkce_verifier(PkceCodeVerifier::new(verifier.secret().to_owned()))
+                .add_extra_param("resource", resource.wire());
+            for (name, value) in self.assertion() {
+                request = request.add_extra_param(name, value);
+            }
+            prepare(|client| request.request(client), &requested)
+        };
+        let sent = self.send(build, &requested).await?;
+        response::accept(sent.raw, sent.proved, &requested)
     }
 
     /// RFC 8693 token exchange with `resource`. The oauth2 crate has no token exchange, so the
@@ -324,9 +391,9 @@ impl GrantClient {
             issued_token_type: Some(ACCESS_TOKEN_TYPE),
             ..self.requested(resource, scopes)
         };
-        let request = self.exchange_request(subject, resource, scopes, &requested)?;
-        let raw = self.send(request, &requested).await?;
-        response::accept(raw, &requested)
+        let build = || self.exchange_request(subject, resource, scopes, &requested);
+        let sent = self.send(build, &requested).await?;
+        response::accept(sent.raw, sent.proved, &requested)
     }
 
     /// The RFC 8693 request, with the client authentication of the registration.

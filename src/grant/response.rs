@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::transport::TransportError;
+use crate::dpop::Use;
 use crate::error::{Error, OAuthError};
 use crate::resource::{ParseOptions, ResourceUri};
 use crate::scope::ScopeSet;
@@ -47,6 +48,9 @@ pub(crate) struct TokenResponse {
     pub(crate) refresh_token: Option<SecretString>,
     /// The granted scopes: the response's `scope`, or the requested set when absent.
     pub(crate) scopes: ScopeSet,
+    /// `token_type: DPoP` (RFC 9449 §5): the token is bound to the cache's DPoP key and goes
+    /// out only as `Authorization: DPoP` with a proof.
+    pub(crate) dpop_bound: bool,
 }
 
 /// What the checks need to know about the request.
@@ -154,18 +158,10 @@ fn check_media_type(headers: &http::HeaderMap, requested: &Requested<'_>) -> Res
 /// Checks a parsed success response.
 pub(crate) fn accept(
     raw: RawTokenResponse,
+    proved: Option<Use>,
     requested: &Requested<'_>,
 ) -> Result<TokenResponse, Error> {
-    if *raw.token_type() != BasicTokenType::Bearer {
-        let shown = match raw.token_type() {
-            BasicTokenType::Extension(other) => crate::resource::shorten(other),
-            other => format!("{other:?}"),
-        };
-        return Err(requested.protocol(format!(
-            "the token type is {:?}; only Bearer tokens are supported",
-            shown.escape_debug().to_string()
-        )));
-    }
+    let dpop_bound = token_type(raw.token_type(), proved, requested)?;
     // RFC 8693 §2.2.1: `issued_token_type` is REQUIRED, and only an access token can be used.
     if let Some(expected) = requested.issued_token_type {
         match raw.extra_fields().issued_token_type.as_deref() {
@@ -211,7 +207,53 @@ pub(crate) fn accept(
             .refresh_token()
             .map(|t| SecretString::from(t.secret().as_str())),
         scopes,
+        dpop_bound,
     })
+}
+
+/// Whether the answer's `token_type` (compared without case, RFC 6749 §5.1) is a token the
+/// crate can use for this request, and whether it is DPoP-bound. `proved` says how the request
+/// used DPoP (`None`: it carried no proof).
+fn token_type(
+    token_type: &BasicTokenType,
+    proved: Option<Use>,
+    requested: &Requested<'_>,
+) -> Result<bool, Error> {
+    match (token_type, proved) {
+        (BasicTokenType::Bearer, None | Some(Use::Off)) => Ok(false),
+        // RFC 9449 §5: a server that does not bind the token answers Bearer; where the
+        // resource requires bound tokens such a token would be refused there.
+        (BasicTokenType::Bearer, Some(Use::Required)) => Err(requested.protocol(format!(
+            "the authorization server answered a DPoP token request with a Bearer token, and \
+             {} requires DPoP-bound tokens (RFC 9449); the token was discarded (check that the \
+             authorization server supports DPoP: dpop_signing_alg_values_supported)",
+            requested.resource.key()
+        ))),
+        (BasicTokenType::Bearer, Some(Use::Asked)) => {
+            tracing::warn!(
+                resource = requested.resource.key(),
+                issuer = requested.issuer,
+                "the authorization server answered a DPoP token request with a Bearer token: \
+                 kept as a bearer token (RFC 9449 §5)"
+            );
+            Ok(false)
+        }
+        (BasicTokenType::Extension(dpop), Some(_)) if dpop == "dpop" => Ok(true),
+        (BasicTokenType::Extension(dpop), None) if dpop == "dpop" => Err(requested.protocol(
+            "the token type is DPoP, but the request carried no DPoP proof (only Bearer tokens \
+             come without one, RFC 9449 §5); the token was discarded",
+        )),
+        (other, _) => {
+            let shown = match other {
+                BasicTokenType::Extension(other) => crate::resource::shorten(other),
+                other => format!("{other:?}"),
+            };
+            Err(requested.protocol(format!(
+                "the token type is {:?}; only Bearer and DPoP tokens are supported",
+                shown.escape_debug().to_string()
+            )))
+        }
+    }
 }
 
 /// draft-mcguinness-oauth-resource-token-resp: one resource was requested, so a `resource`

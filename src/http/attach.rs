@@ -2,7 +2,6 @@
 //! through an authorization where one is needed and allowed), and the header, built after the
 //! crate's one decision.
 
-use http::HeaderValue;
 use http::header::AUTHORIZATION;
 use reqwest::Request;
 
@@ -24,6 +23,9 @@ pub(super) struct Retries {
     pub(super) new_token: bool,
     /// 403 `insufficient_scope` retries, each asking for more than the token had.
     pub(super) step_ups: usize,
+    /// A 401 `use_dpop_nonce` was retried with the nonce it gave (once: a second one is an
+    /// error, never a loop; RFC 9449 §9).
+    pub(super) dpop_nonce: bool,
     /// Authorizations a user was taken through.
     authorizations: usize,
 }
@@ -42,6 +44,8 @@ pub(super) async fn attach(
     retries: &mut Retries,
 ) -> Result<Option<BearerToken>, Error> {
     request.headers_mut().remove(AUTHORIZATION);
+    // A proof is for one request: never one left from another hop or attempt.
+    request.headers_mut().remove(crate::dpop::DPOP);
     let first_hop = first.is_some();
     let route = match (first, bound.as_ref()) {
         (Some(Some(route)), _) => route,
@@ -78,8 +82,11 @@ pub(super) async fn attach(
         }
         other => other?,
     };
-    let header: HeaderValue = policy.cache.header(&token, &route).await?;
-    request.headers_mut().insert(AUTHORIZATION, header);
+    // The decision, the Authorization header and a bound token's proof in one call, for this
+    // hop's method and the URL the decision approved (RFC 9449 §7: each hop its own proof).
+    let method = request.method().clone();
+    let headers = policy.cache.headers(&token, &method, &route).await?;
+    headers.apply(request.headers_mut());
     *bound = Some(resource);
     Ok(Some(token))
 }

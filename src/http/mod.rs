@@ -280,6 +280,11 @@ enum Next {
     Redirect(redirect::Hop),
     RetryWithNewToken,
     RetryWithScopes(ScopeSet),
+    /// RFC 9449 §9: the same token with a new proof that carries the nonce the server gave.
+    RetryWithNonce,
+    /// The resource answered a bearer token with a `DPoP` challenge only: it requires DPoP;
+    /// a new, bound token is fetched.
+    RetryWithDpop,
 }
 
 /// The one loop: attach, send, and decide about redirects and challenges.
@@ -368,6 +373,10 @@ where
         let replay = request.try_clone();
         let url = request.url().clone();
         let response = send(request).await.map_err(RunError::Send)?;
+        // RFC 9449 §9: a nonce from a server that was sent a proof is used by the next proof
+        // to its origin. Only those servers: another cannot fill the cache's nonces.
+        let new_nonce = attached.as_ref().is_some_and(BearerToken::is_dpop_bound)
+            && policy.cache.dpop().remember(&url, response.headers());
         // The client below must not follow redirects on its own: it would re-send the token
         // without a decision. The request may already have gone; nothing more is sent.
         if *response.url() != url {
@@ -390,6 +399,7 @@ where
             attached.as_ref(),
             &retries,
             hops,
+            new_nonce,
         )?;
         let not_replayable = || {
             RunError::Crate(Error::NotReplayable {
@@ -404,6 +414,32 @@ where
             }
             Next::RetryWithNewToken => {
                 if let Some(token) = &attached {
+                    policy.cache.invalidate(token).await;
+                }
+                retries.new_token = true;
+                replay.ok_or_else(not_replayable)?
+            }
+            Next::RetryWithNonce => {
+                retries.dpop_nonce = true;
+                replay.ok_or_else(not_replayable)?
+            }
+            Next::RetryWithDpop => {
+                if let Some(token) = &attached {
+                    let resource = token.resource();
+                    policy
+                        .cache
+                        .dpop()
+                        .raise(resource, crate::dpop::Use::Required);
+                    if policy.cache.dpop().key().is_none() {
+                        return Err(RunError::Crate(Error::Configuration(
+                            crate::dpop::missing_key(resource),
+                        )));
+                    }
+                    tracing::info!(
+                        resource = resource.key(),
+                        "the resource server asks for DPoP-bound tokens: the bearer token is \
+                         dropped and a bound one requested"
+                    );
                     policy.cache.invalidate(token).await;
                 }
                 retries.new_token = true;
@@ -428,6 +464,7 @@ fn decide(
     attached: Option<&BearerToken>,
     retries: &Retries,
     hops: usize,
+    new_nonce: bool,
 ) -> Result<Next, Error> {
     let status = response.status();
     if let Some(hop) = redirect::hop(start, url, status, response.headers()) {
@@ -448,7 +485,17 @@ fn decide(
     let Ok(challenges) = Challenges::parse(response.headers().get_all(WWW_AUTHENTICATE)) else {
         return Ok(Next::Done);
     };
-    let Ok(selected) = challenges.select(url, TokenType::Bearer) else {
+    if status == StatusCode::UNAUTHORIZED
+        && let Some(next) = dpop_challenge(&challenges, token, retries, new_nonce)
+    {
+        return Ok(next);
+    }
+    let token_type = if token.is_dpop_bound() {
+        TokenType::DPoP
+    } else {
+        TokenType::Bearer
+    };
+    let Ok(selected) = challenges.select(url, token_type) else {
         return Ok(Next::Done);
     };
     match (status, selected.error()) {
@@ -475,4 +522,26 @@ fn decide(
         }
         _ => Ok(Next::Done),
     }
+}
+
+/// What a 401 asks of DPoP, if anything: for a bound token, `use_dpop_nonce` with a nonce not
+/// tried yet is retried once (RFC 9449 §9); for a bearer token, a `DPoP` challenge without a
+/// `Bearer` one means the resource takes only DPoP-bound tokens (RFC 9449 §7.1), retried once
+/// with a bound token.
+fn dpop_challenge(
+    challenges: &Challenges,
+    token: &BearerToken,
+    retries: &Retries,
+    new_nonce: bool,
+) -> Option<Next> {
+    let dpop = challenges.iter().find(|c| c.is_scheme("DPoP"))?;
+    if token.is_dpop_bound() {
+        let asks_nonce = matches!(
+            dpop.error(),
+            Some(ChallengeErrorCode::Other(code)) if &*code == crate::dpop::USE_DPOP_NONCE
+        );
+        return (asks_nonce && new_nonce && !retries.dpop_nonce).then_some(Next::RetryWithNonce);
+    }
+    let bearer_offered = challenges.iter().any(|c| c.is_scheme("Bearer"));
+    (!bearer_offered && !retries.new_token && retries.step_ups == 0).then_some(Next::RetryWithDpop)
 }

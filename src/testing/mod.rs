@@ -126,9 +126,11 @@ mod assertion;
 mod authorization_server;
 mod authorize;
 mod client;
+mod dpop;
 mod jwt;
 mod records;
 mod register;
+mod resource_dpop;
 mod resource_server;
 mod script;
 mod server;
@@ -143,6 +145,7 @@ pub use authorization_server::{
     AuthorizationServer, AuthorizationServerBuilder, IN_PROCESS_ISSUER,
 };
 pub use client::{Client, ClientAuthMethod};
+pub use dpop::DpopProofRecord;
 pub use jwt::fingerprint;
 pub use records::{
     AuthorizationRequestRecord, RegistrationRecord, ResourceRequestRecord, TokenInfo,

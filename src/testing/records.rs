@@ -41,6 +41,8 @@ pub struct TokenRequestRecord {
     /// The OAuth `error` code of the response, if it was an error response this server
     /// produced (scripted failures without an OAuth body leave it `None`).
     pub error: Option<String>,
+    /// The request's DPoP proof (RFC 9449 §5), if it carried one.
+    pub dpop: Option<super::DpopProofRecord>,
 }
 
 /// One request to `/authorize`.
@@ -98,6 +100,10 @@ pub struct ResourceRequestRecord {
     pub path: String,
     /// Whether an `Authorization: Bearer` token was presented.
     pub bearer_presented: bool,
+    /// Whether an `Authorization: DPoP` token was presented (RFC 9449 §7.1).
+    pub dpop_presented: bool,
+    /// The request's DPoP proof, if it carried one.
+    pub dpop: Option<super::DpopProofRecord>,
     /// The [`fingerprint`](super::fingerprint) of the presented token.
     pub token_fingerprint: Option<String>,
     /// The audiences of the presented token if the authorization server vouches for it
@@ -127,6 +133,8 @@ pub struct TokenInfo {
     /// follows tokio time; see [`AuthorizationServer`](super::AuthorizationServer)), or `None`
     /// if it never does. Whole seconds for JWTs, as in their `exp` claim.
     pub expires_at: Option<SystemTime>,
+    /// `cnf.jkt` (RFC 9449 §6): the thumbprint of the DPoP key the token is bound to.
+    pub jkt: Option<String>,
 }
 
 impl TokenInfo {

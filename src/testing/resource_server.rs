@@ -13,8 +13,10 @@ use axum::response::{IntoResponse as _, Response};
 use serde_json::json;
 
 use super::authorization_server::AuthorizationServer;
+use super::dpop;
 use super::jwt::fingerprint;
 use super::records::{ResourceRequestRecord, TokenInfo};
+use super::resource_dpop::{Scheme, dpop_refusal, presented_token};
 use super::server::{self, Running};
 use super::state::Shared;
 
@@ -82,6 +84,8 @@ struct RsShared {
 struct RsState {
     script: ResourceScript,
     log: Vec<ResourceRequestRecord>,
+    /// `jti`s of the DPoP proofs accepted (RFC 9449 §11.1: a replay is refused).
+    used_proofs: std::collections::HashSet<String>,
 }
 
 impl RsShared {
@@ -126,6 +130,20 @@ pub struct ResourceScript {
     pub metadata_resource: Option<String>,
     /// Redirects answered before any token check, first match wins. Default: none.
     pub redirects: Vec<Redirect>,
+    /// Requires DPoP-bound tokens (RFC 9449 §7): a bearer token, or none, is answered `401`
+    /// with a `DPoP algs="ES256"` challenge, and the metadata says
+    /// `dpop_bound_access_tokens_required`. A DPoP-bound token (`cnf.jkt`) is always checked
+    /// as one: presented as `Authorization: DPoP` with a valid proof by its key, for this
+    /// request's method and URL and with its `ath`. Default: `false`.
+    pub dpop_required: bool,
+    /// The nonce DPoP proofs must carry (RFC 9449 §9): a proof without it is answered `401`
+    /// with `WWW-Authenticate: DPoP error="use_dpop_nonce"` and `DPoP-Nonce: <this>`.
+    /// Default: `None`.
+    pub dpop_nonce: Option<String>,
+    /// A new nonce after every request to the protected path: a `use_dpop_nonce` answer names
+    /// the nonce of its request, which no longer holds when the retry comes (a server whose
+    /// nonce never holds still). Default: `false`.
+    pub rotate_dpop_nonce: bool,
 }
 
 /// A scripted redirect: a request for exactly `from` (a path) is answered with `status` and
@@ -373,6 +391,9 @@ impl ResourceServerBuilder {
             authorization_servers: vec![self.authorization_server.issuer.clone()],
             metadata_resource: None,
             redirects: Vec::new(),
+            dpop_required: false,
+            dpop_nonce: None,
+            rotate_dpop_nonce: false,
         };
         let shared = Arc::new(RsShared {
             authorization_server: self.authorization_server,
@@ -383,6 +404,7 @@ impl ResourceServerBuilder {
             state: Mutex::new(RsState {
                 script,
                 log: Vec::new(),
+                used_proofs: std::collections::HashSet::new(),
             }),
         });
         let router = Router::new()
@@ -405,9 +427,25 @@ async fn serve(
     headers: HeaderMap,
 ) -> Response {
     let path = uri.path();
-    let bearer = bearer_token(&headers);
+    let presented = presented_token(&headers);
+    let bearer = presented.map(|(_, token)| token);
     let info = bearer.and_then(|token| rs.authorization_server.validate(token));
     let script = rs.lock().script.clone();
+    // RFC 9449 §7: the proof, checked for this request's method and URL and the token's hash.
+    let proof = match dpop::header(&headers) {
+        Ok(Some(proof)) => {
+            let htu = format!("{}{}", rs.origin, path);
+            let expected = dpop::Expected {
+                method: method.as_str(),
+                htu: &htu,
+                access_token: bearer,
+                now: rs.authorization_server.clock.unix_secs(),
+            };
+            Some(dpop::check(proof, &expected, &mut rs.lock().used_proofs))
+        }
+        Ok(None) | Err(_) => None,
+    };
+    let scheme = presented.map(|(scheme, _)| scheme);
     let is_metadata = path == rs.metadata_path() || (rs.root_metadata && path == PRM_WELL_KNOWN);
     let response = if is_metadata && method == Method::GET {
         metadata(&rs, &script)
@@ -421,14 +459,22 @@ async fn serve(
                 .into_response(),
         }
     } else if rs.protects(path) {
-        protected(&rs, &script, path, bearer.is_some(), info.as_ref())
+        if script.rotate_dpop_nonce {
+            rs.lock().script.dpop_nonce = Some(super::jwt::random_b64(16));
+        }
+        match dpop_refusal(&script, scheme, info.as_ref(), proof.as_ref()) {
+            Some(refusal) => refusal.response(&format!("{}{}", rs.origin, rs.metadata_path())),
+            None => protected(&rs, &script, path, bearer.is_some(), info.as_ref()),
+        }
     } else {
         StatusCode::NOT_FOUND.into_response()
     };
     let record = ResourceRequestRecord {
         method,
         path: path.to_owned(),
-        bearer_presented: bearer.is_some(),
+        bearer_presented: scheme == Some(Scheme::Bearer),
+        dpop_presented: scheme == Some(Scheme::DPoP),
+        dpop: proof,
         token_fingerprint: bearer.map(fingerprint),
         token_audiences: info.map(|i| i.audiences).unwrap_or_default(),
         status: response.status(),
@@ -443,6 +489,13 @@ fn metadata(rs: &RsShared, script: &ResourceScript) -> Response {
         "authorization_servers": script.authorization_servers,
         "bearer_methods_supported": ["header"],
     });
+    if script.dpop_required
+        && let Some(map) = body.as_object_mut()
+    {
+        // RFC 9449 §5.2.
+        map.insert("dpop_signing_alg_values_supported".into(), json!(["ES256"]));
+        map.insert("dpop_bound_access_tokens_required".into(), json!(true));
+    }
     if !script.scopes_supported.is_empty()
         && let Some(map) = body.as_object_mut()
     {
@@ -520,15 +573,7 @@ fn protected(
     .into_response()
 }
 
-/// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
 /// Escapes a quoted-string (RFC 9110 §5.6.4).
-fn quote(value: &str) -> String {
+pub(super) fn quote(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"")
 }

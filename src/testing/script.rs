@@ -77,6 +77,18 @@ pub struct Script {
     /// List `code_challenge_methods_supported: ["S256"]` in the metadata; MCP clients must refuse
     /// to proceed without it (MCP-2025-11-25 §11.4). Default: `true`.
     pub advertise_pkce: bool,
+    /// The nonce DPoP proofs must carry (RFC 9449 §8): a token request with a proof without
+    /// it is answered `400 use_dpop_nonce` with `DPoP-Nonce: <this>`, and every token
+    /// response carries it in `DPoP-Nonce`. Default: `None` (no nonce asked for).
+    pub dpop_nonce: Option<String>,
+    /// Binds tokens requested with a valid DPoP proof to its key (`token_type: DPoP`,
+    /// `cnf.jkt`; a public client's refresh tokens too, RFC 9449 §5). `false` answers such
+    /// requests with a bearer token, like a server without DPoP. Default: `true`.
+    pub bind_dpop: bool,
+    /// Every token response carries a new [`dpop_nonce`](Self::dpop_nonce), which the next
+    /// proof must have (a server that rotates nonces at each answer, RFC 9449 §8.2).
+    /// Default: `false`.
+    pub rotate_dpop_nonce: bool,
 }
 
 impl Default for Script {
@@ -98,6 +110,9 @@ impl Default for Script {
             iss_parameter: IssParameter::Correct,
             metadata_issuer: None,
             advertise_pkce: true,
+            dpop_nonce: None,
+            bind_dpop: true,
+            rotate_dpop_nonce: false,
         }
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct State {
     /// `jti`s of `private_key_jwt` assertions already accepted (RFC 7523 §3: no replay).
     #[cfg(feature = "private-key-jwt")]
     pub(crate) used_assertions: std::collections::HashSet<String>,
+    /// `jti`s of DPoP proofs already accepted at the token endpoint (RFC 9449 §11.1).
+    pub(crate) used_dpop_proofs: std::collections::HashSet<String>,
     pub(crate) codes: HashMap<String, CodeGrant>,
     pub(crate) refresh_tokens: HashMap<String, RefreshEntry>,
     /// Refresh-token families, indexed by [`RefreshEntry::grant`].
@@ -97,6 +99,8 @@ pub(crate) struct Grant {
     pub(crate) scope: Option<String>,
     pub(crate) resources: Vec<String>,
     pub(crate) revoked: bool,
+    /// The DPoP key a public client's refresh tokens are bound to (RFC 9449 §5).
+    pub(crate) jkt: Option<String>,
 }
 
 /// One refresh token of a family.
@@ -189,6 +193,8 @@ pub(crate) struct Issue {
     pub(crate) resources: Vec<String>,
     /// RFC 8693 `audience` values, added after the resources.
     pub(crate) audiences: Vec<String>,
+    /// The DPoP key to bind the token to (RFC 9449 §6), if any.
+    pub(crate) jkt: Option<String>,
 }
 
 impl Shared {
@@ -311,6 +317,9 @@ impl Shared {
                     claims.insert("exp".into(), json!(exp));
                 }
                 claims.insert("jti".into(), json!(jwt::random_b64(16)));
+                if let Some(jkt) = &issue.jkt {
+                    claims.insert("cnf".into(), json!({ "jkt": jkt }));
+                }
                 jwt::sign(&self.key, &claims)
             }
             TokenFormat::Opaque => {
@@ -321,6 +330,7 @@ impl Shared {
                     subject: issue.subject.clone(),
                     client_id: issue.client_id.clone(),
                     expires_at: exp.map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+                    jkt: issue.jkt.clone(),
                 };
                 state.opaque.insert(token.clone(), info);
                 token
@@ -328,7 +338,12 @@ impl Shared {
         };
         let mut body = Map::new();
         body.insert("access_token".into(), json!(token));
-        body.insert("token_type".into(), json!("Bearer"));
+        let token_type = if issue.jkt.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        body.insert("token_type".into(), json!(token_type));
         if let Some(expires_in) = script.expires_in {
             body.insert("expires_in".into(), json!(expires_in.as_secs()));
         }
@@ -397,6 +412,11 @@ impl Shared {
             subject: string("sub")?,
             client_id: string("client_id")?,
             expires_at,
+            jkt: claims
+                .get("cnf")
+                .and_then(|cnf| cnf.get("jkt"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 
 use super::client::{Client, Presented};
+use super::dpop::{self, DpopProofRecord};
 use super::jwt;
 use super::records::TokenRequestRecord;
 use super::script::{Failure, Script};
@@ -47,6 +48,7 @@ pub(crate) async fn token(
 ) -> Response {
     let params = Params::parse(&body);
     let presented = Presented::read(&headers, &params);
+    let (proof, bind) = token_dpop(&shared, &headers);
     let record = TokenRequestRecord {
         grant_type: params.first("grant_type").map(str::to_owned),
         client_id: presented.client_id.clone(),
@@ -61,6 +63,7 @@ pub(crate) async fn token(
         subject_token_fingerprint: params.first("subject_token").map(jwt::fingerprint),
         status: None,
         error: None,
+        dpop: proof,
     };
     // The request behaves as the script said when it arrived.
     let (slot, script, failure) = {
@@ -74,7 +77,10 @@ pub(crate) async fn token(
     }
     let (response, error) = match failure {
         Some(failure) => scripted(&failure),
-        None => match grant(&shared, &script, &headers, &params, &presented) {
+        None => match bind.and_then(|jkt| {
+            let jkt = jkt.filter(|_| script.bind_dpop);
+            grant(&shared, &script, &headers, &params, &presented, jkt)
+        }) {
             Ok(body) => (json_response(StatusCode::OK, &Value::Object(body)), None),
             Err(err) => {
                 let code = err.error.to_owned();
@@ -83,7 +89,51 @@ pub(crate) async fn token(
         },
     };
     shared.finish_token_request(slot, response.status(), error);
+    let mut response = response;
+    let nonce = if script.rotate_dpop_nonce {
+        let fresh = jwt::random_b64(16);
+        shared.lock().script.dpop_nonce = Some(fresh.clone());
+        Some(fresh)
+    } else {
+        script.dpop_nonce
+    };
+    // RFC 9449 §8.2: the nonce goes with every answer, so that the next proof has it.
+    if let Some(nonce) = nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        response.headers_mut().insert("dpop-nonce", nonce);
+    }
     response
+}
+
+/// The token request's DPoP proof (RFC 9449 §5), checked for a POST to the token endpoint:
+/// what the server saw, and the key to bind to (none without a proof) or the error to answer.
+fn token_dpop(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> (Option<DpopProofRecord>, Result<Option<String>, OAuthError>) {
+    let proof = match dpop::header(headers) {
+        Ok(None) => return (None, Ok(None)),
+        Ok(Some(proof)) => proof,
+        Err(why) => return (None, Err(OAuthError::dpop("invalid_dpop_proof", why))),
+    };
+    let htu = format!("{}/token", shared.issuer);
+    let expected = dpop::Expected {
+        method: "POST",
+        htu: &htu,
+        access_token: None,
+        now: shared.clock.unix_secs(),
+    };
+    let mut state = shared.lock();
+    let nonce = state.script.dpop_nonce.clone();
+    let record = dpop::check(proof, &expected, &mut state.used_dpop_proofs);
+    let outcome = match &record.problem {
+        Some(problem) => Err(OAuthError::dpop("invalid_dpop_proof", problem.clone())),
+        None if nonce.is_some() && record.nonce != nonce => Err(OAuthError::dpop(
+            "use_dpop_nonce",
+            "the authorization server requires a nonce in DPoP proofs",
+        )),
+        None => Ok(Some(record.jkt.clone())),
+    };
+    (Some(record), outcome)
 }
 
 type Body = serde_json::Map<String, Value>;
@@ -94,6 +144,7 @@ fn grant(
     headers: &HeaderMap,
     params: &Params,
     presented: &Presented,
+    jkt: Option<String>,
 ) -> Result<Body, OAuthError> {
     let form = headers
         .get(header::CONTENT_TYPE)
@@ -119,10 +170,10 @@ fn grant(
     let client = &client;
     let resources = params.all("resource");
     match grant_type {
-        "client_credentials" => client_credentials(shared, script, client, params, resources),
-        "authorization_code" => authorization_code(shared, script, client, params, resources),
-        "refresh_token" => refresh(shared, script, client, params, resources),
-        TOKEN_EXCHANGE => token_exchange(shared, script, client, params, resources),
+        "client_credentials" => client_credentials(shared, script, client, params, resources, jkt),
+        "authorization_code" => authorization_code(shared, script, client, params, resources, jkt),
+        "refresh_token" => refresh(shared, script, client, params, resources, jkt),
+        TOKEN_EXCHANGE => token_exchange(shared, script, client, params, resources, jkt),
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant type {other:?} is not supported"
         ))),
@@ -135,6 +186,7 @@ fn client_credentials(
     client: &Client,
     params: &Params,
     resources: Vec<String>,
+    jkt: Option<String>,
 ) -> Result<Body, OAuthError> {
     if client.is_public() {
         // RFC 6749 §4.4: only confidential clients may use this grant.
@@ -154,6 +206,7 @@ fn client_credentials(
         scope: scope.clone(),
         resources: resources.clone(),
         audiences: Vec::new(),
+        jkt,
     };
     let mut body = shared.issue(&mut state, script, issue);
     if script.refresh_on_client_credentials {
@@ -163,6 +216,8 @@ fn client_credentials(
             scope,
             resources,
             revoked: false,
+            // A confidential client's refresh tokens are not bound (RFC 9449 §5).
+            jkt: None,
         };
         let refresh_token = shared.new_refresh_family(&mut state, grant);
         body.insert("refresh_token".into(), json!(refresh_token));
@@ -176,6 +231,7 @@ fn authorization_code(
     client: &Client,
     params: &Params,
     resources: Vec<String>,
+    jkt: Option<String>,
 ) -> Result<Body, OAuthError> {
     let code = params.required("code")?;
     let verifier = params.one("code_verifier")?;
@@ -214,6 +270,7 @@ fn authorization_code(
         scope: grant.scope.clone(),
         resources,
         audiences: Vec::new(),
+        jkt: jkt.clone(),
     };
     let mut body = shared.issue(&mut state, script, issue);
     let family = Grant {
@@ -223,6 +280,8 @@ fn authorization_code(
         // RFC 8707 §2.2: the refresh token is bound to the whole original grant.
         resources: grant.resources,
         revoked: false,
+        // RFC 9449 §5: a public client's refresh tokens are bound to its DPoP key.
+        jkt: jkt.filter(|_| client.is_public()),
     };
     let refresh_token = shared.new_refresh_family(&mut state, family);
     body.insert("refresh_token".into(), json!(refresh_token));
@@ -235,6 +294,7 @@ fn refresh(
     client: &Client,
     params: &Params,
     resources: Vec<String>,
+    jkt: Option<String>,
 ) -> Result<Body, OAuthError> {
     let presented = params.required("refresh_token")?;
     let scope = params.one("scope")?;
@@ -253,6 +313,12 @@ fn refresh(
     }
     if grant.revoked {
         return Err(OAuthError::invalid_grant("refresh token revoked"));
+    }
+    // RFC 9449 §5: a bound refresh token needs a proof by the same key.
+    if grant.jkt.is_some() && grant.jkt != jkt {
+        return Err(OAuthError::invalid_grant(
+            "the refresh token is bound to another DPoP key",
+        ));
     }
     if rotated {
         // RFC 9700 §4.14.2: reuse of a rotated refresh token revokes the active one too.
@@ -278,6 +344,7 @@ fn refresh(
         scope,
         resources,
         audiences: Vec::new(),
+        jkt,
     };
     let mut body = shared.issue(&mut state, script, issue);
     if script.rotate_refresh_tokens {
@@ -296,6 +363,7 @@ fn token_exchange(
     client: &Client,
     params: &Params,
     resources: Vec<String>,
+    jkt: Option<String>,
 ) -> Result<Body, OAuthError> {
     let subject_token = params.required("subject_token")?;
     if params.required("subject_token_type")? != ACCESS_TOKEN_TYPE {
@@ -328,6 +396,7 @@ fn token_exchange(
         scope,
         resources,
         audiences: params.all("audience"),
+        jkt,
     };
     let mut state = shared.lock();
     let mut body = shared.issue(&mut state, script, issue);

@@ -158,6 +158,11 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
     }
 
+    /// RFC 9449 §5, §8: `invalid_dpop_proof` and `use_dpop_nonce`, with status 400.
+    pub(crate) fn dpop(error: &'static str, description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, description)
+    }
+
     pub(crate) fn unsupported_grant_type(description: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

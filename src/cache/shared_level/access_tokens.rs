@@ -144,6 +144,7 @@ impl Level {
             scopes,
             audience,
             schedule: shared.timing.schedule(received_at, Some(lifetime)),
+            dpop_bound: stored.dpop,
         })
     }
 

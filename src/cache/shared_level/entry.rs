@@ -128,6 +128,10 @@ struct AccessOut<'a> {
     requested: &'a str,
     /// The scopes granted.
     granted: &'a str,
+    /// Bound to the DPoP key whose thumbprint is in the key (RFC 9449); absent for a bearer
+    /// token, so bearer entries read the same as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dpop: bool,
 }
 
 /// The plaintext of an access-token entry, as read.
@@ -139,6 +143,8 @@ pub(crate) struct AccessIn {
     pub(crate) resource: String,
     pub(crate) requested: String,
     pub(crate) granted: String,
+    #[serde(default)]
+    pub(crate) dpop: bool,
 }
 
 impl AccessIn {
@@ -159,6 +165,7 @@ pub(crate) fn access_plaintext(token: &CachedToken) -> Zeroizing<Vec<u8>> {
         resource: token.resource.key(),
         requested: token.key.scopes().as_str(),
         granted: token.scopes.as_str(),
+        dpop: token.dpop_bound,
     };
     Zeroizing::new(serde_json::to_vec(&out).unwrap_or_default())
 }

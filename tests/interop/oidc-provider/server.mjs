@@ -24,6 +24,8 @@ console.debug = toStderr;
 const log = (msg) => process.stderr.write(`[interop-as] ${msg}\n`);
 
 const { default: Provider, errors } = await import('oidc-provider');
+const { decodeProtectedHeader, calculateJwkThumbprint } = await import('jose');
+const { startResourceServer } = await import('./resource_server.mjs');
 
 // ---------------------------------------------------------------------------
 // Environment.
@@ -159,7 +161,7 @@ function clientAuthMethod(ctx) {
   return 'none';
 }
 
-function recordTokenRequest(body, status, clientAuth) {
+function recordTokenRequest(body, status, clientAuth, dpop, error) {
   stats.token_requests += 1;
   const grant = typeof body?.grant_type === 'string' ? body.grant_type : '(none)';
   stats.by_grant[grant] = (stats.by_grant[grant] || 0) + 1;
@@ -174,7 +176,24 @@ function recordTokenRequest(body, status, clientAuth) {
     scope: body?.scope ?? null,
     client_auth: clientAuth,
     status,
+    dpop_jkt: dpop?.jkt ?? null,
+    dpop_nonce: dpop?.nonce ?? null,
+    error,
   });
+}
+
+// What a token request's DPoP proof said (RFC 9449 §5), read without verifying it (the
+// provider verifies it): the key's thumbprint and whether it carried a nonce.
+async function dpopOf(ctx) {
+  const proof = ctx.get('dpop');
+  if (!proof) return null;
+  try {
+    const { jwk } = decodeProtectedHeader(proof);
+    const payload = JSON.parse(Buffer.from(proof.split('.')[1], 'base64url').toString());
+    return { jkt: await calculateJwkThumbprint(jwk), nonce: typeof payload.nonce === 'string' };
+  } catch {
+    return { jkt: '(unreadable)', nonce: false };
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -212,6 +231,13 @@ const configuration = {
     // Dynamic client registration (RFC 7591) at /reg, open (no initial access token), for
     // clients that arrive with no credentials (MCP 2025-11-25 §10.3).
     registration: { enabled: true },
+    // RFC 9449, with nonces required of every proof (a request without a proof is not
+    // affected): the first proof a client sends is answered use_dpop_nonce.
+    dPoP: {
+      enabled: true,
+      nonceSecret: crypto.randomBytes(32),
+      requireNonce: () => true,
+    },
     resourceIndicators: {
       enabled: true,
       // No default resource. When several resources were granted at the
@@ -320,6 +346,11 @@ provider.use(async (ctx, next) => {
     ctx.body = JSON.stringify(stats);
     return;
   }
+  if (ctx.path === '/_test/resource-server' && ctx.method === 'GET') {
+    ctx.type = 'json';
+    ctx.body = JSON.stringify({ origin: resourceServer.origin, resource: resourceServer.resource });
+    return;
+  }
   if (ctx.path === '/_test/reset' && ctx.method === 'POST') {
     resetStats();
     ctx.type = 'json';
@@ -357,7 +388,13 @@ provider.use(async (ctx, next) => {
     } finally {
       // ctx.oidc.body is the parsed form body; undefined when it could not be
       // parsed (still counted, under grant "(none)").
-      recordTokenRequest(ctx.oidc?.body, ctx.status, clientAuthMethod(ctx));
+      let error = null;
+      try {
+        error = ctx.status >= 400 ? JSON.parse(ctx.body)?.error ?? null : null;
+      } catch {
+        error = ctx.body?.error ?? null;
+      }
+      recordTokenRequest(ctx.oidc?.body, ctx.status, clientAuthMethod(ctx), await dpopOf(ctx), error);
       log(`token grant_type=${ctx.oidc?.body?.grant_type} resource=${JSON.stringify(ctx.oidc?.body?.resource)} -> ${ctx.status}`);
     }
     return;
@@ -373,6 +410,13 @@ for (const event of ['grant.error', 'authorization.error', 'server_error', 'intr
 }
 
 server.on('request', provider.callback());
+
+// The DPoP resource server (resource_server.mjs), trusting this provider's signing key.
+const resourceServer = await startResourceServer({
+  issuer: ISSUER,
+  publicKey: crypto.createPublicKey(privateKey),
+  log,
+});
 
 const shutdown = (signal) => {
   log(`received ${signal}, closing`);

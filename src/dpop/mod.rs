@@ -1,0 +1,264 @@
+//! DPoP (RFC 9449): sender-constrained tokens. A cache with a [`DpopKey`] sends a fresh proof
+//! with every token request for a resource that uses DPoP, keeps a `token_type: DPoP` answer
+//! as bound to the key, and sends a bound token only as `Authorization: DPoP` with a proof
+//! made for that exact request's method and URL (built by the cache after its one decision,
+//! never here). This module holds what the layers above share: the key, the nonces servers
+//! handed out (RFC 9449 §8, §9, remembered per origin), and which resources use DPoP.
+
+#[cfg(feature = "dpop")]
+mod key;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use http::{HeaderMap, HeaderValue};
+use url::Url;
+
+use crate::error::BuildError;
+use crate::resource::ResourceUri;
+
+#[cfg(feature = "dpop")]
+pub use key::DpopKey;
+
+/// The `DPoP` header of requests (RFC 9449 §4.1) and the `DPoP-Nonce` header of answers
+/// (§8.1).
+pub(crate) const DPOP: &str = "dpop";
+/// RFC 9449 §8.1.
+pub(crate) const DPOP_NONCE: &str = "dpop-nonce";
+/// RFC 9449 §8, §9: the error code of an answer that asks for a nonce.
+pub(crate) const USE_DPOP_NONCE: &str = "use_dpop_nonce";
+
+/// Without the `dpop` feature there is no key: the type has no values, so every path that
+/// would use one is dead code the compiler knows about.
+#[cfg(not(feature = "dpop"))]
+#[derive(Clone, Debug)]
+pub(crate) enum DpopKey {}
+
+#[cfg(not(feature = "dpop"))]
+impl DpopKey {
+    pub(crate) fn thumbprint(&self) -> &str {
+        match *self {}
+    }
+
+    pub(crate) fn proof(&self, _: &str, _: &str, _: Option<&str>, _: Option<&str>) -> String {
+        match *self {}
+    }
+}
+
+/// How a resource uses DPoP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Use {
+    /// Plain bearer tokens (the default): no proof goes to the token endpoint for it.
+    Off,
+    /// Token requests carry a proof; a `Bearer` answer is kept as a bearer token (the
+    /// authorization server chose not to bind it), and logged.
+    Asked,
+    /// The resource requires bound tokens (configured, its metadata's
+    /// `dpop_bound_access_tokens_required`, or a `DPoP` challenge): a `Bearer` answer is
+    /// refused, and without a key nothing is requested.
+    Required,
+}
+
+/// The most origins whose nonce is remembered: a nonce is a hint, and a server that hands out
+/// nonces from many origins must not grow the cache without bound.
+const MAX_NONCE_ORIGINS: usize = 1024;
+/// The longest nonce accepted (RFC 9449 §8.1 sets no bound; a proof carries it every time).
+const MAX_NONCE_LEN: usize = 512;
+
+/// The DPoP state of one cache: its key (if any), the nonces of the servers it talks to, and
+/// the resources that use DPoP.
+#[derive(Default)]
+pub(crate) struct Dpop {
+    key: Option<DpopKey>,
+    /// The last `DPoP-Nonce` of each origin (RFC 9449 §8.2: the next proof carries it).
+    nonces: Mutex<HashMap<String, String>>,
+    /// How each resource (by match key) uses DPoP; absent is [`Use::Off`].
+    uses: RwLock<HashMap<String, Use>>,
+}
+
+impl std::fmt::Debug for Dpop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dpop")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dpop {
+    pub(crate) fn new(key: Option<DpopKey>) -> Self {
+        Self {
+            key,
+            ..Self::default()
+        }
+    }
+
+    /// The key's thumbprint, if there is a key: part of every cache key of the cache.
+    pub(crate) fn thumbprint(&self) -> Option<&str> {
+        self.key.as_ref().map(DpopKey::thumbprint)
+    }
+
+    /// How `resource` uses DPoP.
+    pub(crate) fn use_for(&self, resource: &ResourceUri) -> Use {
+        let uses = self.uses.read().unwrap_or_else(|p| p.into_inner());
+        uses.get(resource.key()).copied().unwrap_or(Use::Off)
+    }
+
+    /// Raises how `resource` uses DPoP to at least `to` (never lowers it: a server cannot talk
+    /// the client out of DPoP). Returns whether it changed.
+    pub(crate) fn raise(&self, resource: &ResourceUri, to: Use) -> bool {
+        let mut uses = self.uses.write().unwrap_or_else(|p| p.into_inner());
+        let current = uses.entry(resource.key().to_owned()).or_insert(Use::Off);
+        let changed = *current < to;
+        *current = (*current).max(to);
+        changed
+    }
+
+    /// The key to prove possession with for a token request for `resource`: none where the
+    /// resource does not use DPoP; an error naming the setting where it requires DPoP and no
+    /// key is configured.
+    pub(crate) fn key_for(&self, resource: &ResourceUri) -> Result<Option<&DpopKey>, BuildError> {
+        match (self.use_for(resource), &self.key) {
+            (Use::Off, _) => Ok(None),
+            (_, Some(key)) => Ok(Some(key)),
+            (Use::Asked | Use::Required, None) => Err(missing_key(resource)),
+        }
+    }
+
+    /// The key, for a token already bound to it.
+    pub(crate) fn key(&self) -> Option<&DpopKey> {
+        self.key.as_ref()
+    }
+
+    /// A fresh proof with `key` for a request with `method` to `url`, with the nonce last
+    /// remembered for `url`'s origin and, for a resource request, `ath` of `access_token`.
+    pub(crate) fn proof(
+        &self,
+        key: &DpopKey,
+        method: &str,
+        url: &Url,
+        access_token: Option<&str>,
+    ) -> Option<HeaderValue> {
+        let nonce = {
+            let nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+            nonces.get(&origin(url)).cloned()
+        };
+        let proof = key.proof(method, &htu(url), access_token, nonce.as_deref());
+        HeaderValue::try_from(proof).ok()
+    }
+
+    /// Remembers the `DPoP-Nonce` of an answer from `url`, if it has a well-formed one
+    /// (RFC 9449 §8.1: `1*NQCHAR`). Returns whether the nonce is new for the origin (a
+    /// retry with the same nonce would fail the same way).
+    pub(crate) fn remember(&self, url: &Url, headers: &HeaderMap) -> bool {
+        let Some(nonce) = headers
+            .get(DPOP_NONCE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|n| is_nonce(n))
+        else {
+            return false;
+        };
+        let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let origin = origin(url);
+        if nonces.get(&origin).is_some_and(|n| n == nonce) {
+            return false;
+        }
+        if nonces.len() >= MAX_NONCE_ORIGINS && !nonces.contains_key(&origin) {
+            nonces.clear();
+        }
+        nonces.insert(origin, nonce.to_owned());
+        true
+    }
+}
+
+/// The error for a resource that requires DPoP in a cache without a key.
+pub(crate) fn missing_key(resource: &ResourceUri) -> BuildError {
+    BuildError::Setting {
+        setting: "dpop_key",
+        reason: format!(
+            "{} uses DPoP-bound tokens (RFC 9449: named with use_dpop_for or require_dpop_for, \
+             or asked for by its metadata or a DPoP challenge), and the cache has no DPoP key: \
+             give it one with TokenCacheBuilder::dpop_key (feature `dpop`)",
+            resource.key()
+        ),
+    }
+}
+
+/// RFC 9449 §4.2: `htu` is the request URI without query and fragment.
+pub(crate) fn htu(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.into()
+}
+
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// RFC 9449 §8.1: `nonce = 1*NQCHAR`, NQCHAR = %x21 / %x23-5B / %x5D-7E.
+fn is_nonce(nonce: &str) -> bool {
+    !nonce.is_empty()
+        && nonce.len() <= MAX_NONCE_LEN
+        && nonce
+            .bytes()
+            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_drops_query_and_fragment_only() {
+        let url = Url::parse("https://RS.example:443/mcp/a%20b?x=1#frag").unwrap();
+        assert_eq!(htu(&url), "https://rs.example/mcp/a%20b");
+        let url = Url::parse("http://127.0.0.1:8080/token").unwrap();
+        assert_eq!(htu(&url), "http://127.0.0.1:8080/token");
+    }
+
+    #[test]
+    fn nonces_are_remembered_per_origin_and_checked() {
+        let dpop = Dpop::new(None);
+        let a = Url::parse("https://a.example/token").unwrap();
+        let a_other_path = Url::parse("https://a.example/mcp").unwrap();
+        let b = Url::parse("https://b.example/token").unwrap();
+        let headers = |nonce: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(DPOP_NONCE, HeaderValue::from_str(nonce).unwrap());
+            headers
+        };
+        assert!(dpop.remember(&a, &headers("n1")));
+        // The same nonce again is no news; the origin's other paths share it.
+        assert!(!dpop.remember(&a_other_path, &headers("n1")));
+        assert!(dpop.remember(&b, &headers("n2")));
+        assert!(!dpop.remember(&a, &headers("bad\"quote")));
+        assert!(!dpop.remember(&a, &headers("has space")));
+        assert!(!dpop.remember(&a, &HeaderMap::new()));
+        let nonces = dpop.nonces.lock().unwrap();
+        assert_eq!(
+            nonces.get("https://a.example").map(String::as_str),
+            Some("n1")
+        );
+        assert_eq!(
+            nonces.get("https://b.example").map(String::as_str),
+            Some("n2")
+        );
+    }
+
+    #[test]
+    fn a_resource_requiring_dpop_without_a_key_is_an_error_naming_the_setting() {
+        let dpop = Dpop::new(None);
+        let resource = ResourceUri::parse("https://rs.example/mcp").unwrap();
+        assert!(matches!(dpop.key_for(&resource), Ok(None)));
+        assert!(dpop.raise(&resource, Use::Required));
+        // Never lowered.
+        assert!(!dpop.raise(&resource, Use::Asked));
+        assert_eq!(dpop.use_for(&resource), Use::Required);
+        let error = dpop.key_for(&resource).unwrap_err().to_string();
+        assert!(
+            error.contains("TokenCacheBuilder::dpop_key")
+                && error.contains("https://rs.example/mcp"),
+            "{error}"
+        );
+    }
+}
