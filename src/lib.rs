@@ -78,6 +78,7 @@
 //! | `testing` | `audience_cache::testing`: embedded, scriptable authorization and resource servers for testing code that uses the crate |
 //! | `private-key-jwt` | `ClientAssertionKey`: `private_key_jwt` client authentication with an ES256 key (RFC 7523) |
 //! | `redis` | `SharedLevel`: a fleet-wide second level on Redis, sealed at rest with XChaCha20-Poly1305 |
+//! | `dpop` | `DpopKey`: DPoP (RFC 9449) sender-constrained tokens, a fresh proof for every request that carries one, made by the call that makes the audience decision |
 //! | `file-store` | `FileStore`: a [`CredentialStore`] in a per-user directory (refresh tokens and registered clients survive a restart), sealed with XChaCha20-Poly1305, locked per grant |
 //!
 //! # Versions
