@@ -388,3 +388,34 @@ async fn a_token_bound_to_key_a_is_refused_with_key_bs_proof() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_resource_whose_metadata_lists_no_algorithm_of_the_key_is_refused_before_any_proof() {
+    let world = world().await;
+    world.rs.script(|s| s.dpop_signing_algs = vec!["RS256".into(), "PS256".into()]);
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .dpop_key(DpopKey::generate())
+        .build()
+        .unwrap();
+    let client = AuthorizedClient::new(cache).unwrap().with_discovery(
+        Discovery::new(DiscoveryOptions::strict().allow_insecure_http_on_loopback(true)).unwrap(),
+        PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(world.auth.issuer()),
+    );
+    let error = client
+        .execute(client.get(&world.rs.url()).build().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("the resource {}", world.rs.resource()))
+            && error.contains(r#""RS256", "PS256""#)
+            && error.contains("dpop_key")
+            && error.contains("ES256"),
+        "{error}"
+    );
+    // Nothing was asked for: no token request, no proof.
+    assert_eq!(world.auth.requests().len(), 0);
+    // The probe and the metadata only.
+    assert_eq!(world.rs.requests().len(), 2);
+}

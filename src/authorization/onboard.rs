@@ -119,6 +119,22 @@ impl TokenCache {
             self.dpop()
                 .raise(discovered.resource(), crate::dpop::Use::Required);
         }
+        let server = discovered.authorization_server();
+        self.dpop()
+            .check_algorithm(
+                discovered.resource(),
+                issuer,
+                server
+                    .metadata()
+                    .dpop_signing_alg_values_supported
+                    .as_deref(),
+                discovered
+                    .protected_resource()
+                    .metadata()
+                    .dpop_signing_alg_values_supported
+                    .as_deref(),
+            )
+            .map_err(Error::Configuration)?;
         match self.issuer_of(discovered.resource()) {
             Some(configured) if configured == issuer => Ok(()),
             Some(configured) => Err(Error::Configuration(BuildError::IssuerChanged {

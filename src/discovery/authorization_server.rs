@@ -50,6 +50,10 @@ pub struct AuthorizationServerMetadata {
     /// PKCE code challenge methods (RFC 7636); absent means none (MCP 2025-11-25 §11.4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_challenge_methods_supported: Option<Vec<String>>,
+    /// The algorithms the server accepts for DPoP proofs (RFC 9449 §5.1); absent means the
+    /// server does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
     /// Whether authorization responses carry `iss` (RFC 9207 mix-up defence).
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: bool,

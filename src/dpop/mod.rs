@@ -168,6 +168,63 @@ impl Dpop {
         nonces.insert(origin, nonce.to_owned());
         true
     }
+
+    /// RFC 9449 §5.1 and §5.2: where `resource` uses DPoP and the cache has a key, the
+    /// algorithm lists the authorization server (`issuer`) and the resource publish, where they
+    /// publish one, must name the key's algorithm; otherwise every proof would be refused, so
+    /// the error says so before any is sent.
+    pub(crate) fn check_algorithm(
+        &self,
+        resource: &ResourceUri,
+        issuer: &str,
+        server: Option<&[String]>,
+        resource_metadata: Option<&[String]>,
+    ) -> Result<(), BuildError> {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        if self.use_for(resource) == Use::Off {
+            return Ok(());
+        }
+        let algorithm = key.algorithm();
+        for (who, list) in [
+            (format!("the authorization server {issuer}"), server),
+            (
+                format!("the resource {}", resource.key()),
+                resource_metadata,
+            ),
+        ] {
+            if let Some(list) = list
+                && !list.iter().any(|listed| listed == algorithm)
+            {
+                return Err(BuildError::Setting {
+                    setting: "dpop_key",
+                    reason: format!(
+                        "{who} accepts DPoP proofs signed with {} only \
+                         (dpop_signing_alg_values_supported), and the cache's DPoP key signs \
+                         with {algorithm}, the one algorithm the crate supports: no proof of \
+                         it would be accepted",
+                        shown_list(list)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A server's list of algorithm names, bounded and escaped for a message.
+fn shown_list(list: &[String]) -> String {
+    let shown: Vec<String> = list
+        .iter()
+        .take(8)
+        .map(|name| format!("{:?}", name.chars().take(20).collect::<String>()))
+        .collect();
+    match list.len() {
+        0 => "no algorithm".to_owned(),
+        n if n > 8 => format!("{}, …", shown.join(", ")),
+        _ => shown.join(", "),
+    }
 }
 
 /// The error for a resource that requires DPoP in a cache without a key.

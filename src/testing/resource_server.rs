@@ -136,6 +136,9 @@ pub struct ResourceScript {
     /// as one: presented as `Authorization: DPoP` with a valid proof by its key, for this
     /// request's method and URL and with its `ath`. Default: `false`.
     pub dpop_required: bool,
+    /// The `dpop_signing_alg_values_supported` the metadata lists when `dpop_required` is
+    /// set. Default: `["ES256"]`.
+    pub dpop_signing_algs: Vec<String>,
     /// The nonce DPoP proofs must carry (RFC 9449 §9): a proof without it is answered `401`
     /// with `WWW-Authenticate: DPoP error="use_dpop_nonce"` and `DPoP-Nonce: <this>`.
     /// Default: `None`.
@@ -392,6 +395,7 @@ impl ResourceServerBuilder {
             metadata_resource: None,
             redirects: Vec::new(),
             dpop_required: false,
+            dpop_signing_algs: vec!["ES256".to_owned()],
             dpop_nonce: None,
             rotate_dpop_nonce: false,
         };
@@ -493,7 +497,10 @@ fn metadata(rs: &RsShared, script: &ResourceScript) -> Response {
         && let Some(map) = body.as_object_mut()
     {
         // RFC 9449 §5.2.
-        map.insert("dpop_signing_alg_values_supported".into(), json!(["ES256"]));
+        map.insert(
+            "dpop_signing_alg_values_supported".into(),
+            json!(script.dpop_signing_algs),
+        );
         map.insert("dpop_bound_access_tokens_required".into(), json!(true));
     }
     if !script.scopes_supported.is_empty()
