@@ -392,7 +392,9 @@ async fn a_token_bound_to_key_a_is_refused_with_key_bs_proof() {
 #[tokio::test]
 async fn a_resource_whose_metadata_lists_no_algorithm_of_the_key_is_refused_before_any_proof() {
     let world = world().await;
-    world.rs.script(|s| s.dpop_signing_algs = vec!["RS256".into(), "PS256".into()]);
+    world
+        .rs
+        .script(|s| s.dpop_signing_algs = vec!["RS256".into(), "PS256".into()]);
     let cache = TokenCache::builder()
         .allow_insecure_http_on_loopback(true)
         .dpop_key(DpopKey::generate())

@@ -180,9 +180,56 @@ fn is_plain(path: &str) -> bool {
 /// Whether a (normalized) path reads differently under the RFC 3986 reading and the
 /// aggressive one (rules §5).
 pub(crate) fn is_ambiguous(normalized: &str) -> bool {
-    // A plain path reads the same both ways (the readings' own test shows it), without
-    // building either.
-    !is_plain(normalized) && rfc_reading(normalized) != aggressive_reading(normalized)
+    // A path that reads alike both ways is known to without building either reading.
+    !reads_alike(normalized) && rfc_reading(normalized) != aggressive_reading(normalized)
+}
+
+/// Whether both readings of `path` are sure to be its segments, each decoded once: every `%`
+/// starts an escape, and none decodes to `/`, `\`, `;`, `%` or `.` (so one decoding leaves
+/// no `%` for another, and splits, trims and resolves nothing the raw path does not); no `\`
+/// and no `;` (so the aggressive reading splits and trims nothing more); and no dot segment
+/// (so neither reading resolves anything). A plain path is one of these. One pass over the
+/// bytes.
+fn reads_alike(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    // The current segment's length in characters, and whether it is only dots so far.
+    let (mut len, mut dots) = (0usize, true);
+    let mut i = 0;
+    while i < bytes.len() {
+        // A run of bytes none of the rules looks at is one step.
+        let run = bytes[i..]
+            .iter()
+            .position(|&b| matches!(b, b'%' | b'\\' | b';' | b'/' | b'.'))
+            .unwrap_or(bytes.len() - i);
+        if run > 0 {
+            (len, dots) = (len + run, false);
+            i += run;
+            continue;
+        }
+        match bytes[i] {
+            b'%' => match percent::escape_at(bytes, i) {
+                Some(b'/' | b'\\' | b';' | b'%' | b'.') | None => return false,
+                Some(_) => {
+                    (len, dots) = (len + 1, false);
+                    i += 3;
+                    continue;
+                }
+            },
+            b'\\' | b';' => return false,
+            b'/' => {
+                if dots && (len == 1 || len == 2) {
+                    return false;
+                }
+                (len, dots) = (0, true);
+            }
+            b => {
+                len += 1;
+                dots &= b == b'.';
+            }
+        }
+        i += 1;
+    }
+    !(dots && (len == 1 || len == 2))
 }
 
 /// rules §2/§5: `/` covers everything; `/p` covers `/p`, `/p/` and `/p/…`; `/p/` covers `/p/…` only.
@@ -310,6 +357,54 @@ mod tests {
         ] {
             let normalized = percent::normalize(path).unwrap();
             assert_ne!(rfc_reading(&normalized), aggressive_reading(path), "{path}");
+        }
+    }
+
+    /// A path the shortcut calls alike is one whose two readings are equal.
+    fn alike_means_equal_readings(path: &str) {
+        if reads_alike(path) {
+            assert_eq!(rfc_reading(path), aggressive_reading(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn paths_that_read_alike_have_equal_readings() {
+        for path in [
+            "/",
+            "/mcp/caf%C3%A9",
+            "/tenant-12/caf%C3%A9/x",
+            "/a%20b/c%7E",
+            "/%2E%2E/admin",
+            "/a%2Fb",
+            "/a%5Cb",
+            "/a%3Bb",
+            "/a%25%32%45",
+            "/%%32%35",
+            "/a/%zz",
+            "/.../x",
+        ] {
+            alike_means_equal_readings(path);
+        }
+        assert!(reads_alike("/tenant-12/caf%C3%A9"));
+        for not_alike in [
+            "/%2E%2E/x",
+            "/a%2Fb",
+            "/a%25",
+            "/%%32%35",
+            "/a;b",
+            "/./x",
+            "/a/..",
+        ] {
+            assert!(!reads_alike(not_alike), "{not_alike}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn alike_paths_have_equal_readings(
+            segments in proptest::collection::vec("(%[0-9A-Fa-f]{2}|%|[a.;\\\\2-5EeFfCc]){0,6}", 0..5),
+        ) {
+            alike_means_equal_readings(&format!("/{}", segments.join("/")));
         }
     }
 

@@ -73,8 +73,8 @@ pub(crate) fn parse_authority(
         };
         (parse_ipv6(literal)?, port)
     } else {
-        let (name, port) = match authority.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
+        let (name, port) = match authority.bytes().position(|b| b == b':') {
+            Some(colon) => (&authority[..colon], Some(&authority[colon + 1..])),
             None => (authority, None),
         };
         (parse_name(name)?, port)
@@ -115,13 +115,13 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
     if name.is_empty() {
         return Err(ResourceError::EmptyHost);
     }
-    if name.contains('%') {
+    if name.as_bytes().contains(&b'%') {
         return Err(host_error(name, HostProblem::PercentEncoded));
     }
     if name.ends_with('.') && name.len() > 1 {
         return Err(host_error(name, HostProblem::TrailingDot));
     }
-    if name.starts_with('.') || name.contains("..") {
+    if name.starts_with('.') || name.as_bytes().windows(2).any(|pair| pair == b"..") {
         return Err(host_error(name, HostProblem::EmptyLabel));
     }
     if name.is_ascii() {

@@ -130,7 +130,7 @@ pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> 
 /// Parses and canonicalizes `input`, and gives its match key too (built once, here).
 pub(crate) fn parse_keyed(input: &str, rules: Rules) -> Result<(Parsed, String), ResourceError> {
     screen_characters(input)?;
-    if let Some(at) = input.find('#') {
+    if let Some(at) = input.bytes().position(|b| b == b'#') {
         return Err(ResourceError::Fragment {
             fragment: shorten(&input[at..]),
         });
@@ -146,7 +146,7 @@ pub(crate) fn parse_keyed(input: &str, rules: Rules) -> Result<(Parsed, String),
         .position(|b| b == b'/' || b == b'?')
         .unwrap_or(rest.len());
     let (authority, path_and_query) = rest.split_at(authority_end);
-    if let Some(at) = authority.rfind('@') {
+    if let Some(at) = authority.bytes().rposition(|b| b == b'@') {
         return Err(ResourceError::Userinfo {
             shown: redact_userinfo(&authority[..at]),
         });
@@ -217,26 +217,24 @@ fn screen_characters(input: &str) -> Result<(), ResourceError> {
             max: MAX_LEN,
         });
     }
-    // ASCII, the usual case, byte by byte: among ASCII characters only the controls, the
-    // space and `\` are refused (the other whitespace is control too; nothing is invisible).
-    let first_non_ascii = input.bytes().position(|b| !b.is_ascii());
-    let ascii = &input.as_bytes()[..first_non_ascii.unwrap_or(input.len())];
-    for (position, &b) in ascii.iter().enumerate() {
-        match b {
-            0x00..=0x1f | 0x7f => {
-                return Err(ResourceError::ControlCharacter {
-                    position,
-                    character: char::from(b),
-                });
-            }
-            b' ' => return Err(ResourceError::Whitespace { position }),
-            b'\\' => return Err(ResourceError::Backslash { position }),
-            _ => {}
-        }
-    }
-    let Some(start) = first_non_ascii else {
+    // ASCII, the usual case, by a table: among ASCII characters only the controls, the space
+    // and `\` are refused (the other whitespace is control too; nothing is invisible). The
+    // first non-ASCII character, if any comes before a refused one, starts the look at
+    // characters.
+    let Some(start) = input.bytes().position(|b| SCREENED[usize::from(b)]) else {
         return Ok(());
     };
+    let b = input.as_bytes()[start];
+    if b.is_ascii() {
+        return Err(match b {
+            b' ' => ResourceError::Whitespace { position: start },
+            b'\\' => ResourceError::Backslash { position: start },
+            _ => ResourceError::ControlCharacter {
+                position: start,
+                character: char::from(b),
+            },
+        });
+    }
     for (offset, character) in input[start..].char_indices() {
         let position = start + offset;
         if character.is_control() {
@@ -261,6 +259,18 @@ fn screen_characters(input: &str) -> Result<(), ResourceError> {
     Ok(())
 }
 
+/// The bytes `screen_characters` looks at: ASCII controls, the space, `\`, and every byte of
+/// a non-ASCII character.
+static SCREENED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == 0x7f || b == 0x20 || b == 0x5c || b >= 0x80;
+        b += 1;
+    }
+    table
+};
+
 /// Zero-width, bidirectional-control, byte-order-mark, soft-hyphen and tag characters.
 fn is_invisible(c: char) -> bool {
     matches!(c,
@@ -280,7 +290,7 @@ fn split_scheme(input: &str) -> Result<(Scheme, &str), ResourceError> {
             input: shorten(input),
         });
     }
-    let scheme_end = input.find(':');
+    let scheme_end = input.bytes().position(|b| b == b':');
     let valid_scheme = |s: &str| {
         s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
             && s.bytes()
@@ -334,7 +344,8 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
     // rules §19: `.` and `..` segments, literal or encoded (normalization decoded `%2E` already;
     // `/` is never produced by it, so the segments line up with the raw ones). A raw path
     // starts with `/`, so a dot segment follows a `/`.
-    if path.contains("/.") {
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'.') && bytes.windows(2).any(|pair| pair == b"/.") {
         for (segment, raw_segment) in path.split('/').zip(raw.split('/')) {
             if segment == "." || segment == ".." {
                 return Err(ResourceError::DotSegment {
@@ -355,22 +366,33 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
 /// normalized (rules §6).
 fn normalize_component(raw: &str, offset: usize, query: bool) -> Result<String, ResourceError> {
     let bytes = raw.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        let allowed = percent::is_pchar(b) || b == b'/' || b == b'%' || (query && b == b'?');
-        if !allowed {
-            return Err(ResourceError::InvalidCharacter {
-                position: offset + i,
-                character: char::from(b),
-            });
+    // From one byte that is not a pchar or `/` to the next: only `%` (an escape, checked for
+    // controls here and for its form by the normalization) and, in a query, `?` may be one.
+    let mut from = 0;
+    while let Some(found) = bytes[from..]
+        .iter()
+        .position(|&b| !percent::is_pchar(b) && b != b'/')
+    {
+        let at = from + found;
+        match bytes[at] {
+            b'%' => {
+                if let Some(decoded) = percent::escape_at(bytes, at)
+                    && (decoded < 0x20 || decoded == 0x7f)
+                {
+                    return Err(ResourceError::EscapedControl {
+                        escape: raw[at..at + 3].to_owned(),
+                    });
+                }
+            }
+            b'?' if query => {}
+            b => {
+                return Err(ResourceError::InvalidCharacter {
+                    position: offset + at,
+                    character: char::from(b),
+                });
+            }
         }
-        if b == b'%'
-            && let Some(decoded) = percent::escape_at(bytes, i)
-            && (decoded < 0x20 || decoded == 0x7f)
-        {
-            return Err(ResourceError::EscapedControl {
-                escape: raw[i..i + 3].to_owned(),
-            });
-        }
+        from = at + 1;
     }
     percent::normalize(raw).map_err(|malformed| ResourceError::MalformedEscape {
         escape: malformed.text,

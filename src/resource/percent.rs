@@ -6,8 +6,9 @@ pub(crate) fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// RFC 3986 §2.2 sub-delims.
-pub(crate) fn is_sub_delim(b: u8) -> bool {
+/// RFC 3986 §2.2 sub-delims (the definition the `PCHAR` table is tested against).
+#[cfg(test)]
+fn is_sub_delim(b: u8) -> bool {
     matches!(
         b,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
@@ -16,8 +17,29 @@ pub(crate) fn is_sub_delim(b: u8) -> bool {
 
 /// RFC 3986 §3.3 pchar, less pct-encoded (handled by the caller).
 pub(crate) fn is_pchar(b: u8) -> bool {
-    is_unreserved(b) || is_sub_delim(b) || matches!(b, b':' | b'@')
+    PCHAR[usize::from(b)]
 }
+
+/// [`is_pchar`] for every byte, computed once at compile time: the path and query of every
+/// resource are checked against it byte by byte.
+static PCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        // `b < 256`, so the cast keeps it.
+        #[allow(clippy::cast_possible_truncation)]
+        let byte = b as u8;
+        table[b] = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'-' | b'.' | b'_' | b'~' // unreserved
+                    | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' // sub-delims
+                    | b':' | b'@'
+            );
+        b += 1;
+    }
+    table
+};
 
 fn hex_value(b: u8) -> Option<u8> {
     match b {
@@ -119,6 +141,14 @@ fn decode_once(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pchar_table_is_rfc_3986s_pchar() {
+        for b in 0..=u8::MAX {
+            let pchar = is_unreserved(b) || is_sub_delim(b) || matches!(b, b':' | b'@');
+            assert_eq!(is_pchar(b), pchar, "{b:#04x}");
+        }
+    }
 
     #[test]
     fn unreserved_escapes_are_decoded_and_others_uppercased() {
