@@ -73,6 +73,7 @@
 //! | `testing` | `audience_cache::testing`: embedded, scriptable authorization and resource servers for testing code that uses the crate |
 //! | `private-key-jwt` | `ClientAssertionKey`: `private_key_jwt` client authentication with an ES256 key (RFC 7523) |
 //! | `redis` | `SharedLevel`: a fleet-wide second level on Redis, sealed at rest with XChaCha20-Poly1305 |
+//! | `rmcp` | `McpHttpClient`: rmcp 3.11's streamable HTTP client transport, every request through the crate's request loop |
 //!
 //! # Versions
 //!
@@ -137,6 +138,8 @@ pub mod testing;
 #[cfg(feature = "middleware")]
 pub use crate::http::AudienceMiddleware;
 pub use crate::http::AuthorizedClient;
+#[cfg(feature = "rmcp")]
+pub use crate::http::McpHttpClient;
 pub use audience::{AudienceMode, AudiencePolicy, Refusal, RefusalKind};
 pub use authorization::{
     AuthorizationFuture, AuthorizationHandler, ClientRegistrar, ClientStore, DynamicRegistration,
