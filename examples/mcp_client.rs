@@ -8,10 +8,10 @@
 //! ```sh
 //! # Client credentials registered in advance at ISSUER:
 //! CLIENT_ID=my-client CLIENT_SECRET=… ISSUER=https://auth.example.com \
-//!     cargo run --example mcp_client -- https://mcp.example.com/mcp
+//!     cargo run --features rmcp --example mcp_client -- https://mcp.example.com/mcp
 //! # No credentials: a client ID metadata document or dynamic registration, and the browser:
 //! CLIENT_METADATA_URL=https://app.example.com/client.json \
-//!     cargo run --example mcp_client -- https://mcp.example.com/mcp
+//!     cargo run --features rmcp --example mcp_client -- https://mcp.example.com/mcp
 //! ```
 //!
 //! Environment:
