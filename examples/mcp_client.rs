@@ -109,7 +109,9 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_discovery(discovery, clients)
         .with_authorization(handler);
-    let transport = McpHttpClient::new(http).transport(server.as_str());
+    let transport = McpHttpClient::new(http)
+        .map_err(|e| e.to_string())?
+        .transport(server.as_str());
     let session = Client
         .serve(transport)
         .await

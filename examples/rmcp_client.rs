@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_authorization(Arc::new(browser));
 
     // From here on it is rmcp: the transport is the crate's, the protocol rmcp's.
-    let mcp = ().serve(McpHttpClient::new(http).transport(url)).await?;
+    let mcp = ().serve(McpHttpClient::new(http)?.transport(url)).await?;
     let tools = mcp.list_tools(Default::default()).await?.tools;
     for tool in &tools {
         println!(

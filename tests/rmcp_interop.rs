@@ -27,6 +27,7 @@ fn client(cache: &TokenCache, issuer: &str) -> McpHttpClient {
                     .at_issuer(issuer),
             ),
     )
+    .unwrap()
 }
 
 fn cache() -> TokenCache {

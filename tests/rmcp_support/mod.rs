@@ -352,6 +352,7 @@ pub fn client(cache: &TokenCache, auth: &AuthorizationServer) -> McpHttpClient {
                 PreRegistered::client_secret_basic("svc", "s3cret".into()).at_issuer(auth.issuer()),
             ),
     )
+    .unwrap()
 }
 
 /// Waits (up to 10 s) until `done` holds.

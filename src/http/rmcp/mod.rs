@@ -63,7 +63,7 @@ const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 /// # async fn run(cache: audience_cache::TokenCache) -> Result<(), Box<dyn std::error::Error>> {
 /// use audience_cache::{AuthorizedClient, McpHttpClient};
 ///
-/// let client = McpHttpClient::new(AuthorizedClient::new(cache)?);
+/// let client = McpHttpClient::new(AuthorizedClient::new(cache)?)?;
 /// let transport = client.transport("https://mcp.example.com/mcp");
 /// // rmcp::ServiceExt::serve(handler, transport).await? starts the MCP session.
 /// # let _ = transport;
@@ -76,10 +76,29 @@ pub struct McpHttpClient {
 }
 
 impl McpHttpClient {
-    /// rmcp's HTTP client over `client`, with its discovery, authorization and redirect
-    /// settings.
-    pub fn new(client: AuthorizedClient) -> Self {
-        Self { client }
+    /// rmcp's HTTP client over `client`, with its cache and its discovery, authorization and
+    /// redirect settings. Fails only when reqwest cannot build its client (its TLS setup, say).
+    ///
+    /// Like rmcp's own client, it keeps no idle connections: a connection reused after a
+    /// response that was not read to its end (an SSE stream rmcp stopped reading once it had
+    /// its answer) stalls the next request by about 40 ms on Linux (delayed ACK), on every
+    /// tool call.
+    pub fn new(client: AuthorizedClient) -> Result<Self, Error> {
+        let inner = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| {
+                Error::Configuration(BuildError::HttpClient {
+                    reason: crate::error::describe(&e),
+                })
+            })?;
+        Ok(Self {
+            client: AuthorizedClient {
+                inner,
+                policy: client.policy,
+            },
+        })
     }
 
     /// rmcp's streamable HTTP transport to the MCP server at `url`, with rmcp's default
@@ -110,12 +129,6 @@ impl McpHttpClient {
             .execute(request)
             .await
             .map_err(StreamableHttpError::Client)
-    }
-}
-
-impl From<AuthorizedClient> for McpHttpClient {
-    fn from(client: AuthorizedClient) -> Self {
-        Self::new(client)
     }
 }
 
