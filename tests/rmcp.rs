@@ -7,6 +7,9 @@ mod rmcp_support;
 
 use std::sync::Arc;
 
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::post;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -166,4 +169,96 @@ async fn a_resumed_stream_gets_its_token_through_the_same_decision() {
             .all(|r| r.resources == [server.resource.clone()])
     );
     drop(mcp);
+}
+
+#[tokio::test]
+async fn a_redirect_of_a_message_to_another_server_is_refused_and_nothing_reaches_it() {
+    let auth = authorization_server().await;
+    let other = McpServer::rmcp(&auth).await;
+    let target = other.resource.clone();
+    // The server answers every message with a 307 to another origin: following it would
+    // replay the message (and its session id) there.
+    let server = McpServer::serve(&auth, move |path| {
+        Router::new().route(
+            path,
+            post(move || async move {
+                (
+                    http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", target.clone())],
+                )
+            }),
+        )
+    })
+    .await;
+    let cache = cache();
+    let error =
+        ().serve(client(&cache, &auth).transport(server.resource.as_str()))
+            .await
+            .unwrap_err();
+    let text = format!("{error:?}");
+    assert!(text.contains("Redirect"), "{text}");
+    assert_eq!(other.seen(), []);
+    // The message went once, with the token for this server, and was not followed.
+    let with_token: Vec<_> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.authorization)
+        .collect();
+    assert_eq!(with_token.len(), 1, "{with_token:#?}");
+    assert_eq!(with_token[0].status, 307);
+    assert_eq!(with_token[0].audiences, Some(vec![server.resource.clone()]));
+}
+
+#[tokio::test]
+async fn the_transports_response_limits_are_enforced_before_parsing() {
+    let auth = authorization_server().await;
+    // A valid answer to initialize, 4 KiB long.
+    let json = json!({ "jsonrpc": "2.0", "id": 0, "result": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "serverInfo": { "name": "large", "version": "1" },
+        "instructions": "x".repeat(4096)
+    } })
+    .to_string();
+    let sse = format!("data: {json}\n\n");
+    for (content_type, body) in [("application/json", json), ("text/event-stream", sse)] {
+        let server = McpServer::serve(&auth, move |path| {
+            Router::new().route(
+                path,
+                post(move |request: axum::body::Bytes| async move {
+                    // Only initialize is answered; the notification after it is accepted.
+                    if !request.starts_with(b"{\"jsonrpc\":\"2.0\",\"id\"") {
+                        return http::StatusCode::ACCEPTED.into_response();
+                    }
+                    ([("content-type", content_type)], body).into_response()
+                }),
+            )
+        })
+        .await;
+        let connect = |limit: usize| {
+            let config = StreamableHttpClientTransportConfig::with_uri(server.resource.as_str())
+                .max_json_response_size(limit)
+                .max_sse_event_size(limit);
+            let transport =
+                StreamableHttpClientTransport::with_client(client(&cache(), &auth), config);
+            ().serve(transport)
+        };
+        // Within the limit the answer is taken; 1 KiB refuses it.
+        let session = connect(8192).await.unwrap();
+        assert_eq!(
+            session
+                .peer_info()
+                .unwrap()
+                .instructions
+                .as_deref()
+                .map(str::len),
+            Some(4096)
+        );
+        drop(session);
+        let error = connect(1024).await.unwrap_err();
+        let text = format!("{error:?}");
+        if content_type == "application/json" {
+            assert!(text.contains("ResponseBodyTooLarge"), "{text}");
+        }
+    }
 }

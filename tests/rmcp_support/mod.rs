@@ -97,7 +97,11 @@ impl McpServer {
         .await
     }
 
-    async fn serve(auth: &Arc<AuthorizationServer>, routes: impl FnOnce(&str) -> Router) -> Self {
+    /// A server with the routes `routes` makes for its MCP path, behind the bearer check.
+    pub async fn serve(
+        auth: &Arc<AuthorizationServer>,
+        routes: impl FnOnce(&str) -> Router,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let path = "/mcp";

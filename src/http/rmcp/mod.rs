@@ -338,6 +338,15 @@ mod tests {
     }
 
     #[test]
+    fn a_session_id_with_a_line_break_is_not_sent() {
+        let error = request_headers(None, HashMap::new(), Some("s\r\nx-injected: 1")).unwrap_err();
+        assert!(
+            matches!(&error, StreamableHttpError::UnexpectedServerResponse(m) if m.contains("session id")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
     fn reserved_headers_are_refused_and_the_protocol_version_passes() {
         for name in ["accept", "mcp-session-id", "last-event-id"] {
             let mut custom = HashMap::new();
