@@ -179,6 +179,8 @@ fn print(outcome: &Outcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_two_resource_sequence_through_rmcp_auth_and_through_this_transport() {
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at the start: {}", load().trim());
     println!(
         "| way | token requests | tokens sent with the wrong aud | per tool call at A | per tool call at B |"
     );
@@ -203,4 +205,5 @@ async fn the_same_two_resource_sequence_through_rmcp_auth_and_through_this_trans
     print(&ours);
     assert_eq!((ours.token_requests, ours.wrong_audience), (2, 0));
     assert!(ours.per_call.iter().all(Result::is_ok));
+    println!("load average at the end: {}", load().trim());
 }
