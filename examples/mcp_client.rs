@@ -8,13 +8,13 @@
 //! ```sh
 //! # Client credentials registered in advance at ISSUER:
 //! CLIENT_ID=my-client CLIENT_SECRET=… ISSUER=https://auth.example.com \
-//!     cargo run --example mcp_client -- https://mcp.example.com/mcp
+//!     cargo run --features rmcp --example mcp_client -- https://mcp.example.com/mcp
 //! # No credentials: a client ID metadata document or dynamic registration, and the browser:
 //! CLIENT_METADATA_URL=https://app.example.com/client.json \
-//!     cargo run --example mcp_client -- https://mcp.example.com/mcp
+//!     cargo run --features rmcp --example mcp_client -- https://mcp.example.com/mcp
 //! # Authorize once: the registered client and the refresh token kept for the next run
 //! # (feature `file-store`; the directory is made with mode 0700):
-//! cargo run --features file-store --example mcp_client -- \
+//! cargo run --features rmcp,file-store --example mcp_client -- \
 //!     --state-dir ~/.local/state/audience-cache https://mcp.example.com/mcp
 //! ```
 //!
@@ -47,22 +47,30 @@
 //! the issuer is the one discovery finds for the server: a test harness may do that, a real
 //! client lists the issuers its credentials belong to (`ISSUER`).
 //!
-//! It speaks JSON-RPC over streamable HTTP directly (replies may be JSON or server-sent
-//! events), through the crate's `AuthorizedClient`, so every request to the server goes through
-//! the audience decision.
+//! The protocol is rmcp's (the official Rust SDK: sessions, SSE streams and their resumption,
+//! protocol-version negotiation); every HTTP request rmcp makes goes through the crate's
+//! `McpHttpClient`, so each one gets its token after the audience decision (feature `rmcp`:
+//! `cargo run --features rmcp --example mcp_client -- URL`). It accepts a form elicitation
+//! with the defaults of the requested schema (a client with no user to ask).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use audience_cache::{
     AuthorizationHandler, AuthorizedClient, ClientRegistrar, CredentialStore, Discovery,
-    DiscoveryOptions, DynamicRegistration, HeadlessAuthorization, LoopbackListener, PreRegistered,
-    TokenCache,
+    DiscoveryOptions, DynamicRegistration, HeadlessAuthorization, LoopbackListener, McpHttpClient,
+    PreRegistered, TokenCache,
 };
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult,
+    ElicitationAction, ElicitationCapability, FormElicitationCapability, Implementation,
+    ProtocolVersion,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use url::Url;
 
-const PROTOCOL_VERSION: &str = "2025-11-25";
 const USAGE: &str = "usage: mcp_client [--state-dir DIR] <server-url>   (environment: see the top of examples/mcp_client.rs)";
 
 #[tokio::main]
@@ -119,69 +127,66 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_discovery(discovery, clients)
         .with_authorization(handler);
-    let mut session = Session {
-        http,
-        server,
-        id: None,
-        next_id: 1,
-    };
-
-    let init = session
-        .request(
-            "initialize",
-            json!({
-                "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
-                "clientInfo": { "name": "audience-cache mcp_client example", "version": env!("CARGO_PKG_VERSION") }
-            }),
-        )
-        .await?;
-    let name = init["serverInfo"]["name"].as_str().unwrap_or("(unnamed)");
-    println!(
-        "connected to {name} (protocol {})",
-        init["protocolVersion"].as_str().unwrap_or("?")
-    );
-    session.notify("notifications/initialized").await?;
-    let tools = session.request("tools/list", json!({})).await?;
-    let tools = tools["tools"].as_array().cloned().unwrap_or_default();
-    if let Some(resource) = cache.resource_for(&session.server) {
+    let transport = McpHttpClient::new(http)
+        .map_err(|e| e.to_string())?
+        .transport(server.as_str());
+    let session = Client
+        .serve(transport)
+        .await
+        .map_err(|e| format!("initialize: {e}"))?;
+    if let Some(info) = session.peer_info() {
+        let name = info.server_info.as_ref().map(|i| i.name.as_str());
+        println!(
+            "connected to {} (protocol {})",
+            name.unwrap_or("(unnamed)"),
+            info.protocol_version
+        );
+    }
+    let tools = session
+        .list_tools(Default::default())
+        .await
+        .map_err(|e| format!("tools/list: {e}"))?
+        .tools;
+    if let Some(resource) = cache.resource_for(&server) {
         println!("resource {} (sent as {})", resource.key(), resource.wire());
     }
     println!("{} tool(s):", tools.len());
     for tool in &tools {
         println!(
             "  {:<24} {}",
-            tool["name"].as_str().unwrap_or("?"),
-            tool["description"].as_str().unwrap_or("")
+            tool.name,
+            tool.description.as_deref().unwrap_or("")
         );
     }
     let wanted = var("TOOL");
     let tool = match &wanted {
-        Some(name) => tools.iter().find(|t| t["name"] == name.as_str()),
+        Some(name) => tools.iter().find(|t| t.name == name.as_str()),
         None => tools.first(),
     };
     match tool {
         Some(tool) => {
-            let name = tool["name"].as_str().unwrap_or_default().to_owned();
+            let name = tool.name.to_string();
             let arguments = match var("TOOL_ARGUMENTS") {
                 Some(text) => serde_json::from_str(&text)
                     .map_err(|e| format!("TOOL_ARGUMENTS is not JSON: {e}"))?,
-                None => placeholder_arguments(&tool["inputSchema"]),
+                None => placeholder_arguments(&Value::Object((*tool.input_schema).clone())),
+            };
+            let Value::Object(arguments) = arguments else {
+                return Err("TOOL_ARGUMENTS is not a JSON object".to_owned());
             };
             let result = session
-                .request(
-                    "tools/call",
-                    json!({ "name": name, "arguments": arguments }),
-                )
-                .await?;
-            let text: Vec<&str> = result["content"]
+                .call_tool(CallToolRequestParams::new(name.clone()).with_arguments(arguments))
+                .await
+                .map_err(|e| format!("tools/call: {e}"))?;
+            let content = serde_json::to_value(&result.content).unwrap_or_default();
+            let text: Vec<&str> = content
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(|c| c["text"].as_str())
                 .collect();
             println!("called {name}: {}", text.join(" "));
-            if result["isError"] == true {
+            if result.is_error == Some(true) {
                 return Err(format!("the tool {name} reported an error"));
             }
         }
@@ -193,64 +198,58 @@ async fn run() -> Result<(), String> {
         }
         None => println!("no tool to call"),
     }
+    // Ends the session (DELETE, through the crate like every other request).
+    session.cancel().await.map_err(|e| e.to_string())?;
     let stats = cache.stats();
     println!("token requests: {}", stats.fetches);
     Ok(())
 }
 
-/// `--state-dir DIR` (or `--state-dir=DIR`), and the server URL: the last argument (the
-/// conformance suite appends it).
-fn arguments() -> Result<(Option<String>, String), String> {
-    let mut args = std::env::args().skip(1);
-    let (mut state_dir, mut server) = (None, None);
-    while let Some(arg) = args.next() {
-        if arg == "--state-dir" {
-            state_dir = Some(args.next().ok_or_else(|| USAGE.to_owned())?);
-        } else if let Some(dir) = arg.strip_prefix("--state-dir=") {
-            state_dir = Some(dir.to_owned());
-        } else {
-            server = Some(arg);
-        }
+/// The MCP client's side of the protocol that rmcp leaves to it: who it is, and what it
+/// answers to a server's elicitation.
+#[derive(Clone)]
+struct Client;
+
+impl ClientHandler for Client {
+    fn get_info(&self) -> ClientConfig {
+        let mut elicitation = ElicitationCapability::new();
+        elicitation.form = Some(FormElicitationCapability::new());
+        ClientConfig::new(
+            ClientCapabilities::builder()
+                .enable_elicitation_with(elicitation)
+                .build(),
+            Implementation::new(
+                "audience-cache mcp_client example",
+                env!("CARGO_PKG_VERSION"),
+            ),
+        )
+        // The newest revision with an initialize handshake, the one the conformance suite and
+        // today's servers speak.
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
-    Ok((state_dir, server.ok_or_else(|| USAGE.to_owned())?))
-}
 
-/// The file store in `dir` (feature `file-store`).
-#[cfg(feature = "file-store")]
-fn open_store(dir: String) -> Result<Arc<dyn CredentialStore>, String> {
-    let store = audience_cache::FileStore::open(dir).map_err(|e| e.to_string())?;
-    Ok(Arc::new(store))
-}
-
-#[cfg(not(feature = "file-store"))]
-fn open_store(_dir: String) -> Result<Arc<dyn CredentialStore>, String> {
-    Err("--state-dir needs the feature file-store (cargo run --features file-store ...)".to_owned())
-}
-
-/// DPoP (RFC 9449): a key for the cache, so that a server that asks for DPoP-bound tokens gets
-/// them; with `always`, the server's resource uses DPoP unasked (the server URL is taken as its
-/// resource identifier, which is what most MCP servers' metadata says).
-#[cfg(feature = "dpop")]
-fn dpop(
-    cache: audience_cache::TokenCacheBuilder,
-    server: &Url,
-    pem: Option<String>,
-    always: bool,
-    loopback: bool,
-) -> Result<audience_cache::TokenCacheBuilder, String> {
-    use audience_cache::{DpopKey, ResourceUri};
-    let key = match pem {
-        Some(pem) => DpopKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?,
-        None => DpopKey::generate(),
-    };
-    eprintln!("DPoP key {}", key.thumbprint());
-    let cache = cache.dpop_key(key);
-    if !always {
-        return Ok(cache);
+    /// Accepts a form with the defaults its schema gives (MCP 2025-11-25 elicitation, SEP-1034):
+    /// there is no user here to ask. A URL elicitation is declined.
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let ElicitRequestParams::FormElicitationParams {
+            requested_schema, ..
+        } = request
+        else {
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        let schema = serde_json::to_value(&requested_schema).unwrap_or_default();
+        let defaults: serde_json::Map<String, Value> = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, property)| Some((name.clone(), property.get("default")?.clone())))
+            .collect();
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(Value::Object(defaults)))
     }
-    let options = audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(loopback);
-    let resource = ResourceUri::parse_with(server.as_str(), &options).map_err(|e| e.to_string())?;
-    Ok(cache.use_dpop_for(resource))
 }
 
 fn headless() -> Result<Arc<dyn AuthorizationHandler>, String> {
@@ -268,8 +267,6 @@ async fn registrar(
     handler: &dyn AuthorizationHandler,
 ) -> Result<ClientRegistrar, String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    // A registered client is kept in the cache's credential store (--state-dir), with the
-    // refresh tokens bound to it.
     let mut clients = ClientRegistrar::new()
         .dynamic_registration(DynamicRegistration::new(
             "audience-cache mcp_client example",
@@ -365,132 +362,57 @@ fn placeholder_arguments(schema: &Value) -> Value {
     Value::Object(arguments)
 }
 
-/// A streamable-HTTP MCP session: JSON-RPC requests by POST, the session id carried along.
-struct Session {
-    http: AuthorizedClient,
-    server: Url,
-    id: Option<String>,
-    next_id: u64,
-}
-
-impl Session {
-    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        let mut request = self
-            .http
-            .post(self.server.as_str())
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", PROTOCOL_VERSION)
-            .json(body);
-        if let Some(id) = &self.id {
-            request = request.header("mcp-session-id", id);
-        }
-        request
-    }
-
-    async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let request = self.post(&body).build().map_err(|e| e.to_string())?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| format!("{method}: {e}"))?;
-        if let Some(session) = response
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            self.id = Some(session.to_owned());
-        }
-        let status = response.status();
-        let challenge = challenge_of(&response);
-        let is_sse = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{method}: HTTP {}{challenge}", status.as_u16()));
-        }
-        let reply = if is_sse {
-            sse_reply(&text, id)?
+/// `--state-dir DIR` (or `--state-dir=DIR`), and the server URL: the last argument (the
+/// conformance suite appends it).
+fn arguments() -> Result<(Option<String>, String), String> {
+    let mut args = std::env::args().skip(1);
+    let (mut state_dir, mut server) = (None, None);
+    while let Some(arg) = args.next() {
+        if arg == "--state-dir" {
+            state_dir = Some(args.next().ok_or_else(|| USAGE.to_owned())?);
+        } else if let Some(dir) = arg.strip_prefix("--state-dir=") {
+            state_dir = Some(dir.to_owned());
         } else {
-            parse(&text)?
-        };
-        if let Some(error) = reply.get("error") {
-            return Err(format!("{method}: {error}"));
+            server = Some(arg);
         }
-        reply
-            .get("result")
-            .cloned()
-            .ok_or_else(|| format!("{method}: the reply has no result"))
     }
-
-    async fn notify(&mut self, method: &str) -> Result<(), String> {
-        let body = json!({ "jsonrpc": "2.0", "method": method });
-        let request = self.post(&body).build().map_err(|e| e.to_string())?;
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| format!("{method}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{method}: HTTP {}", response.status().as_u16()));
-        }
-        Ok(())
-    }
+    Ok((state_dir, server.ok_or_else(|| USAGE.to_owned())?))
 }
 
-/// The server's `WWW-Authenticate`, for an error message: what it still asks for after the
-/// crate's retries (escaped, shortened: it is the server's text).
-fn challenge_of(response: &reqwest::Response) -> String {
-    let values: Vec<String> = response
-        .headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .escape_debug()
-                .to_string()
-        })
-        .collect();
-    if values.is_empty() {
-        return String::new();
-    }
-    let mut text = values.join(", ");
-    if text.len() > 300 {
-        let mut end = 300;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    format!(" (WWW-Authenticate: {text})")
+/// The file store in `dir` (feature `file-store`).
+#[cfg(feature = "file-store")]
+fn open_store(dir: String) -> Result<Arc<dyn CredentialStore>, String> {
+    let store = audience_cache::FileStore::open(dir).map_err(|e| e.to_string())?;
+    Ok(Arc::new(store))
 }
 
-fn parse(text: &str) -> Result<Value, String> {
-    serde_json::from_str(text).map_err(|e| format!("the reply is not JSON: {e}"))
+#[cfg(not(feature = "file-store"))]
+fn open_store(_dir: String) -> Result<Arc<dyn CredentialStore>, String> {
+    Err("--state-dir needs the feature file-store (cargo run --features file-store ...)".to_owned())
 }
 
-/// The JSON-RPC response with `id` among the server-sent events (`data:` lines).
-fn sse_reply(text: &str, id: u64) -> Result<Value, String> {
-    let mut data = String::new();
-    for line in text.lines().chain(std::iter::once("")) {
-        if let Some(rest) = line.strip_prefix("data:") {
-            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
-            data.push('\n');
-        } else if line.is_empty() && !data.is_empty() {
-            if let Ok(message) = serde_json::from_str::<Value>(&data)
-                && message.get("id").and_then(Value::as_u64) == Some(id)
-            {
-                return Ok(message);
-            }
-            data.clear();
-        }
+/// DPoP (RFC 9449): a key for the cache, so that a server that asks for DPoP-bound tokens gets
+/// them; with `always`, the server's resource uses DPoP unasked (the server URL is taken as its
+/// resource identifier, which is what most MCP servers' metadata says).
+#[cfg(feature = "dpop")]
+fn dpop(
+    cache: audience_cache::TokenCacheBuilder,
+    server: &Url,
+    pem: Option<String>,
+    always: bool,
+    loopback: bool,
+) -> Result<audience_cache::TokenCacheBuilder, String> {
+    use audience_cache::{DpopKey, ResourceUri};
+    let key = match pem {
+        Some(pem) => DpopKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?,
+        None => DpopKey::generate(),
+    };
+    eprintln!("DPoP key {}", key.thumbprint());
+    let cache = cache.dpop_key(key);
+    if !always {
+        return Ok(cache);
     }
-    Err(format!("no reply with id {id} in the event stream"))
+    let options = audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(loopback);
+    let resource = ResourceUri::parse_with(server.as_str(), &options).map_err(|e| e.to_string())?;
+    Ok(cache.use_dpop_for(resource))
 }

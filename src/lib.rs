@@ -80,6 +80,7 @@
 //! | `redis` | `SharedLevel`: a fleet-wide second level on Redis, sealed at rest with XChaCha20-Poly1305 |
 //! | `dpop` | `DpopKey`: DPoP (RFC 9449) sender-constrained tokens, a fresh proof for every request that carries one, made by the call that makes the audience decision |
 //! | `file-store` | `FileStore`: a [`CredentialStore`] in a per-user directory (refresh tokens and registered clients survive a restart), sealed with XChaCha20-Poly1305, locked per grant |
+//! | `rmcp` | `McpHttpClient`: rmcp 3.11's streamable HTTP client transport, every request through the crate's request loop |
 //!
 //! # Versions
 //!
@@ -134,7 +135,7 @@ pub mod rules {}
 /// The README's examples are compiled as doctests. They show every feature's code as a reader
 /// of the crate page sees it (no hidden lines), so they compile only with the features they
 /// use: `cargo test --all-features`, the README's test command, runs them.
-#[cfg(all(doctest, feature = "redis"))]
+#[cfg(all(doctest, feature = "redis", feature = "file-store", feature = "rmcp"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
@@ -146,6 +147,8 @@ pub mod testing;
 #[cfg(feature = "middleware")]
 pub use crate::http::AudienceMiddleware;
 pub use crate::http::AuthorizedClient;
+#[cfg(feature = "rmcp")]
+pub use crate::http::McpHttpClient;
 pub use audience::{AudienceMode, AudiencePolicy, Refusal, RefusalKind};
 pub use authorization::{
     AuthorizationFuture, AuthorizationHandler, ClientRegistrar, ClientStore, DynamicRegistration,

@@ -40,6 +40,10 @@ impl DpopKey {
         match *self {}
     }
 
+    pub(crate) fn algorithm(&self) -> &'static str {
+        match *self {}
+    }
+
     pub(crate) fn proof(&self, _: &str, _: &str, _: Option<&str>, _: Option<&str>) -> String {
         match *self {}
     }

@@ -15,6 +15,8 @@ mod middleware;
 #[cfg(feature = "middleware")]
 mod probe;
 mod redirect;
+#[cfg(feature = "rmcp")]
+mod rmcp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,8 @@ use attach::{Retries, attach, step_up_limit};
 
 #[cfg(feature = "middleware")]
 pub use middleware::AudienceMiddleware;
+#[cfg(feature = "rmcp")]
+pub use rmcp::McpHttpClient;
 
 /// The most redirects followed for one request.
 const DEFAULT_MAX_REDIRECTS: usize = 10;

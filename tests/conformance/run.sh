@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The official MCP conformance suite (@modelcontextprotocol/conformance, pinned in
-# package-lock.json) against examples/mcp_client.rs, built once by the caller:
+# package-lock.json) against examples/mcp_client.rs (rmcp's protocol over the crate's
+# transport, feature `rmcp`), built once by the caller:
 #
 #   cargo build --all-features --example mcp_client
 #   (cd tests/conformance && npm ci) && tests/conformance/run.sh target/debug/examples/mcp_client
@@ -40,4 +41,11 @@ conformance --scenario auth/offline-access-scope
 # Beyond what the crate's CI must run: the other draft scenarios of the suite.
 conformance --scenario auth/offline-access-not-supported
 conformance --scenario auth/resource-mismatch
+# The suite's client scenarios that do not involve authorization and apply to this client (its
+# protocol is rmcp's): the handshake, a tool call, a resumed SSE stream (a probe without a
+# token, then each request as the server answers it) and an elicitation answered with defaults.
+conformance --scenario initialize
+conformance --scenario tools_call
+conformance --scenario sse-retry
+conformance --scenario elicitation-sep1034-client-defaults
 echo "== conformance: every scenario passed (expected failures: see expected-failures.yml)"

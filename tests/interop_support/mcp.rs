@@ -33,6 +33,9 @@ pub struct Recorded {
     pub bearer: bool,
     pub aud: Option<Value>,
     pub status: Option<u16>,
+    /// The `Last-Event-ID` of a resumed stream.
+    #[serde(default)]
+    pub last_event_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,16 +48,33 @@ impl McpServer {
     /// `REQUIRED_SCOPES` rules given. One that has not printed its address within 30 s is
     /// killed and started once more (see `AuthServer::start_with`).
     pub fn start(issuer: &str, path: &str, required_scopes: &str) -> Self {
+        Self::start_with(issuer, path, required_scopes, &[])
+    }
+
+    /// Like [`start`](Self::start), with more of the server's environment (`MCP_RESUMABLE`,
+    /// `MCP_JSON_RESPONSE`, …; see its README).
+    pub fn start_with(
+        issuer: &str,
+        path: &str,
+        required_scopes: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/mcp-server");
         prepare_node_project(&dir, "@modelcontextprotocol/sdk");
-        Self::spawn(&dir, issuer, path, required_scopes).unwrap_or_else(|stalled| {
+        Self::spawn(&dir, issuer, path, required_scopes, env).unwrap_or_else(|stalled| {
             eprintln!("{stalled}; starting another");
-            Self::spawn(&dir, issuer, path, required_scopes)
+            Self::spawn(&dir, issuer, path, required_scopes, env)
                 .unwrap_or_else(|stalled| panic!("{stalled}, twice"))
         })
     }
 
-    fn spawn(dir: &Path, issuer: &str, path: &str, required_scopes: &str) -> Result<Self, String> {
+    fn spawn(
+        dir: &Path,
+        issuer: &str,
+        path: &str,
+        required_scopes: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let mut child = Command::new("node")
             .arg("server.mjs")
             .current_dir(dir)
@@ -63,6 +83,7 @@ impl McpServer {
             .env("MCP_PATHS", path)
             .env("REQUIRED_SCOPES", required_scopes)
             .env("EXIT_ON_STDIN_CLOSE", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

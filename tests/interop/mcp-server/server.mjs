@@ -40,6 +40,7 @@ const { requireBearerAuth } = await import('@modelcontextprotocol/sdk/server/aut
 const { mcpAuthMetadataRouter, getOAuthProtectedResourceMetadataUrl } = await import('@modelcontextprotocol/sdk/server/auth/router.js');
 const { InvalidTokenError, ServerError } = await import('@modelcontextprotocol/sdk/server/auth/errors.js');
 const { isInitializeRequest } = await import('@modelcontextprotocol/sdk/types.js');
+const { InMemoryEventStore } = await import('@modelcontextprotocol/sdk/examples/shared/inMemoryEventStore.js');
 const { createRemoteJWKSet, jwtVerify, decodeJwt, errors: joseErrors } = await import('jose');
 const { z } = await import('zod');
 
@@ -60,6 +61,10 @@ const PORT = intEnv('PORT', 0);
 const AS_WAIT_SECONDS = intEnv('AS_WAIT_SECONDS', 10);
 const JSON_RESPONSE = flagEnv('MCP_JSON_RESPONSE');
 const STATELESS = flagEnv('MCP_STATELESS');
+// MCP_RESUMABLE=1: the SDK's in-memory event store (resumable SSE streams, a priming event
+// with `retry: 100`) and a tool `reconnect` that closes its own response stream before it
+// answers, so that the client must resume the stream (GET with Last-Event-ID) to get it.
+const RESUMABLE = flagEnv('MCP_RESUMABLE');
 const SCOPES_SUPPORTED = (process.env.SCOPES_SUPPORTED ?? 'mcp:read mcp:write').split(/\s+/).filter(Boolean);
 
 const AS_ISSUER = process.env.AS_ISSUER ?? '';
@@ -276,6 +281,17 @@ function buildMcpServer(srv) {
     return { content: [{ type: 'text', text: JSON.stringify(info) }], structuredContent: info };
   });
 
+  if (RESUMABLE) {
+    mcp.registerTool('reconnect', {
+      description: 'Closes its response stream, then answers on the stream the client resumes.',
+    }, async (extra) => {
+      extra.closeSSEStream?.();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const info = whoami(extra);
+      return { content: [{ type: 'text', text: JSON.stringify(info) }], structuredContent: info };
+    });
+  }
+
   return mcp;
 }
 
@@ -354,6 +370,7 @@ async function handleMcp(srv, req, res) {
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       enableJsonResponse: JSON_RESPONSE,
+      ...(RESUMABLE ? { eventStore: new InMemoryEventStore(), retryInterval: 100 } : {}),
       onsessioninitialized: (id) => { srv.sessions.set(id, transport); },
       onsessionclosed: (id) => { srv.sessions.delete(id); },
     });
@@ -451,6 +468,7 @@ server.on('request', (req, res) => {
     resource: byPath.get(path)?.resource ?? null,
     ...bearerInfo(req.headers.authorization),
     session_id: typeof sid === 'string' ? sid : null,
+    last_event_id: typeof req.headers['last-event-id'] === 'string' ? req.headers['last-event-id'] : null,
     rpc: null,
     status: null,
   };
