@@ -21,17 +21,21 @@ pub(crate) struct Timing {
     pub(crate) skew: Duration,
     /// The lifetime assumed when the response has no `expires_in`.
     pub(crate) default_lifetime: Duration,
-    /// How long before expiry a hit starts a background refresh (bounded to half of the usable
-    /// lifetime).
+    /// How long before expiry a hit starts a background refresh, at most (the share below
+    /// bounds it for shorter tokens).
     pub(crate) refresh_ahead: Duration,
+    /// The share of the usable lifetime, in percent (1 to 50), that the refresh-ahead window
+    /// may take.
+    pub(crate) refresh_ahead_share: u8,
 }
 
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            skew: Duration::from_secs(60),
+            skew: Duration::from_secs(30),
             default_lifetime: Duration::from_secs(300),
             refresh_ahead: Duration::from_secs(120),
+            refresh_ahead_share: 10,
         }
     }
 }
@@ -47,7 +51,8 @@ impl Timing {
             .min(MAX_LIFETIME);
         let usable = lifetime - self.skew.min(lifetime / 2);
         let expires_at = received_at + usable;
-        let refresh_at = expires_at - self.refresh_ahead.min(usable / 2);
+        let share = u32::from(self.refresh_ahead_share.clamp(1, 50));
+        let refresh_at = expires_at - self.refresh_ahead.min(usable * share / 100);
         Schedule {
             received_at,
             lifetime,
@@ -112,19 +117,39 @@ mod tests {
         let timing = Timing::default();
         let now = Instant::now();
         let long = timing.schedule(now, Some(Duration::from_secs(3600)));
-        assert_eq!(long.expires_at, now + Duration::from_secs(3540));
-        assert_eq!(long.refresh_at, now + Duration::from_secs(3420));
+        assert_eq!(long.expires_at, now + Duration::from_secs(3570));
+        // The 120 s window, less than 10 % of the usable 3,570 s.
+        assert_eq!(long.refresh_at, now + Duration::from_secs(3450));
+        let usual = timing.schedule(now, Some(Duration::from_secs(300)));
+        assert_eq!(usual.expires_at, now + Duration::from_secs(270));
+        // 10 % of the usable 270 s.
+        assert_eq!(usual.refresh_at, now + Duration::from_secs(243));
         let short = timing.schedule(now, Some(Duration::from_secs(10)));
         assert_eq!(short.expires_at, now + Duration::from_secs(5));
-        assert_eq!(short.refresh_at, now + Duration::from_millis(2500));
+        assert_eq!(short.refresh_at, now + Duration::from_millis(4500));
         let absent = timing.schedule(now, None);
-        assert_eq!(absent.expires_at, now + Duration::from_secs(240));
+        assert_eq!(absent.expires_at, now + Duration::from_secs(270));
         let zero = timing.schedule(now, Some(Duration::ZERO));
         assert_eq!(zero.expires_at, now);
         let absurd = timing.schedule(now, Some(Duration::from_secs(u64::MAX)));
         assert_eq!(
             absurd.expires_at,
-            now + MAX_LIFETIME - Duration::from_secs(60)
+            now + MAX_LIFETIME - Duration::from_secs(30)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresh_ahead_window_is_a_share_of_the_usable_lifetime() {
+        let now = Instant::now();
+        let half = Timing {
+            refresh_ahead_share: 50,
+            ..Timing::default()
+        };
+        let usual = half.schedule(now, Some(Duration::from_secs(300)));
+        // Half of the usable 270 s is 135 s, more than the 120 s window: the window holds.
+        assert_eq!(usual.refresh_at, now + Duration::from_secs(150));
+        let short = half.schedule(now, Some(Duration::from_secs(100)));
+        // Half of the usable 70 s.
+        assert_eq!(short.refresh_at, now + Duration::from_secs(35));
     }
 }

@@ -155,7 +155,8 @@ async fn scopes_and_accounts_are_part_of_the_key() {
 #[tokio::test(start_paused = true)]
 async fn a_hit_in_the_refresh_window_is_served_at_once_and_refreshes_once_in_the_background() {
     let server = server();
-    // expires_in 300 s: served until 240 s (skew 60 s), refreshed from 120 s on.
+    // expires_in 300 s: served until 270 s (skew 30 s), refreshed from 243 s on (10 % of the
+    // usable 270 s).
     server.script(|s| {
         s.expires_in = Some(Duration::from_secs(300));
         s.latency = Duration::from_millis(50);
@@ -165,12 +166,12 @@ async fn a_hit_in_the_refresh_window_is_served_at_once_and_refreshes_once_in_the
     let first = cache.token_for(&target).await.unwrap();
     assert_eq!(server.token_requests(), 1);
 
-    advance(Duration::from_secs(100)).await;
+    advance(Duration::from_secs(240)).await;
     let hit = cache.token_for(&target).await.unwrap();
     assert!(hit.same_token_as(&first));
     assert_eq!(server.token_requests(), 1, "outside the window: no refresh");
 
-    advance(Duration::from_secs(30)).await;
+    advance(Duration::from_secs(5)).await;
     let mut served = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
@@ -194,7 +195,11 @@ async fn a_hit_in_the_refresh_window_is_served_at_once_and_refreshes_once_in_the
 async fn a_failing_refresh_keeps_the_valid_token_serving_until_it_expires() {
     let server = server();
     server.script(|s| s.expires_in = Some(Duration::from_secs(300)));
+    // A long window (the former timing: served until 240 s, refreshed from 120 s), so that
+    // the refresh fails many times before the token expires.
     let cache = builder(&server, &[MCP])
+        .skew(Duration::from_secs(60))
+        .refresh_ahead_share(50)
         .backoff(Duration::from_secs(1), Duration::from_secs(10))
         .build()
         .unwrap();
@@ -444,10 +449,10 @@ async fn an_expired_token_is_never_served() {
     let cache = cache(&server, &[MCP]);
     let target = url("https://mcp.example.com/mcp");
     let first = cache.token_for(&target).await.unwrap();
-    // 120 s lifetime less 60 s skew: served until 60 s.
-    assert_eq!(first.expires_in(), Duration::from_secs(60));
+    // 120 s lifetime less 30 s skew: served until 90 s.
+    assert_eq!(first.expires_in(), Duration::from_secs(90));
     server.script(|s| s.latency = Duration::from_secs(5));
-    advance(Duration::from_secs(61)).await;
+    advance(Duration::from_secs(91)).await;
     let second = cache.token_for(&target).await.unwrap();
     assert!(!second.same_token_as(&first));
     assert_eq!(server.token_requests(), 2);

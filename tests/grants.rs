@@ -511,14 +511,14 @@ async fn lifetime_comes_from_expires_in_or_the_default() {
     let token = cache.token(&resource(MCP), &empty()).await.unwrap();
     assert_eq!(token.expires_in(), USABLE);
 
-    // No `expires_in`: the default 300 s, less the 60 s skew.
+    // No `expires_in`: the default 300 s, less the 30 s skew.
     let server = new_server();
     server.script(|s| s.expires_in = None);
     let cache = new_cache(&server, confidential(), [config(MCP)]);
     let token = cache.token(&resource(MCP), &empty()).await.unwrap();
-    assert_eq!(token.expires_in(), Duration::from_secs(240));
+    assert_eq!(token.expires_in(), Duration::from_secs(270));
     tokio::time::advance(Duration::from_secs(100)).await;
-    assert_eq!(token.expires_in(), Duration::from_secs(140));
+    assert_eq!(token.expires_in(), Duration::from_secs(170));
 
     // A configured default lifetime.
     let server = new_server();
@@ -529,7 +529,7 @@ async fn lifetime_comes_from_expires_in_or_the_default() {
         .build()
         .unwrap();
     let token = cache.token(&resource(MCP), &empty()).await.unwrap();
-    assert_eq!(token.expires_in(), Duration::from_secs(840));
+    assert_eq!(token.expires_in(), Duration::from_secs(870));
 }
 
 #[tokio::test(start_paused = true)]
@@ -758,7 +758,7 @@ fn client_credentials_needs_a_secret() {
 async fn an_absurd_expires_in_is_bounded_instead_of_overflowing() {
     // `expires_in` is a JSON number the server chooses; u64::MAX seconds does not fit after
     // any instant. The lifetime is bounded (a year, less the skew).
-    let bounded = Duration::from_secs(365 * 86_400 - 60);
+    let bounded = Duration::from_secs(365 * 86_400 - 30);
     let server = new_server();
     server.script(|s| s.expires_in = Some(Duration::from_secs(u64::MAX)));
     let svc = new_cache(&server, confidential(), [config(MCP)]);

@@ -125,8 +125,8 @@ pub fn param(url: &Url, name: &str) -> Option<String> {
     first
 }
 
-/// The one-hour lifetime the server grants, less the default 60 s skew.
-pub const USABLE: Duration = Duration::from_secs(3600 - 60);
+/// The one-hour lifetime the server grants, less the default 30 s skew.
+pub const USABLE: Duration = Duration::from_secs(3600 - 30);
 
 /// Embedded servers on 127.0.0.1, for the tests that go through real sockets (the request
 /// loop, redirects, discovery).
