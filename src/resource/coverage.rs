@@ -154,27 +154,12 @@ fn normalized_and_unambiguous(raw: &str) -> Result<String, CoverageRefusal> {
 /// No escape (so `percent::normalize` would return it unchanged and decoding changes nothing),
 /// no `\` and no `;` (so the aggressive reading splits and trims nothing more), and no dot
 /// segment (so neither reading resolves anything): both readings are the plain segments.
-/// One pass over the bytes: this runs for every configured resource and every `aud` value on
-/// every hand-out.
+/// A search for `%`, then [`reads_alike`]'s pass over the bytes (the one place the dot-segment
+/// rule is written): this runs for every configured resource and every `aud` value on every
+/// hand-out.
 fn is_plain(path: &str) -> bool {
-    // The current segment's length, and whether it is only dots so far.
-    let (mut len, mut dots) = (0usize, true);
-    for &b in path.as_bytes() {
-        match b {
-            b'%' | b'\\' | b';' => return false,
-            b'/' => {
-                if dots && (len == 1 || len == 2) {
-                    return false;
-                }
-                (len, dots) = (0, true);
-            }
-            _ => {
-                len += 1;
-                dots &= b == b'.';
-            }
-        }
-    }
-    !(dots && (len == 1 || len == 2))
+    // Without an escape, reading alike is exactly this (the dot-segment rule is the same).
+    !path.as_bytes().contains(&b'%') && reads_alike(path)
 }
 
 /// Whether a (normalized) path reads differently under the RFC 3986 reading and the
