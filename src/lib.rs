@@ -93,8 +93,8 @@ pub mod resource;
 mod scope;
 mod token;
 
-#[doc(hidden)]
-pub mod invariants;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 /// The rules the crate follows, cited in its documentation and code as "rules §N": what is
 /// canonical, what covers what, what is refused and why, with the RFC and MCP sections behind

@@ -51,33 +51,33 @@ fn file_name(path: &Path) -> String {
 
 #[test]
 fn resource_corpus() {
-    replay("resource", audience_cache::invariants::resource);
+    replay("resource", audience_cache::fuzzing::resource);
 }
 
 #[test]
 fn scope_corpus() {
-    replay("scope", audience_cache::invariants::scope);
+    replay("scope", audience_cache::fuzzing::scope);
 }
 
 #[test]
 fn coverage_corpus() {
-    replay("coverage", audience_cache::invariants::coverage);
+    replay("coverage", audience_cache::fuzzing::coverage);
 }
 
 #[test]
 fn jwt_aud_corpus() {
-    replay("jwt_aud", audience_cache::invariants::jwt_aud);
+    replay("jwt_aud", audience_cache::fuzzing::jwt_aud);
 }
 
 #[test]
 fn challenge_corpus() {
-    replay("challenge", audience_cache::invariants::challenge);
+    replay("challenge", audience_cache::fuzzing::challenge);
 }
 
 #[test]
 fn loopback_redirect_corpus() {
     replay(
         "loopback_redirect",
-        audience_cache::invariants::loopback_redirect,
+        audience_cache::fuzzing::loopback_redirect,
     );
 }
