@@ -287,9 +287,7 @@ fn path_prefix_covers(resource: &Parts, request: &Parts) -> bool {
     let own: Vec<&str> = resource.path.split('/').collect();
     let theirs: Vec<&str> = request.path.split('/').collect();
     match own.split_last() {
-        Some((last, parent)) if last.is_empty() => {
-            theirs.len() > parent.len() && theirs.starts_with(parent)
-        }
+        Some((&"", parent)) => theirs.len() > parent.len() && theirs.starts_with(parent),
         _ => theirs.starts_with(&own),
     }
 }
