@@ -134,3 +134,29 @@ fn the_differential_oracle_passes_each_named_exception() {
         differential::differential(quiet.as_bytes());
     }
 }
+
+/// Hostile requests (feature `arbitrary`) for arbitrary resources, through the differential
+/// oracle: the fuzzer's corpus holds few covered requests, and these reach the covered side of
+/// the comparison thousands of times.
+#[cfg(feature = "arbitrary")]
+#[test]
+fn hostile_requests_agree_with_fluent_uri() {
+    use arbitrary::{Arbitrary as _, Unstructured};
+    use audience_cache::fuzzing::HostileRequest;
+    use rand::{RngCore as _, SeedableRng as _};
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3986);
+    let mut covered = 0;
+    for i in 0..20_000 {
+        let mut bytes = vec![0; 16 + i % 100];
+        rng.fill_bytes(&mut bytes);
+        let request = HostileRequest::arbitrary(&mut Unstructured::new(&bytes))
+            .expect("a hostile request from any bytes");
+        let resource = request.resource();
+        differential::differential(format!("{}\n{}", resource.wire(), request.url()).as_bytes());
+        covered += usize::from(
+            url::Url::parse(request.url()).is_ok_and(|url| resource.covers(&url).is_covered()),
+        );
+    }
+    assert!(covered > 1000, "{covered} covered");
+}
