@@ -13,14 +13,18 @@ FUZZ_DIR="$PROJECT_DIR/fuzz"
 OUT="${OUT:?set OUT to the folder that receives the fuzzers}"
 mkdir -p "$OUT"
 
+# Where cargo builds: CARGO_TARGET_DIR when the environment sets one, else fuzz/target.
+TARGET_DIR="${CARGO_TARGET_DIR:-$FUZZ_DIR/target}"
+
 cd "$FUZZ_DIR"
-# -O: optimized, as OSS-Fuzz runs them; debug assertions on, so that the crate's own checks
-# (the cache key's encoded length, for one) fire under fuzzing as they do in tests.
-cargo fuzz build -O --debug-assertions
+# -O: optimized, as OSS-Fuzz runs them; debug assertions on (as `cargo fuzz run` builds by
+# default), so that the crate's own checks (the cache key's encoded length, for one) fire
+# under fuzzing as they do in tests.
+cargo fuzz build -O --debug-assertions --target-dir "$TARGET_DIR"
 
 # Every [[bin]] of fuzz/Cargo.toml is a target.
 targets=$(cargo fuzz list)
-release="$FUZZ_DIR/target/x86_64-unknown-linux-gnu/release"
+release="$TARGET_DIR/x86_64-unknown-linux-gnu/release"
 
 for target in $targets; do
   cp "$release/$target" "$OUT/$target"
