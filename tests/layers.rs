@@ -9,7 +9,7 @@
 //! grants, the credential store (what survives a restart, and the sealing of values at rest),
 //! the cache (storage,
 //! single-flight, refresh), authorization (onboarding at a discovered server, user
-//! authorization), and the HTTP layer (client and middleware). `testing` and `invariants` stand
+//! authorization), and the HTTP layer (client and middleware). `testing` and `fuzzing` stand
 //! apart, above everything, and nothing else imports them.
 
 use std::collections::BTreeSet;
@@ -36,7 +36,7 @@ const LAYERS: &[&str] = &[
 ];
 
 /// Modules above every layer, that the layers never import.
-const APART: &[&str] = &["testing", "invariants"];
+const APART: &[&str] = &["testing", "fuzzing"];
 
 /// The source of a file without comments and without its `#[cfg(test)]` tail (unit tests may
 /// import anything).
@@ -132,7 +132,7 @@ fn every_module_imports_only_the_layers_below_it_by_their_own_paths() {
             }
             let bad = match (rank(&module), rank(&name)) {
                 (Some(from), Some(to)) => to > from,
-                // Nothing in a layer imports testing or invariants.
+                // Nothing in a layer imports testing or fuzzing.
                 (Some(_), None) => APART.contains(&name.as_str()),
                 (None, _) => false,
             };

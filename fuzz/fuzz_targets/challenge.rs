@@ -1,4 +1,4 @@
 //! Fuzz target `challenge`: see fuzz/README.md for the surface and the invariants.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| audience_cache::invariants::challenge(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| audience_cache::fuzzing::challenge(data));

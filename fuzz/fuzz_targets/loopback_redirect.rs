@@ -1,4 +1,4 @@
 //! Fuzz target `loopback_redirect`: see fuzz/README.md for the surface and the invariants.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| audience_cache::invariants::loopback_redirect(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| audience_cache::fuzzing::loopback_redirect(data));

@@ -1,4 +1,4 @@
 //! Fuzz target `scope`: see fuzz/README.md for the surface and the invariants.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| audience_cache::invariants::scope(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| audience_cache::fuzzing::scope(data));

@@ -26,6 +26,7 @@ pub use client_store::{ClientStore, MemoryClientStore, RegisteredClient, StoreEr
 pub use handler::{AuthorizationFuture, AuthorizationHandler};
 pub use headless::HeadlessAuthorization;
 pub use loopback::LoopbackListener;
+#[cfg(feature = "fuzzing")]
 pub(crate) use loopback::redirect_from_head;
 pub(crate) use onboard::Trust;
 pub use registration::{ClientRegistrar, DynamicRegistration};

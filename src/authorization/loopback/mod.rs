@@ -289,6 +289,8 @@ fn redirect_url(redirect_uri: &Url, target: &str) -> Option<Url> {
 /// The redirect a listener waiting on `redirect_uri` for `state` would return for a request
 /// `head`, read exactly as a live listener reads it (the seam the fuzz target
 /// `loopback_redirect` checks against what the crate's completion reads from the URL).
+/// Only the `fuzzing` oracles call it.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn redirect_from_head(
     redirect_uri: &Url,
     state: Option<&str>,

@@ -1,11 +1,46 @@
-//! The invariants that the fuzz targets and the corpus-replay test assert, in one place so that
-//! `cargo fuzz` and `cargo test` check exactly the same things.
+//! Fuzzing oracles for the crate's core rules (feature `fuzzing`) and, with feature
+//! `arbitrary`, generators of valid values and hostile request URLs: what the crate's own
+//! `fuzz/` targets run, what `cargo test` replays from their corpus, and what a downstream
+//! crate's `cargo fuzz` targets can call on their own inputs.
 //!
-//! Not a stable API: it exists for `fuzz/` and `tests/fuzz_corpus.rs`. Each function takes
-//! arbitrary bytes, never panics on any input *unless an invariant is broken*, and then panics
-//! with a message naming the invariant (that is what a fuzzer reports).
+//! Each oracle takes arbitrary bytes in the input format its documentation gives, returns
+//! quietly for any input on which the crate keeps its invariants, and **panics** with a message
+//! naming the broken invariant when the crate breaks one: that is its job, it is how a fuzzer
+//! reports a finding. Each function's documentation lists the invariants it checks.
+//!
+//! ```
+//! // A downstream fuzz target: `fuzz_target!(|data: &[u8]| audience_cache::fuzzing::coverage(data));`
+//! audience_cache::fuzzing::coverage(b"https://mcp.example.com/mcp\nhttps://mcp.example.com/mcp/x");
+//! audience_cache::fuzzing::resource(b"HTTPS://MCP.Example.com:443/mcp");
+//! ```
+//!
+//! # Exact oracles
+//!
+//! An oracle panics only when the crate is wrong, never because an input is unusual: an input
+//! outside its format (not UTF-8, no newline where one is expected, a resource the crate refuses)
+//! is skipped, and what it asserts is decided against an independent reading (the reference
+//! server reading of [`coverage`], the twin token of [`jwt_aud`]) rather than a search for a
+//! symptom that an honest input could show too.
+//!
+//! # Stability
+//!
+//! This module is public API and follows semver like the rest of the crate: the functions, their
+//! input formats and the invariants they assert stay within a major version. A minor version may
+//! make an oracle check more (a stricter oracle finds more bugs in this crate, and stays exact,
+//! so it never fires on a downstream input the crate handles correctly), and may add oracles and
+//! hostile kinds (`HostileKind`, feature `arbitrary`, is `#[non_exhaustive]`). Removing an invariant, changing an
+//! input format or a signature is a breaking change.
 
-#![allow(clippy::panic, missing_docs)]
+#![allow(clippy::panic)]
+
+#[cfg(feature = "arbitrary")]
+mod arbitrary;
+#[cfg(feature = "arbitrary")]
+mod hostile;
+mod routing;
+
+#[cfg(feature = "arbitrary")]
+pub use hostile::{HostileKind, HostileRequest};
 
 use url::Url;
 
@@ -13,9 +48,19 @@ use crate::audience::{AudiencePolicy, TokenAudience};
 use crate::resource::{Coverage, ParseOptions, ResourceUri};
 use crate::scope::ScopeSet;
 
-/// Resource parsing: no panic; the key is a fixed point and the wire form parses to the same
-/// key; a resource covers its own URL; it never covers another scheme, host or port, nor a path
-/// that extends its last segment.
+/// Resource parsing. Input: a resource identifier (UTF-8; other bytes are skipped), parsed with
+/// strict options and with http allowed on loopback.
+///
+/// Invariants, for every identifier the crate accepts: parsing does not panic; the key is a
+/// fixed point (parsing it gives the same key); the wire form parses to the same resource;
+/// [`ResourceUri::from_metadata`] accepts exactly what [`ResourceUri::parse_with`] accepts, with
+/// the same key and the input verbatim as its wire form; a resource covers its own URL; it never
+/// covers another scheme, another host (one the input does not have) or another port, nor a
+/// path that extends its last segment (`/mcp` never covers `/mcpX`).
+///
+/// # Panics
+///
+/// When the crate breaks one of these invariants, with a message naming it.
 pub fn resource(data: &[u8]) {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
@@ -100,7 +145,15 @@ fn check_resource(resource: &ResourceUri, options: &ParseOptions) {
     }
 }
 
-/// Scope parsing: no panic; the canonical string parses to the same set, and the items do too.
+/// Scope parsing. Input: a scope string (UTF-8).
+///
+/// Invariants, for every string [`ScopeSet::parse`] accepts: no panic; the canonical string is
+/// a fixed point; [`ScopeSet::from_items`] over the items builds the same set; the items are
+/// sorted and deduplicated.
+///
+/// # Panics
+///
+/// When the crate breaks one of these invariants, with a message naming it.
 pub fn scope(data: &[u8]) {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
@@ -132,9 +185,18 @@ pub fn scope(data: &[u8]) {
     }
 }
 
-/// Coverage: the input is a resource, a newline, and a request URL. No panic; a covered
-/// request has the resource's scheme, host and port and no userinfo, and a server that decodes
-/// its path repeatedly routes it inside the resource (see `routes_inside`).
+/// Coverage ([`ResourceUri::covers`]). Input: a resource identifier, a newline, and a request
+/// URL (UTF-8); the resource is parsed with http allowed on loopback, the request with `url`.
+///
+/// Invariants: no panic; a covered request has the resource's scheme, host and port, and no
+/// userinfo; and a server that reads paths the most aggressive way routes a covered request
+/// inside the resource. That server decodes every `%XX` again and again until nothing
+/// changes, takes `\` as `/`, drops `;params` and resolves dot segments, with and without
+/// merging repeated slashes (a reference reading written apart from the crate's own).
+///
+/// # Panics
+///
+/// When the crate covers a request it must not, with a message naming the reason.
 pub fn coverage(data: &[u8]) {
     let Ok(input) = std::str::from_utf8(data) else {
         return;
@@ -178,14 +240,20 @@ pub fn coverage(data: &[u8]) {
     }
 }
 
-/// `aud` reading and the audience decision: no panic, and no refusal shows the token. The
-/// input is a token; the resource and request are fixed.
+/// `aud` reading and the audience decision ([`AudiencePolicy::decide`]). Input: a token
+/// (UTF-8); the resource, the requests and the policies are fixed.
+///
+/// Invariants: no panic on any token, and no refusal shows the token.
 ///
 /// "Shows the token" is checked exactly: the decision may depend on the token only through what
 /// [`TokenAudience::inspect`] reads from it, so a different token with the same inspected
 /// audience (a twin, see `twin_token`) must get the same decision, with the same text. A
 /// refusal that quoted any part of the token, or its length, reads differently for the twin. (A
 /// search for the token in the text is not exact: a token may be the refusal's own words.)
+///
+/// # Panics
+///
+/// When the decision or its text depends on more of the token than its audience.
 pub fn jwt_aud(data: &[u8]) {
     let Ok(token) = std::str::from_utf8(data) else {
         return;
@@ -262,12 +330,18 @@ fn twin_token(token: &str, audience: &TokenAudience) -> String {
     panic!("no twin token reads as {audience:?}");
 }
 
-/// `WWW-Authenticate` parsing and challenge selection: the input is header field values
-/// separated by `\n` (values the `http` crate refuses are skipped). No panic; parsing is
-/// deterministic; the limits hold; no returned challenge repeats a parameter name; displayed
-/// server text has no control characters; Debug never shows a token68; a selected
-/// `resource_metadata` is an absolute http(s) URL with a host that reads back as itself, and the
-/// strict guard accepts it only on the request's https origin.
+/// `WWW-Authenticate` parsing and challenge selection. Input: header field values separated
+/// by `\n` (values the `http` crate refuses are skipped).
+///
+/// Invariants: no panic; parsing is deterministic; the limits on challenges and parameters
+/// hold; no returned challenge repeats a parameter name; displayed server text has no control
+/// characters; `Debug` never shows a token68; a selected `resource_metadata` is an absolute
+/// http(s) URL with a host that reads back as itself, and the strict guard accepts it only on
+/// the request's https origin.
+///
+/// # Panics
+///
+/// When the crate breaks one of these invariants, with a message naming it.
 pub fn challenge(data: &[u8]) {
     use crate::challenge::{Challenges, TokenType};
     use crate::discovery::{DiscoveryOptions, check_resource_metadata_url};
@@ -360,12 +434,20 @@ pub fn challenge(data: &[u8]) {
     }
 }
 
-/// The loopback listener's reading of a browser's request (input: the expected `state`, a
-/// newline, then the request head as sent). No panic; a request the listener takes as the
-/// redirect stands for a URL on 127.0.0.1 at the listener's port and the redirect URI's path,
-/// and carries exactly one `state` that, read the way the crate completes an authorization
-/// (`url`'s query pairs), is the expected one: the listener's own reading and the completion's
-/// never disagree about a redirect it ends the wait with.
+/// The loopback listener's reading of a browser's request ([`LoopbackListener`]). Input: the
+/// expected `state`, a newline, then the request head as sent (any bytes).
+///
+/// Invariants: no panic; a request the listener takes as the redirect stands for a URL on
+/// 127.0.0.1 at the listener's port and the redirect URI's path, and carries exactly one
+/// `state` that, read the way the crate completes an authorization (`url`'s query pairs), is
+/// the expected one: the listener's own reading and the completion's never disagree about a
+/// redirect it ends the wait with.
+///
+/// # Panics
+///
+/// When the crate breaks one of these invariants, with a message naming it.
+///
+/// [`LoopbackListener`]: crate::LoopbackListener
 pub fn loopback_redirect(data: &[u8]) {
     let Some(split) = data.iter().position(|&b| b == b'\n') else {
         return;
@@ -400,8 +482,6 @@ pub fn loopback_redirect(data: &[u8]) {
         }
     }
 }
-
-mod routing;
 
 #[cfg(test)]
 mod tests {
