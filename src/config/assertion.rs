@@ -6,13 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::DecodePrivateKey as _;
+use p256::ecdsa::SigningKey;
 use serde_json::json;
 
+use super::es256;
 use crate::error::BuildError;
 
 /// `client_assertion_type` for a JWT (RFC 7523 §2.2).
@@ -57,12 +54,7 @@ impl ClientAssertionKey {
     /// Reads a P-256 private key in PKCS #8 PEM (`-----BEGIN PRIVATE KEY-----`), as
     /// `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes it.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, BuildError> {
-        let key = SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| BuildError::Setting {
-            setting: "client assertion key",
-            reason: format!(
-                "not a P-256 private key in PKCS #8 PEM ({e}); private_key_jwt here signs with ES256"
-            ),
-        })?;
+        let key = es256::key_from_pem(pem, "client assertion key", "private_key_jwt here signs")?;
         Ok(Self {
             key: Arc::new(key),
             key_id: None,
@@ -78,14 +70,12 @@ impl ClientAssertionKey {
     /// The public key as a JWK (RFC 7517, RFC 7518 §6.2), to register with the authorization
     /// server (`jwks` in the client metadata).
     pub fn public_jwk(&self) -> serde_json::Value {
-        let point = self.key.verifying_key().to_encoded_point(false);
-        let coordinate =
-            |c: Option<&p256::FieldBytes>| c.map(|c| URL_SAFE_NO_PAD.encode(c)).unwrap_or_default();
+        let (x, y) = es256::coordinates(&self.key);
         let mut jwk = json!({
             "kty": "EC",
             "crv": "P-256",
-            "x": coordinate(point.x()),
-            "y": coordinate(point.y()),
+            "x": x,
+            "y": y,
             "use": "sig",
             "alg": "ES256",
         });
@@ -113,27 +103,10 @@ impl ClientAssertionKey {
             "aud": audience,
             "iat": now,
             "exp": now + LIFETIME.as_secs(),
-            "jti": jti(),
+            "jti": es256::jti(),
         });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature: Signature = self.key.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.to_bytes())
-        )
+        es256::sign(&self.key, &header, &claims)
     }
-}
-
-/// 128 random bits, so the server can refuse a replayed assertion (RFC 7523 §3).
-fn jti() -> String {
-    use rand::RngCore as _;
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl fmt::Debug for ClientAssertionKey {
@@ -148,6 +121,9 @@ impl fmt::Debug for ClientAssertionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::Signature;
     use p256::ecdsa::VerifyingKey;
     use p256::ecdsa::signature::Verifier as _;
 

@@ -9,6 +9,8 @@ use url::Url;
 
 #[cfg(feature = "private-key-jwt")]
 pub(crate) mod assertion;
+#[cfg(any(feature = "private-key-jwt", feature = "dpop"))]
+pub(crate) mod es256;
 
 use crate::audience::AudiencePolicy;
 use crate::error::BuildError;

@@ -7,12 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::DecodePrivateKey as _;
+use p256::ecdsa::SigningKey;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
+use crate::config::es256;
 use crate::error::BuildError;
 
 /// An ES256 (P-256) key that proves possession of DPoP-bound tokens (RFC 9449).
@@ -68,20 +67,12 @@ impl DpopKey {
     /// Reads a P-256 private key in PKCS #8 PEM (`-----BEGIN PRIVATE KEY-----`), as
     /// `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes it.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, BuildError> {
-        let key = SigningKey::from_pkcs8_pem(pem.trim()).map_err(|e| BuildError::Setting {
-            setting: "dpop_key",
-            reason: format!(
-                "not a P-256 private key in PKCS #8 PEM ({e}); DPoP proofs here are signed with ES256"
-            ),
-        })?;
+        let key = es256::key_from_pem(pem, "dpop_key", "DPoP proofs here are signed")?;
         Ok(Self::from_key(key))
     }
 
     fn from_key(key: SigningKey) -> Self {
-        let point = key.verifying_key().to_encoded_point(false);
-        let coordinate =
-            |c: Option<&p256::FieldBytes>| c.map(|c| URL_SAFE_NO_PAD.encode(c)).unwrap_or_default();
-        let (x, y) = (coordinate(point.x()), coordinate(point.y()));
+        let (x, y) = es256::coordinates(&key);
         // RFC 7638 §3.2, §3.3: the required members in lexicographic order, no whitespace.
         let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
         let thumbprint = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
@@ -141,7 +132,7 @@ impl DpopKey {
     ) -> String {
         let iat = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let header = json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.inner.jwk });
-        let mut claims = json!({ "jti": jti(), "htm": method, "htu": htu, "iat": iat });
+        let mut claims = json!({ "jti": es256::jti(), "htm": method, "htu": htu, "iat": iat });
         if let Some(map) = claims.as_object_mut() {
             if let Some(token) = access_token {
                 // RFC 9449 §4.2: ath = base64url(SHA-256(ASCII(access token))).
@@ -152,22 +143,8 @@ impl DpopKey {
                 map.insert("nonce".to_owned(), json!(nonce));
             }
         }
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature: Signature = self.inner.key.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.to_bytes())
-        )
+        es256::sign(&self.inner.key, &header, &claims)
     }
-}
-
-/// 128 random bits (RFC 9449 §4.2: a unique identifier, so a server can refuse a replay).
-fn jti() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }
 
 impl fmt::Debug for DpopKey {
@@ -182,6 +159,7 @@ impl fmt::Debug for DpopKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p256::ecdsa::Signature;
     use p256::ecdsa::VerifyingKey;
     use p256::ecdsa::signature::Verifier as _;
     use std::time::Duration;
