@@ -131,6 +131,13 @@ impl Challenges {
         &self.rejected
     }
 
+    /// Whether the resource server accepts DPoP-bound tokens only: it offers the `DPoP`
+    /// scheme and not `Bearer` (RFC 9449 §7.1). A client then has to ask for bound tokens; a
+    /// server offering both leaves the choice to the client.
+    pub fn requires_dpop(&self) -> bool {
+        self.iter().any(|c| c.is_scheme("DPoP")) && !self.iter().any(|c| c.is_scheme("Bearer"))
+    }
+
     /// The challenge a client using `token_type` should act on, with its `resource_metadata`
     /// resolved against `request` (the URL that was answered with this header) and its `scope`.
     ///

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
+use http::header::WWW_AUTHENTICATE;
 use reqwest::{Request, Response};
 use tokio::sync::watch;
 use url::Url;
@@ -21,6 +22,7 @@ use super::{Policy, RunError, SendError};
 use crate::authorization::ClientRegistrar;
 use crate::authorization::Trust;
 use crate::cache::{Route, TokenCache};
+use crate::challenge::Challenges;
 use crate::discovery::Discovery;
 use crate::error::Error;
 
@@ -240,6 +242,14 @@ impl Job {
         let discovered = discovery
             .discover_preferring(&url, &headers, &usable)
             .await?;
+        // RFC 9449 §7.1: a server that offers only the DPoP scheme gets bound tokens from the
+        // first one on (or an error naming the setting, where the client has no key), rather
+        // than a bearer token it would refuse.
+        if Challenges::parse(headers.get_all(WWW_AUTHENTICATE)).is_ok_and(|c| c.requires_dpop()) {
+            cache
+                .dpop()
+                .raise(discovered.resource(), crate::dpop::Use::Required);
+        }
         cache
             .register_discovered_with(&discovered, &discovery, &clients, redirect_uri)
             .await?;

@@ -136,6 +136,9 @@ pub struct ResourceScript {
     /// as one: presented as `Authorization: DPoP` with a valid proof by its key, for this
     /// request's method and URL and with its `ath`. Default: `false`.
     pub dpop_required: bool,
+    /// Whether the metadata says what [`dpop_required`](Self::dpop_required) says; with
+    /// `false` only the DPoP-only 401 challenge asks for DPoP. Default: `true`.
+    pub dpop_required_in_metadata: bool,
     /// The `dpop_signing_alg_values_supported` the metadata lists when `dpop_required` is
     /// set. Default: `["ES256"]`.
     pub dpop_signing_algs: Vec<String>,
@@ -395,6 +398,7 @@ impl ResourceServerBuilder {
             metadata_resource: None,
             redirects: Vec::new(),
             dpop_required: false,
+            dpop_required_in_metadata: true,
             dpop_signing_algs: vec!["ES256".to_owned()],
             dpop_nonce: None,
             rotate_dpop_nonce: false,
@@ -494,6 +498,7 @@ fn metadata(rs: &RsShared, script: &ResourceScript) -> Response {
         "bearer_methods_supported": ["header"],
     });
     if script.dpop_required
+        && script.dpop_required_in_metadata
         && let Some(map) = body.as_object_mut()
     {
         // RFC 9449 §5.2.
