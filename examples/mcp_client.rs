@@ -36,8 +36,9 @@
 //!   argument filled with a placeholder of its type).
 //! - With feature `dpop`: DPoP-bound tokens (RFC 9449) where the server asks for them (its
 //!   metadata's `dpop_bound_access_tokens_required`, or a `DPoP` challenge), proved with a key
-//!   generated at start-up, or read from `DPOP_KEY_PEM` (a P-256 key in PKCS #8 PEM, so that
-//!   several processes share tokens). `DPOP=1` uses DPoP for the server even unasked.
+//!   generated for each authorization server the client registers at, or with the one read
+//!   from `DPOP_KEY_PEM` (a P-256 key in PKCS #8 PEM, so that several processes share tokens).
+//!   `DPOP=1` uses DPoP for the server even unasked.
 //!
 //! It doubles as a client for the MCP conformance suite (`tests/conformance`): the suite
 //! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO` and, for scenarios with client
@@ -403,12 +404,15 @@ fn dpop(
     loopback: bool,
 ) -> Result<audience_cache::TokenCacheBuilder, String> {
     use audience_cache::{DpopKey, ResourceUri};
-    let key = match pem {
-        Some(pem) => DpopKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?,
-        None => DpopKey::generate(),
+    let cache = match pem {
+        Some(pem) => {
+            let key = DpopKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string())?;
+            eprintln!("DPoP key {} (from DPOP_KEY_PEM)", key.thumbprint());
+            cache.dpop_key(key)
+        }
+        // One key per authorization server, so that servers cannot link the client by it.
+        None => cache.generate_dpop_keys(),
     };
-    eprintln!("DPoP key {}", key.thumbprint());
-    let cache = cache.dpop_key(key);
     if !always {
         return Ok(cache);
     }

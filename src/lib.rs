@@ -162,12 +162,12 @@ pub use cache::SharedLevel;
 pub use cache::{
     AuthorizationHeaders, BearerToken, PendingAuthorization, Stats, TokenCache, TokenCacheBuilder,
 };
+#[cfg(feature = "dpop")]
+pub use config::DpopKey;
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
 pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
 pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
-#[cfg(feature = "dpop")]
-pub use dpop::DpopKey;
 pub use error::{BuildError, Error, OAuthError};
 pub use grant::SubjectToken;
 pub use key::CacheKey;

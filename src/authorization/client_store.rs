@@ -40,6 +40,15 @@ pub struct RegisteredClient {
     /// The registration endpoint it was registered at; `None` in an entry stored without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) registration_endpoint: Option<Url>,
+    /// The DPoP key generated for this client (PKCS #8 PEM), kept with it so that its bound
+    /// tokens and refresh tokens stay usable after a restart (RFC 9449 §5: a public client's
+    /// refresh token is bound to the key).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_secret"
+    )]
+    pub(super) dpop_key: Option<SecretString>,
 }
 
 fn serialize_secret<S: serde::Serializer>(
@@ -71,6 +80,7 @@ impl fmt::Debug for RegisteredClient {
                 "registration_endpoint",
                 &self.registration_endpoint.as_ref().map(Url::as_str),
             )
+            .field("dpop_key", &self.dpop_key.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -111,6 +121,46 @@ impl RegisteredClient {
     /// kept without it, which is never used.
     pub fn registration_endpoint(&self) -> Option<&Url> {
         self.registration_endpoint.as_ref()
+    }
+
+    /// Whether a DPoP key is kept with the client (one the cache generated for it, with
+    /// [`TokenCacheBuilder::generate_dpop_keys`](crate::TokenCacheBuilder::generate_dpop_keys)).
+    pub fn has_dpop_key(&self) -> bool {
+        self.dpop_key.is_some()
+    }
+
+    /// The DPoP key kept with the client; `None` when there is none, or when the stored one
+    /// cannot be read (the cache then gives the client a new key, and says so in its log).
+    pub(super) fn dpop_key(&self) -> Option<crate::config::DpopKey> {
+        let pem = self.dpop_key.as_ref()?;
+        #[cfg(feature = "dpop")]
+        match crate::config::DpopKey::from_pkcs8_pem(pem.expose_secret()) {
+            Ok(key) => Some(key),
+            Err(_) => {
+                tracing::warn!(
+                    client_id = ?self.client_id,
+                    "the DPoP key stored with the client is not a P-256 key in PKCS #8 PEM; \
+                     the client gets a new key (tokens bound to the old one are not used)"
+                );
+                None
+            }
+        }
+        #[cfg(not(feature = "dpop"))]
+        {
+            let _ = pem;
+            None
+        }
+    }
+
+    /// Keeps a new DPoP key with the client (generated for it by the cache); `false` when the
+    /// client has one already.
+    #[cfg(feature = "dpop")]
+    pub(super) fn add_dpop_key(&mut self) -> bool {
+        if self.dpop_key.is_some() {
+            return false;
+        }
+        self.dpop_key = Some(crate::config::DpopKey::generate().to_pkcs8_pem());
+        true
     }
 
     pub(super) fn auth(&self) -> ClientAuth {
@@ -324,6 +374,7 @@ mod tests {
             client_secret_expires_at: Some(1_000),
             issuer: Some(issuer.to_owned()),
             registration_endpoint: Some(endpoint.clone()),
+            dpop_key: None,
         };
         let redirect = url("http://127.0.0.1:4001/callback");
         assert_eq!(client.unusable_for(issuer, &endpoint, &redirect, 900), None);

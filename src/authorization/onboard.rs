@@ -59,8 +59,11 @@ impl TokenCache {
                         discovered,
                         discovery,
                         redirect_uri,
-                        self.credential_store()
-                            .map(|store| Arc::new(store.clone()) as Arc<dyn ClientStore>),
+                        (
+                            self.credential_store()
+                                .map(|store| Arc::new(store.clone()) as Arc<dyn ClientStore>),
+                            self.dpop().generates_keys(),
+                        ),
                     )
                     .await?,
             ),
@@ -123,7 +126,7 @@ impl TokenCache {
         self.dpop()
             .check_algorithm(
                 discovered.resource(),
-                issuer,
+                (issuer, self.dpop_key_at(issuer).as_ref()),
                 server
                     .metadata()
                     .dpop_signing_alg_values_supported

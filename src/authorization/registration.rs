@@ -138,16 +138,22 @@ impl ClientRegistrar {
     }
 
     /// The client registration to use at the discovered authorization server, registering
-    /// one if that is the way this server allows.
+    /// one if that is the way this server allows. With `dpop_keys` (the cache generates a DPoP
+    /// key per client), a dynamically registered client keeps its key in the client store.
     pub(crate) async fn registration_for(
         &self,
         discovered: &Discovered,
         discovery: &Discovery,
         handler_redirect: Option<Url>,
-        cache_store: Option<Arc<dyn ClientStore>>,
+        (cache_store, dpop_keys): (Option<Arc<dyn ClientStore>>, bool),
     ) -> Result<ClientRegistration, Error> {
         let mut registration = self
-            .registration_at(discovered, discovery, handler_redirect, cache_store)
+            .registration_at(
+                discovered,
+                discovery,
+                handler_redirect,
+                (cache_store, dpop_keys),
+            )
             .await?;
         registration.discovered = true;
         Ok(registration)
@@ -158,7 +164,7 @@ impl ClientRegistrar {
         discovered: &Discovered,
         discovery: &Discovery,
         handler_redirect: Option<Url>,
-        cache_store: Option<Arc<dyn ClientStore>>,
+        (cache_store, dpop_keys): (Option<Arc<dyn ClientStore>>, bool),
     ) -> Result<ClientRegistration, Error> {
         let server = discovered.authorization_server();
         let issuer = server.issuer().as_str();
@@ -210,12 +216,14 @@ impl ClientRegistrar {
                     &redirect_uri,
                     discovery,
                     self.offline_access,
-                    cache_store,
+                    (cache_store, dpop_keys),
                 )
                 .await?;
-            return Ok(discovered
+            let mut registration = discovered
                 .client_registration(&client.client_id, client.auth(), Some(redirect_uri))?
-                .request_offline_access(offline));
+                .request_offline_access(offline);
+            registration.dpop_key = client.dpop_key();
+            return Ok(registration);
         }
         if self.metadata_document.is_none() && self.dynamic.is_none() {
             // Only clients registered in advance, none of them here.
@@ -310,7 +318,7 @@ impl DynamicRegistration {
         redirect_uri: &Url,
         discovery: &Discovery,
         offline_access: bool,
-        cache_store: Option<Arc<dyn ClientStore>>,
+        (cache_store, dpop_keys): (Option<Arc<dyn ClientStore>>, bool),
     ) -> Result<RegisteredClient, Error> {
         let store = match (&self.store, cache_store) {
             (Some(own), _) => own.clone(),
@@ -329,7 +337,7 @@ impl DynamicRegistration {
             .map_err(|e| failed(format!("the client store could not be read: {e}")))?;
         if let Some(client) = stored {
             match client.unusable_for(issuer, endpoint, redirect_uri, now_unix()) {
-                None => return Ok(client),
+                None => return Ok(with_dpop_key(client, dpop_keys, &*store, issuer).await),
                 Some(reason) => tracing::info!(
                     issuer,
                     client_id = ?shorten(client.client_id()),
@@ -394,13 +402,18 @@ impl DynamicRegistration {
             redirect_uri,
             now: now_unix(),
         };
-        let client = response
+        #[allow(unused_mut)] // only the dpop feature adds a key
+        let mut client = response
             .into_client(method, &registered_at)
             .map_err(|problem| {
                 failed(format!(
                     "{problem}; register a client by hand and add it with ClientRegistrar::pre_registered"
                 ))
             })?;
+        #[cfg(feature = "dpop")]
+        if dpop_keys {
+            client.add_dpop_key();
+        }
         // Checked text only, and written escaped all the same: a log line is one line.
         tracing::info!(
             issuer,
@@ -418,6 +431,31 @@ impl DynamicRegistration {
         }
         Ok(client)
     }
+}
+
+/// `client`, with a DPoP key of its own where the cache generates keys (`dpop_keys`) and the
+/// client was stored without one (by a cache without DPoP): the key is stored with it, so
+/// that its tokens stay bound to one key across restarts.
+async fn with_dpop_key(
+    #[allow(unused_mut)] mut client: RegisteredClient,
+    dpop_keys: bool,
+    store: &dyn ClientStore,
+    issuer: &str,
+) -> RegisteredClient {
+    #[cfg(feature = "dpop")]
+    if dpop_keys
+        && client.add_dpop_key()
+        && let Err(error) = store.save(issuer, &client).await
+    {
+        tracing::warn!(
+            issuer,
+            "the client's new DPoP key could not be stored: {}",
+            error.to_string().escape_debug()
+        );
+    }
+    #[cfg(not(feature = "dpop"))]
+    let _ = (dpop_keys, store, issuer);
+    client
 }
 
 /// The token endpoint authentication method to register with: the first of

@@ -128,6 +128,7 @@ impl RegistrationResponse {
             client_secret_expires_at: expires_at,
             issuer: Some(registered.issuer.to_owned()),
             registration_endpoint: Some(registered.endpoint.clone()),
+            dpop_key: None,
         })
     }
 }

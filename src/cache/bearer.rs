@@ -51,7 +51,7 @@ use crate::token::CachedToken;
 pub struct BearerToken {
     token: Arc<CachedToken>,
     routes: Arc<Routes>,
-    /// The cache's DPoP key and nonces, for a bound token's proofs.
+    /// The cache's DPoP keys and nonces, for a bound token's proofs.
     dpop: Arc<Dpop>,
 }
 
@@ -152,10 +152,10 @@ impl BearerToken {
         let authorization = self.authorization(request)?;
         let dpop = if self.token.dpop_bound {
             let token = self.token.access_token.expose_secret();
-            let proof = self
-                .dpop
-                .key()
-                .and_then(|key| self.dpop.proof(key, method.as_str(), request, Some(token)))
+            // The key the token is bound to: the one its cache key names, never another.
+            let proof = (self.token.key.dpop_thumbprint())
+                .and_then(|thumbprint| self.dpop.key_with_thumbprint(thumbprint))
+                .and_then(|key| self.dpop.proof(&key, method.as_str(), request, Some(token)))
                 .ok_or_else(|| Refusal::unusable_token(&self.token.resource, request))?;
             Some(proof)
         } else {
@@ -184,7 +184,7 @@ impl BearerToken {
         Ok(value)
     }
 
-    /// Whether the token is bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): it
+    /// Whether the token is bound to its client's DPoP key (RFC 9449 `token_type: DPoP`): it
     /// goes out as `Authorization: DPoP` with a proof ([`headers_for`](Self::headers_for)).
     pub fn is_dpop_bound(&self) -> bool {
         self.token.dpop_bound

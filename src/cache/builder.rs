@@ -29,8 +29,8 @@ pub struct TokenCacheBuilder {
     /// Token requests go here instead of over reqwest (the testing module's in-process
     /// server).
     exchange: Option<Arc<dyn Exchange>>,
-    /// The DPoP key, if any (feature `dpop`).
-    dpop_key: Option<crate::dpop::DpopKey>,
+    /// Where client registrations without a DPoP key of their own get one (feature `dpop`).
+    dpop_keys: crate::dpop::Keys,
     /// Resources that use DPoP, and whether they require it.
     dpop_resources: Vec<(crate::resource::ResourceUri, crate::dpop::Use)>,
     #[cfg(feature = "redis")]
@@ -150,25 +150,55 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// Gives the cache a DPoP key (RFC 9449, feature `dpop`). With it, token requests for the
-    /// resources that use DPoP carry a proof signed with it, a `token_type: DPoP` answer is
-    /// kept as bound to it, and a bound token goes out only as `Authorization: DPoP` with a
-    /// fresh proof for that exact request, made after the crate's decision for its URL. Which
-    /// resources use DPoP: those named with [`use_dpop_for`](Self::use_dpop_for) or
-    /// [`require_dpop_for`](Self::require_dpop_for), and those that ask for it (a `DPoP`
-    /// challenge from the resource server). The key's thumbprint is part of every cache key
-    /// (a token bound to one key is never served for another; a new key starts with an empty
-    /// cache). By default there is no key, and a resource that requires DPoP fails with an
-    /// error naming this setting.
+    /// Gives every client registration without a DPoP key of its own this one (RFC 9449,
+    /// feature `dpop`): one key shared by those clients, as a fleet that shares tokens needs
+    /// (load it in every process with [`DpopKey::from_pkcs8_pem`](crate::DpopKey::from_pkcs8_pem)).
+    /// Authorization servers that see the same key can tell that their clients are one; to
+    /// keep them apart, give each registration its own
+    /// ([`ClientRegistration::dpop_key`](crate::ClientRegistration::dpop_key),
+    /// [`PreRegistered::dpop_key`](crate::PreRegistered::dpop_key)) or use
+    /// [`generate_dpop_keys`](Self::generate_dpop_keys) instead.
+    ///
+    /// With a key, a client's token requests for the resources that use DPoP carry a proof
+    /// signed with it, a `token_type: DPoP` answer is kept as bound to it, and a bound token
+    /// goes out only as `Authorization: DPoP` with a fresh proof signed with the same key for
+    /// that exact request, made after the crate's decision for its URL. Which resources use
+    /// DPoP: those named with [`use_dpop_for`](Self::use_dpop_for) or
+    /// [`require_dpop_for`](Self::require_dpop_for), and those that ask for it (their
+    /// metadata's `dpop_bound_access_tokens_required`, or a resource server that offers only
+    /// the `DPoP` challenge). A client's key thumbprint is part of every cache key of its
+    /// tokens (a token bound to one key is never served for another; a new key starts with an
+    /// empty cache). By default no client has a key, and a resource that requires DPoP fails
+    /// with an error naming these settings.
     #[cfg(feature = "dpop")]
-    pub fn dpop_key(mut self, key: crate::dpop::DpopKey) -> Self {
-        self.dpop_key = Some(key);
+    pub fn dpop_key(mut self, key: crate::DpopKey) -> Self {
+        self.dpop_keys = match self.dpop_keys {
+            crate::dpop::Keys::PerClient => crate::dpop::Keys::Conflict,
+            _ => crate::dpop::Keys::Shared(key),
+        };
+        self
+    }
+
+    /// Generates a DPoP key (RFC 9449, feature `dpop`) for every client registration without
+    /// one of its own when it is added to the cache (at [`build`](Self::build), or when
+    /// discovery adds a client): no two authorization servers see the same key. Generated keys
+    /// live as long as the cache: tokens bound to them are not shared with other processes
+    /// (each has its own keys), and a restart starts with new keys (a public client's
+    /// refresh tokens, which are bound to the key, then need a new authorization). Not
+    /// together with [`dpop_key`](Self::dpop_key) ([`build`](Self::build) says so).
+    #[cfg(feature = "dpop")]
+    pub fn generate_dpop_keys(mut self) -> Self {
+        self.dpop_keys = match self.dpop_keys {
+            crate::dpop::Keys::Shared(_) => crate::dpop::Keys::Conflict,
+            _ => crate::dpop::Keys::PerClient,
+        };
         self
     }
 
     /// Uses DPoP for `resource`: its token requests carry a proof, and a `Bearer` answer (an
     /// authorization server that does not bind tokens) is kept as a bearer token and logged.
-    /// Needs a [`dpop_key`](Self::dpop_key) ([`build`](Self::build) fails without one).
+    /// Needs a DPoP key for the resource's client registration ([`build`](Self::build) fails
+    /// without one; see [`dpop_key`](Self::dpop_key)).
     /// Default: resources use bearer tokens until they ask for DPoP.
     pub fn use_dpop_for(mut self, resource: crate::resource::ResourceUri) -> Self {
         self.dpop_resources
@@ -253,11 +283,7 @@ impl TokenCacheBuilder {
             });
         }
         let transport = self.transport()?;
-        // A resource named for DPoP in a cache without a key could never get a token.
-        if let (None, Some((resource, _))) = (&self.dpop_key, self.dpop_resources.first()) {
-            return Err(crate::dpop::missing_key(resource));
-        }
-        let dpop = crate::dpop::Dpop::new(self.dpop_key.take());
+        let dpop = crate::dpop::Dpop::new(std::mem::take(&mut self.dpop_keys))?;
         for (resource, use_) in &self.dpop_resources {
             dpop.raise(resource, *use_);
         }
@@ -319,6 +345,14 @@ impl TokenCacheBuilder {
         }
         for resource in self.resources {
             shared.add_resource(resource)?;
+        }
+        // A resource named for DPoP whose client has no key could never get a token.
+        for (resource, _) in &self.dpop_resources {
+            if let Some(entry) = shared.routes.entry(resource)
+                && entry.client.registration().dpop_key.is_none()
+            {
+                return Err(crate::dpop::missing_key(resource));
+            }
         }
         Ok(TokenCache { shared })
     }

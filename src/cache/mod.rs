@@ -309,9 +309,22 @@ impl TokenCache {
         self.shared.refresh_tokens.credential_store()
     }
 
-    /// The cache's DPoP state: its key, the nonces servers gave, the resources that use DPoP.
+    /// The cache's DPoP state: its clients' keys, the nonces servers gave, the resources that
+    /// use DPoP.
     pub(crate) fn dpop(&self) -> &crate::dpop::Dpop {
         &self.shared.dpop
+    }
+
+    /// The DPoP key of the client registration for `issuer`, if it has one.
+    pub(crate) fn dpop_key_at(&self, issuer: &str) -> Option<crate::config::DpopKey> {
+        let clients = self
+            .shared
+            .clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        clients
+            .get(issuer)
+            .and_then(|c| c.registration().dpop_key.clone())
     }
 
     /// The counters so far.
@@ -327,7 +340,6 @@ impl Shared {
             &entry.config.resource,
             scopes,
             account,
-            self.dpop.thumbprint(),
         )
     }
 
@@ -433,7 +445,8 @@ impl Shared {
         removed
     }
 
-    fn add_client(&self, registration: ClientRegistration) -> Result<(), BuildError> {
+    fn add_client(&self, mut registration: ClientRegistration) -> Result<(), BuildError> {
+        registration.dpop_key = self.dpop.key_of_client(registration.dpop_key.take());
         let client =
             builder::check_client(registration, &self.transport, self.limits, &self.options)?
                 .with_dpop(self.dpop.clone());
@@ -462,7 +475,6 @@ impl Shared {
             &config.resource,
             &config.scopes,
             None,
-            self.dpop.thumbprint(),
         );
         self.routes.add(ResourceEntry {
             policy: Arc::new(config.audience.clone()),
@@ -485,14 +497,13 @@ impl Shared {
 /// The one place a hand-out's cache key is made: the client registration's issuer and client
 /// id, the resource, the scopes (with `offline_access` when the registration asks for refresh
 /// tokens: it changes what the server returns, rules §12), the account, and the thumbprint of
-/// the cache's DPoP key if it has one (RFC 9449: a token bound to one key is never served for
-/// another).
+/// the registration's DPoP key if it has one (RFC 9449: a token bound to one key is never
+/// served for another).
 fn key_for(
     registration: &ClientRegistration,
     resource: &ResourceUri,
     scopes: &ScopeSet,
     account: Option<&str>,
-    dpop: Option<&str>,
 ) -> CacheKey {
     let offline;
     let scopes = if registration.offline_access {
@@ -513,8 +524,8 @@ fn key_for(
         Some(account) => key.with_account(account),
         None => key,
     };
-    match dpop {
-        Some(thumbprint) => key.with_dpop(thumbprint),
+    match &registration.dpop_key {
+        Some(dpop_key) => key.with_dpop(dpop_key.thumbprint()),
         None => key,
     }
 }

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::SigningKey;
+use secrecy::SecretString;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
@@ -91,6 +92,18 @@ impl DpopKey {
     /// bound token's `cnf.jkt` (RFC 9449 §6.1) and what the crate's cache keys hold.
     pub fn thumbprint(&self) -> &str {
         &self.inner.thumbprint
+    }
+
+    /// The private key in PKCS #8 PEM, to keep it where [`from_pkcs8_pem`](Self::from_pkcs8_pem)
+    /// reads it back (a file of mode 0600, a secret manager): tokens, and a public client's
+    /// refresh tokens, stay usable across restarts only with the key they are bound to.
+    pub fn to_pkcs8_pem(&self) -> SecretString {
+        use p256::pkcs8::EncodePrivateKey as _;
+        match self.inner.key.to_pkcs8_pem(p256::pkcs8::LineEnding::LF) {
+            Ok(pem) => SecretString::from(pem.as_str()),
+            // Encoding a valid P-256 scalar cannot fail; an empty value is refused on reading.
+            Err(_) => SecretString::from(""),
+        }
     }
 
     /// The public key as a JWK (RFC 7517; `kty`, `crv`, `x`, `y`).
@@ -213,6 +226,20 @@ tj/zL5S3Xt9IvahWoa+z9o5GH7KaI4AnUZEo3VpcYspyulkNgKkbSMjS
         assert_eq!(bare_claims.get("ath"), None);
         assert_eq!(bare_claims.get("nonce"), None);
         assert_ne!(bare_claims["jti"], claims["jti"]);
+    }
+
+    #[test]
+    fn a_key_written_as_pkcs8_reads_back_as_the_same_key() {
+        use secrecy::ExposeSecret as _;
+        let key = DpopKey::generate();
+        let pem = key.to_pkcs8_pem();
+        assert!(
+            pem.expose_secret()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
+        let back = DpopKey::from_pkcs8_pem(pem.expose_secret()).unwrap();
+        assert_eq!(back.thumbprint(), key.thumbprint());
+        assert!(!format!("{pem:?}").contains("PRIVATE"));
     }
 
     #[test]

@@ -9,8 +9,34 @@ use url::Url;
 
 #[cfg(feature = "private-key-jwt")]
 pub(crate) mod assertion;
+#[cfg(feature = "dpop")]
+mod dpop_key;
 #[cfg(any(feature = "private-key-jwt", feature = "dpop"))]
 pub(crate) mod es256;
+
+#[cfg(feature = "dpop")]
+pub use dpop_key::DpopKey;
+
+/// Without the `dpop` feature there is no key: the type has no values, so every path that
+/// would use one is dead code the compiler knows about.
+#[cfg(not(feature = "dpop"))]
+#[derive(Clone, Debug)]
+pub(crate) enum DpopKey {}
+
+#[cfg(not(feature = "dpop"))]
+impl DpopKey {
+    pub(crate) fn thumbprint(&self) -> &str {
+        match *self {}
+    }
+
+    pub(crate) fn algorithm(&self) -> &'static str {
+        match *self {}
+    }
+
+    pub(crate) fn proof(&self, _: &str, _: &str, _: Option<&str>, _: Option<&str>) -> String {
+        match *self {}
+    }
+}
 
 use crate::audience::AudiencePolicy;
 use crate::error::BuildError;
@@ -86,6 +112,8 @@ pub struct PreRegistered {
     any_issuer: bool,
     /// `client_secret_basic` unless the server supports only `client_secret_post`.
     pub(crate) method_from_metadata: bool,
+    /// The DPoP key of the registrations discovery makes from it, if it has its own.
+    pub(crate) dpop_key: Option<DpopKey>,
 }
 
 impl PreRegistered {
@@ -140,7 +168,16 @@ impl PreRegistered {
             issuers: Vec::new(),
             any_issuer: false,
             method_from_metadata: false,
+            dpop_key: None,
         }
+    }
+
+    /// Proves possession of DPoP-bound tokens (RFC 9449, feature `dpop`) with `key` at every
+    /// issuer this client is used at; see [`ClientRegistration::dpop_key`].
+    #[cfg(feature = "dpop")]
+    pub fn dpop_key(mut self, key: DpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self
     }
 
     /// An issuer the client is registered at (compared as an exact string). Call it once per
@@ -201,6 +238,9 @@ pub struct ClientRegistration {
     /// Made by a [`ClientRegistrar`](crate::authorization::ClientRegistrar) for a discovered server, not
     /// configured by the user.
     pub(crate) discovered: bool,
+    /// The key this client proves possession of DPoP-bound tokens with (RFC 9449): its own,
+    /// or, once the cache has it, the one the cache gave it.
+    pub(crate) dpop_key: Option<DpopKey>,
 }
 
 impl ClientRegistration {
@@ -221,6 +261,7 @@ impl ClientRegistration {
             require_iss: false,
             offline_access: false,
             discovered: false,
+            dpop_key: None,
         }
     }
 
@@ -242,6 +283,27 @@ impl ClientRegistration {
     pub fn private_key_jwt(mut self, key: assertion::ClientAssertionKey) -> Self {
         self.auth = ClientAuth::PrivateKeyJwt(key);
         self
+    }
+
+    /// Proves possession of DPoP-bound tokens (RFC 9449, feature `dpop`) with `key`: this
+    /// client's token requests for resources that use DPoP carry proofs signed with it, its
+    /// bound tokens are sent with proofs signed with it, and its tokens are cached under the
+    /// key's thumbprint (a token bound to one key is never served for another). Give each
+    /// registration its own key so that authorization servers cannot link the client by its
+    /// key; load one key with [`DpopKey::from_pkcs8_pem`] in every process of a fleet that
+    /// shares tokens. Without it the registration gets the cache's key, if the cache gives
+    /// one ([`TokenCacheBuilder::dpop_key`](crate::TokenCacheBuilder::dpop_key),
+    /// [`TokenCacheBuilder::generate_dpop_keys`](crate::TokenCacheBuilder::generate_dpop_keys)).
+    #[cfg(feature = "dpop")]
+    pub fn dpop_key(mut self, key: DpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self
+    }
+
+    /// The RFC 7638 thumbprint of the key this client proves possession with, if it has one.
+    #[cfg(feature = "dpop")]
+    pub fn dpop_thumbprint(&self) -> Option<&str> {
+        self.dpop_key.as_ref().map(DpopKey::thumbprint)
     }
 
     /// Sets the authorization endpoint, needed for the authorization code grant.

@@ -130,7 +130,10 @@ impl Discovered {
             }
             auth => auth.clone(),
         };
-        self.client_registration(&client.client_id, auth, client.redirect_uri.clone())
+        let mut registration =
+            self.client_registration(&client.client_id, auth, client.redirect_uri.clone())?;
+        registration.dpop_key = client.dpop_key.clone();
+        Ok(registration)
     }
 
     /// The resource's configuration for the cache: this resource, this issuer, the first

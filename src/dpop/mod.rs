@@ -1,12 +1,12 @@
-//! DPoP (RFC 9449): sender-constrained tokens. A cache with a [`DpopKey`] sends a fresh proof
-//! with every token request for a resource that uses DPoP, keeps a `token_type: DPoP` answer
-//! as bound to the key, and sends a bound token only as `Authorization: DPoP` with a proof
-//! made for that exact request's method and URL (built by the cache after its one decision,
-//! never here). This module holds what the layers above share: the key, the nonces servers
-//! handed out (RFC 9449 §8, §9, remembered per origin), and which resources use DPoP.
-
-#[cfg(feature = "dpop")]
-mod key;
+//! DPoP (RFC 9449): sender-constrained tokens. Each client registration proves possession
+//! with its own [`DpopKey`] (one it was given, the cache's shared one, or one generated for
+//! it): its token requests for a resource that uses DPoP carry a fresh proof, a
+//! `token_type: DPoP` answer is kept as bound to that key, and a bound token goes out only as
+//! `Authorization: DPoP` with a proof made with that same key for that exact request's method
+//! and URL (built by the cache after its one decision, never here). This module holds what the
+//! layers above share: how a registration gets its key, the keys by thumbprint (a token names
+//! its key by the thumbprint in its cache key), the nonces servers handed out (RFC 9449 §8,
+//! §9, remembered per origin), and which resources use DPoP.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -17,8 +17,7 @@ use url::Url;
 use crate::error::BuildError;
 use crate::resource::ResourceUri;
 
-#[cfg(feature = "dpop")]
-pub use key::DpopKey;
+use crate::config::DpopKey;
 
 /// The `DPoP` header of requests (RFC 9449 §4.1) and the `DPoP-Nonce` header of answers
 /// (§8.1).
@@ -27,27 +26,6 @@ pub(crate) const DPOP: &str = "dpop";
 pub(crate) const DPOP_NONCE: &str = "dpop-nonce";
 /// RFC 9449 §8, §9: the error code of an answer that asks for a nonce.
 pub(crate) const USE_DPOP_NONCE: &str = "use_dpop_nonce";
-
-/// Without the `dpop` feature there is no key: the type has no values, so every path that
-/// would use one is dead code the compiler knows about.
-#[cfg(not(feature = "dpop"))]
-#[derive(Clone, Debug)]
-pub(crate) enum DpopKey {}
-
-#[cfg(not(feature = "dpop"))]
-impl DpopKey {
-    pub(crate) fn thumbprint(&self) -> &str {
-        match *self {}
-    }
-
-    pub(crate) fn algorithm(&self) -> &'static str {
-        match *self {}
-    }
-
-    pub(crate) fn proof(&self, _: &str, _: &str, _: Option<&str>, _: Option<&str>) -> String {
-        match *self {}
-    }
-}
 
 /// How a resource uses DPoP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,11 +47,31 @@ const MAX_NONCE_ORIGINS: usize = 1024;
 /// The longest nonce accepted (RFC 9449 §8.1 sets no bound; a proof carries it every time).
 const MAX_NONCE_LEN: usize = 512;
 
-/// The DPoP state of one cache: its key (if any), the nonces of the servers it talks to, and
-/// the resources that use DPoP.
+/// Where a client registration without a key of its own gets one.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Keys {
+    /// Nowhere: such a registration has no key (the default).
+    #[default]
+    None,
+    /// The cache's key, shared by every registration without one of its own.
+    #[cfg(feature = "dpop")]
+    Shared(DpopKey),
+    /// A key generated for each such registration when it is added to the cache.
+    #[cfg(feature = "dpop")]
+    PerClient,
+    /// Both of the above were asked for: [`Dpop::new`] refuses it.
+    #[cfg(feature = "dpop")]
+    Conflict,
+}
+
+/// The DPoP state of one cache: where registrations get keys, the keys in use, the nonces of
+/// the servers it talks to, and the resources that use DPoP.
 #[derive(Default)]
 pub(crate) struct Dpop {
-    key: Option<DpopKey>,
+    keys: Keys,
+    /// Every key a registration of the cache proves with, by RFC 7638 thumbprint: a bound
+    /// token's proof is made with the key its cache key names, and no other.
+    in_use: RwLock<HashMap<String, DpopKey>>,
     /// The last `DPoP-Nonce` of each origin (RFC 9449 §8.2: the next proof carries it).
     nonces: Mutex<HashMap<String, String>>,
     /// How each resource (by match key) uses DPoP; absent is [`Use::Off`].
@@ -83,22 +81,63 @@ pub(crate) struct Dpop {
 impl std::fmt::Debug for Dpop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dpop")
-            .field("key", &self.key)
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
 
 impl Dpop {
-    pub(crate) fn new(key: Option<DpopKey>) -> Self {
-        Self {
-            key,
-            ..Self::default()
+    pub(crate) fn new(keys: Keys) -> Result<Self, BuildError> {
+        #[cfg(feature = "dpop")]
+        if let Keys::Conflict = keys {
+            return Err(BuildError::Setting {
+                setting: "dpop_key",
+                reason: "TokenCacheBuilder::dpop_key gives every client one shared key and \
+                         TokenCacheBuilder::generate_dpop_keys a key of its own: choose one of \
+                         the two (a registration's own key, ClientRegistration::dpop_key, goes \
+                         with either)"
+                    .to_owned(),
+            });
         }
+        Ok(Self {
+            keys,
+            ..Self::default()
+        })
     }
 
-    /// The key's thumbprint, if there is a key: part of every cache key of the cache.
-    pub(crate) fn thumbprint(&self) -> Option<&str> {
-        self.key.as_ref().map(DpopKey::thumbprint)
+    /// The key a client registration proves with: its own if it has one, else the cache's
+    /// shared key or a new one, as the cache was built; none otherwise. The key is recorded
+    /// by thumbprint, so that tokens bound to it find it.
+    pub(crate) fn key_of_client(&self, own: Option<DpopKey>) -> Option<DpopKey> {
+        let key = match (own, &self.keys) {
+            (Some(own), _) => own,
+            #[cfg(feature = "dpop")]
+            (None, Keys::Shared(shared)) => shared.clone(),
+            #[cfg(feature = "dpop")]
+            (None, Keys::PerClient) => DpopKey::generate(),
+            (None, Keys::None) => return None,
+            #[cfg(feature = "dpop")]
+            (None, Keys::Conflict) => return None,
+        };
+        let mut in_use = self.in_use.write().unwrap_or_else(|p| p.into_inner());
+        in_use
+            .entry(key.thumbprint().to_owned())
+            .or_insert_with(|| key.clone());
+        Some(key)
+    }
+
+    /// Whether the cache generates a key for each client registration without one.
+    pub(crate) fn generates_keys(&self) -> bool {
+        #[cfg(feature = "dpop")]
+        return matches!(self.keys, Keys::PerClient);
+        #[cfg(not(feature = "dpop"))]
+        false
+    }
+
+    /// The key with this thumbprint, if a registration of the cache proves with it.
+    pub(crate) fn key_with_thumbprint(&self, thumbprint: &str) -> Option<DpopKey> {
+        let in_use = self.in_use.read().unwrap_or_else(|p| p.into_inner());
+        in_use.get(thumbprint).cloned()
     }
 
     /// How `resource` uses DPoP.
@@ -117,20 +156,19 @@ impl Dpop {
         changed
     }
 
-    /// The key to prove possession with for a token request for `resource`: none where the
-    /// resource does not use DPoP; an error naming the setting where it requires DPoP and no
-    /// key is configured.
-    pub(crate) fn key_for(&self, resource: &ResourceUri) -> Result<Option<&DpopKey>, BuildError> {
-        match (self.use_for(resource), &self.key) {
+    /// The key to prove possession with for a token request for `resource` by a client
+    /// registration whose key is `client_key`: none where the resource does not use DPoP; an
+    /// error naming the settings where it does and the registration has no key.
+    pub(crate) fn key_for<'k>(
+        &self,
+        resource: &ResourceUri,
+        client_key: Option<&'k DpopKey>,
+    ) -> Result<Option<&'k DpopKey>, BuildError> {
+        match (self.use_for(resource), client_key) {
             (Use::Off, _) => Ok(None),
             (_, Some(key)) => Ok(Some(key)),
             (Use::Asked | Use::Required, None) => Err(missing_key(resource)),
         }
-    }
-
-    /// The key, for a token already bound to it.
-    pub(crate) fn key(&self) -> Option<&DpopKey> {
-        self.key.as_ref()
     }
 
     /// A fresh proof with `key` for a request with `method` to `url`, with the nonce last
@@ -173,18 +211,18 @@ impl Dpop {
         true
     }
 
-    /// RFC 9449 §5.1 and §5.2: where `resource` uses DPoP and the cache has a key, the
-    /// algorithm lists the authorization server (`issuer`) and the resource publish, where they
-    /// publish one, must name the key's algorithm; otherwise every proof would be refused, so
-    /// the error says so before any is sent.
+    /// RFC 9449 §5.1 and §5.2: where `resource` uses DPoP and its client registration has a
+    /// key (`client_key`), the algorithm lists the authorization server (`issuer`) and the
+    /// resource publish, where they publish one, must name the key's algorithm; otherwise
+    /// every proof would be refused, so the error says so before any is sent.
     pub(crate) fn check_algorithm(
         &self,
         resource: &ResourceUri,
-        issuer: &str,
+        (issuer, client_key): (&str, Option<&DpopKey>),
         server: Option<&[String]>,
         resource_metadata: Option<&[String]>,
     ) -> Result<(), BuildError> {
-        let Some(key) = &self.key else {
+        let Some(key) = client_key else {
             return Ok(());
         };
         if self.use_for(resource) == Use::Off {
@@ -205,7 +243,7 @@ impl Dpop {
                     setting: "dpop_key",
                     reason: format!(
                         "{who} accepts DPoP proofs signed with {} only \
-                         (dpop_signing_alg_values_supported), and the cache's DPoP key signs \
+                         (dpop_signing_alg_values_supported), and the client's DPoP key signs \
                          with {algorithm}, the one algorithm the crate supports: no proof of \
                          it would be accepted",
                         shown_list(list)
@@ -237,8 +275,10 @@ pub(crate) fn missing_key(resource: &ResourceUri) -> BuildError {
         setting: "dpop_key",
         reason: format!(
             "{} uses DPoP-bound tokens (RFC 9449: named with use_dpop_for or require_dpop_for, \
-             or asked for by its metadata or a DPoP challenge), and the cache has no DPoP key: \
-             give it one with TokenCacheBuilder::dpop_key (feature `dpop`)",
+             or asked for by its metadata or a DPoP challenge), and its client registration has \
+             no DPoP key: give it one with ClientRegistration::dpop_key or PreRegistered::dpop_key, \
+             or give every client one with TokenCacheBuilder::dpop_key or \
+             TokenCacheBuilder::generate_dpop_keys (feature `dpop`)",
             resource.key()
         ),
     }
@@ -279,7 +319,7 @@ mod tests {
 
     #[test]
     fn nonces_are_remembered_per_origin_and_checked() {
-        let dpop = Dpop::new(None);
+        let dpop = Dpop::new(Keys::None).unwrap();
         let a = Url::parse("https://a.example/token").unwrap();
         let a_other_path = Url::parse("https://a.example/mcp").unwrap();
         let b = Url::parse("https://b.example/token").unwrap();
@@ -308,16 +348,17 @@ mod tests {
 
     #[test]
     fn a_resource_requiring_dpop_without_a_key_is_an_error_naming_the_setting() {
-        let dpop = Dpop::new(None);
+        let dpop = Dpop::new(Keys::None).unwrap();
         let resource = ResourceUri::parse("https://rs.example/mcp").unwrap();
-        assert!(matches!(dpop.key_for(&resource), Ok(None)));
+        assert!(matches!(dpop.key_for(&resource, None), Ok(None)));
         assert!(dpop.raise(&resource, Use::Required));
         // Never lowered.
         assert!(!dpop.raise(&resource, Use::Asked));
         assert_eq!(dpop.use_for(&resource), Use::Required);
-        let error = dpop.key_for(&resource).unwrap_err().to_string();
+        let error = dpop.key_for(&resource, None).unwrap_err().to_string();
         assert!(
-            error.contains("TokenCacheBuilder::dpop_key")
+            error.contains("ClientRegistration::dpop_key")
+                && error.contains("TokenCacheBuilder::generate_dpop_keys")
                 && error.contains("https://rs.example/mcp"),
             "{error}"
         );

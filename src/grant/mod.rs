@@ -153,7 +153,8 @@ impl GrantClient {
         }
     }
 
-    /// The client with the cache's DPoP state (RFC 9449), shared by all its clients.
+    /// The client with the cache's DPoP state (RFC 9449: nonces, which resources use DPoP),
+    /// shared by all its clients; the client's own key is in its registration.
     pub(crate) fn with_dpop(mut self, dpop: Arc<Dpop>) -> Self {
         self.dpop = dpop;
         self
@@ -217,7 +218,7 @@ impl GrantClient {
     ) -> Result<Sent, Error> {
         let key = self
             .dpop
-            .key_for(requested.resource)
+            .key_for(requested.resource, self.registration.dpop_key.as_ref())
             .map_err(Error::Configuration)?;
         let endpoint = &self.registration.token_endpoint;
         let mut retried = false;

@@ -434,7 +434,8 @@ where
                         .cache
                         .dpop()
                         .raise(resource, crate::dpop::Use::Required);
-                    if policy.cache.dpop().key().is_none() {
+                    let issuer = policy.cache.issuer_of(resource);
+                    if issuer.and_then(|i| policy.cache.dpop_key_at(&i)).is_none() {
                         return Err(RunError::Crate(Error::Configuration(
                             crate::dpop::missing_key(resource),
                         )));
@@ -546,6 +547,6 @@ fn dpop_challenge(
         );
         return (asks_nonce && new_nonce && !retries.dpop_nonce).then_some(Next::RetryWithNonce);
     }
-    let bearer_offered = challenges.iter().any(|c| c.is_scheme("Bearer"));
-    (!bearer_offered && !retries.new_token && retries.step_ups == 0).then_some(Next::RetryWithDpop)
+    (challenges.requires_dpop() && !retries.new_token && retries.step_ups == 0)
+        .then_some(Next::RetryWithDpop)
 }
