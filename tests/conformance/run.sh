@@ -29,6 +29,14 @@ conformance() {
   "$node" "$suite" client --command "$client" "$@"
 }
 
+# The suite's next release (conformance-next in package.json) has the scenarios of the
+# authorization extensions; the pinned release stays the baseline for everything else.
+next="$here/node_modules/conformance-next/dist/index.js"
+conformance_next() {
+  echo "== conformance (next release) client $*"
+  "$node" "$next" client --command "$client" "$@"
+}
+
 cd "$here"
 conformance --suite auth
 conformance --scenario auth/2025-03-26-oauth-endpoint-fallback
@@ -48,4 +56,8 @@ conformance --scenario initialize
 conformance --scenario tools_call
 conformance --scenario sse-retry
 conformance --scenario elicitation-sep1034-client-defaults
+# Extension scenarios, from the suite's next release. DPoP (SEP-1932): the server offers only
+# the DPoP scheme; the example generates a key per authorization server and uses it.
+conformance_next --scenario auth/dpop
+conformance_next --scenario auth/dpop-nonce
 echo "== conformance: every scenario passed (expected failures: see expected-failures.yml)"
