@@ -78,7 +78,7 @@
 //! | `testing` | `audience_cache::testing`: embedded, scriptable authorization and resource servers for testing code that uses the crate |
 //! | `private-key-jwt` | `ClientAssertionKey`: `private_key_jwt` client authentication with an ES256 key (RFC 7523) |
 //! | `redis` | `SharedLevel`: a fleet-wide second level on Redis, sealed at rest with XChaCha20-Poly1305 |
-//! | `dpop` | `DpopKey`: DPoP (RFC 9449) sender-constrained tokens, a fresh proof for every request that carries one, made by the call that makes the audience decision |
+//! | `dpop` | `DpopKey`: DPoP (RFC 9449) sender-constrained tokens, one key per client registration, a fresh proof for every request that carries one, made by the call that makes the audience decision |
 //! | `fuzzing` | `audience_cache::fuzzing`: the oracles the crate's fuzz targets assert, documented and kept stable for a downstream crate's own targets |
 //! | `arbitrary` | `arbitrary::Arbitrary` for `ResourceUri`, `ScopeSet` and `CacheKey`, and hostile request URLs relative to a resource (with `fuzzing`) |
 //! | `file-store` | `FileStore`: a [`CredentialStore`] in a per-user directory (refresh tokens and registered clients survive a restart), sealed with XChaCha20-Poly1305, locked per grant |
