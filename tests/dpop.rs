@@ -284,6 +284,8 @@ async fn a_bearer_answer_is_kept_where_dpop_is_asked_and_refused_where_it_is_req
     let kept = cache.token(&resource(API), &empty()).await.unwrap();
     assert!(!kept.is_dpop_bound());
     assert!(proof(&server.requests()[0]).valid);
+    // Said in the counters, not only in the log.
+    assert_eq!(cache.stats().dpop_declined, 1);
 
     let error = cache.token(&resource(MCP), &empty()).await.unwrap_err();
     let message = error.to_string();
@@ -293,6 +295,8 @@ async fn a_bearer_answer_is_kept_where_dpop_is_asked_and_refused_where_it_is_req
         "{message}"
     );
     assert_eq!(server.token_requests(), 2);
+    // The refused answer is an error, not a declined DPoP.
+    assert_eq!(cache.stats().dpop_declined, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -231,6 +231,9 @@ impl Shared {
         sent_at: Instant,
     ) -> Arc<CachedToken> {
         let audience = audience_of(entry, &response.access_token);
+        if response.dpop_declined {
+            self.counters.dpop_declined();
+        }
         let token = Arc::new(CachedToken {
             access_token: response.access_token,
             key: key.clone(),

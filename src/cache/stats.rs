@@ -43,6 +43,10 @@ pub struct Stats {
     pub l2_errors: u64,
     /// Tokens written to the shared level.
     pub l2_writes: u64,
+    /// Token requests that asked for a DPoP-bound token (RFC 9449, for a resource named with
+    /// `use_dpop_for`) and were answered with a bearer token, which was kept as one (a
+    /// resource that requires DPoP refuses such an answer instead, as an error).
+    pub dpop_declined: u64,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +63,7 @@ pub(crate) struct Counters {
     l2_decrypt_failures: AtomicU64,
     l2_errors: AtomicU64,
     l2_writes: AtomicU64,
+    dpop_declined: AtomicU64,
 }
 
 macro_rules! counter {
@@ -76,6 +81,7 @@ impl Counters {
     counter!(refresh, refreshes);
     counter!(refusal, refusals);
     counter!(error, errors);
+    counter!(dpop_declined, dpop_declined);
 }
 
 /// The shared level's counters, counted only where there is one.
@@ -104,6 +110,7 @@ impl Counters {
             l2_decrypt_failures: self.l2_decrypt_failures.load(Ordering::Relaxed),
             l2_errors: self.l2_errors.load(Ordering::Relaxed),
             l2_writes: self.l2_writes.load(Ordering::Relaxed),
+            dpop_declined: self.dpop_declined.load(Ordering::Relaxed),
         }
     }
 }

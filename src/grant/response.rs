@@ -48,9 +48,12 @@ pub(crate) struct TokenResponse {
     pub(crate) refresh_token: Option<SecretString>,
     /// The granted scopes: the response's `scope`, or the requested set when absent.
     pub(crate) scopes: ScopeSet,
-    /// `token_type: DPoP` (RFC 9449 §5): the token is bound to the cache's DPoP key and goes
+    /// `token_type: DPoP` (RFC 9449 §5): the token is bound to the client's DPoP key and goes
     /// out only as `Authorization: DPoP` with a proof.
     pub(crate) dpop_bound: bool,
+    /// DPoP was asked for (not required) and the server answered `Bearer`: kept as a bearer
+    /// token, and counted ([`Stats::dpop_declined`](crate::cache::Stats::dpop_declined)).
+    pub(crate) dpop_declined: bool,
 }
 
 /// What the checks need to know about the request.
@@ -208,6 +211,7 @@ pub(crate) fn accept(
             .map(|t| SecretString::from(t.secret().as_str())),
         scopes,
         dpop_bound,
+        dpop_declined: !dpop_bound && proved == Some(Use::Asked),
     })
 }
 
