@@ -321,3 +321,21 @@ async fn the_middleware_behaves_like_the_wrapper() {
     );
     assert_eq!(w.auth.token_requests(), 1);
 }
+
+#[tokio::test]
+async fn a_url_with_a_fragment_is_sent_without_it_and_is_not_taken_for_a_redirect() {
+    let w = world().await;
+    let mcp = w.server("/mcp").await;
+    w.protect(&mcp);
+    let client = AuthorizedClient::new(w.cache.clone()).unwrap();
+    // RFC 9110 §4.2.5: the fragment stays with the client; the answer comes from the same URL.
+    let response = get(&client, &format!("{}/tools#section", mcp.url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let records = mcp.requests();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].path, "/mcp/tools");
+    assert!(records[0].bearer_presented);
+    assert_eq!(w.auth.token_requests(), 1);
+}

@@ -383,7 +383,7 @@ where
             && policy.cache.dpop().remember(&url, response.headers());
         // The client below must not follow redirects on its own: it would re-send the token
         // without a decision. The request may already have gone; nothing more is sent.
-        if *response.url() != url {
+        if !same_resource(response.url(), &url) {
             return Err(RunError::Crate(Error::Redirect {
                 url: crate::audience::redacted_url(&url),
                 detail: "the HTTP client below the crate followed a redirect itself; build it with redirect::Policy::none()".to_owned(),
@@ -533,6 +533,12 @@ fn decide(
 /// tried yet is retried once (RFC 9449 §9); for a bearer token, a `DPoP` challenge without a
 /// `Bearer` one means the resource takes only DPoP-bound tokens (RFC 9449 §7.1), retried once
 /// with a bound token.
+/// Whether the answer came from the URL the request was sent to: equal but for the fragment,
+/// which never leaves the client (RFC 9110 §4.2.5) and which reqwest's answer does not carry.
+fn same_resource(answered: &Url, sent: &Url) -> bool {
+    answered[..url::Position::AfterQuery] == sent[..url::Position::AfterQuery]
+}
+
 fn dpop_challenge(
     challenges: &Challenges,
     token: &BearerToken,
