@@ -171,7 +171,7 @@ impl TokenCacheBuilder {
     /// empty cache). By default no client has a key, and a resource that requires DPoP fails
     /// with an error naming these settings.
     #[cfg(feature = "dpop")]
-    pub fn dpop_key(mut self, key: crate::DpopKey) -> Self {
+    pub fn dpop_key(mut self, key: crate::config::DpopKey) -> Self {
         self.dpop_keys = match self.dpop_keys {
             crate::dpop::Keys::PerClient => crate::dpop::Keys::Conflict,
             _ => crate::dpop::Keys::Shared(key),
