@@ -164,7 +164,10 @@ pub use cache::{
 };
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
-pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
+pub use config::{
+    AssertionSource, ClientAuth, ClientRegistration, Grant, IdentityProvider, PreRegistered,
+    ResourceConfig,
+};
 pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
 #[cfg(feature = "dpop")]
 pub use dpop::DpopKey;

@@ -130,7 +130,13 @@ impl Discovered {
             }
             auth => auth.clone(),
         };
-        self.client_registration(&client.client_id, auth, client.redirect_uri.clone())
+        let registration =
+            self.client_registration(&client.client_id, auth, client.redirect_uri.clone())?;
+        // A grant the user chose (`PreRegistered::grant`) wins over the one implied.
+        Ok(match &client.grant {
+            Some(grant) => registration.grant(grant.clone()),
+            None => registration,
+        })
     }
 
     /// The resource's configuration for the cache: this resource, this issuer, the first
