@@ -223,7 +223,10 @@ impl Shared {
                 let refresh_spent = matches!(acquire, Acquire::Configured)
                     && matches!(grant, Grant::AuthorizationCode { .. })
                     && super::refresh::spends_refresh_token(&error);
-                if !refresh_spent {
+                // A failure before any request (an assertion file not written yet, a variable
+                // not set) cost the server nothing, and its fix should work at once.
+                let unsent = matches!(error, Error::Configuration(_));
+                if !refresh_spent && !unsent {
                     self.backoff.failed(key, &error, Instant::now());
                 }
                 tracing::warn!(key = %key, "token request failed: {error}");
