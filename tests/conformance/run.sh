@@ -48,4 +48,14 @@ conformance --scenario initialize
 conformance --scenario tools_call
 conformance --scenario sse-retry
 conformance --scenario elicitation-sep1034-client-defaults
+# Extension scenarios, from the suite's next release (conformance-next in package.json):
+# enterprise-managed authorization (an ID-JAG from the IdP, then the JWT bearer grant) and
+# workload identity federation (the JWT bearer grant with a workload's token).
+next="$here/node_modules/conformance-next/dist/index.js"
+conformance_next() {
+  echo "== conformance (next release) client $*"
+  "$node" "$next" client --command "$client" "$@"
+}
+conformance_next --scenario auth/enterprise-managed-authorization
+conformance_next --scenario auth/wif-jwt-bearer
 echo "== conformance: every scenario passed (expected failures: see expected-failures.yml)"
