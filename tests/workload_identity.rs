@@ -258,3 +258,42 @@ fn a_public_client_with_the_jwt_bearer_grant_needs_no_secret() {
         .build();
     assert!(cache.is_ok(), "{:?}", cache.err());
 }
+
+#[cfg(feature = "redis")]
+mod redis_support;
+
+/// A workload's token acts for the assertion only this process reads: it never goes to a
+/// level shared with other processes, and another process makes its own request.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_workload_token_stays_out_of_the_shared_level() {
+    use audience_cache::{SealingKey, SharedLevel};
+    use redis::AsyncCommands as _;
+
+    let redis = redis_support::RedisServer::start();
+    let (auth, platform) = servers();
+    let jwt = platform.workload_token(WORKLOAD, ISSUER, LIFETIME);
+    let process = || {
+        builder(&auth, registration(AssertionSource::value(secret(&jwt))))
+            .resource(config(MCP))
+            .shared_level(
+                SharedLevel::new(redis.url().as_str(), [SealingKey::new(1, [7; 32])])
+                    .unwrap()
+                    .namespace("wif"),
+            )
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (process(), process());
+    let a = one.token_for(&mcp_url()).await.unwrap();
+    let b = two.token_for(&mcp_url()).await.unwrap();
+    assert!(!a.same_token_as(&b));
+    assert_eq!(auth.token_requests(), 2);
+    let mut connection = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = connection.keys("*").await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}

@@ -256,8 +256,11 @@ impl Shared {
         });
         self.store.insert(key.clone(), token.clone()).await;
         tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");
+        // Nor is such a token written there (see `fetch`).
         #[cfg(feature = "redis")]
-        if let Some(level) = &self.shared_level {
+        if let Some(level) = &self.shared_level
+            && !key.stays_in_process()
+        {
             level.write(&token).await;
         }
         token
