@@ -83,6 +83,12 @@ const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const PLATFORM_ISSUER = 'https://platform.interop.test';
 const platformKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
 
+// Enterprise-managed authorization: ID-JAGs (typ oauth-id-jag+jwt) from identity
+// providers the tests name with POST /_test/trust-idp?issuer=…&key=… (an HS256 key,
+// base64url: the embedded IdP of the crate's `testing` module signs that way).
+const ID_JAG_TYP = 'oauth-id-jag+jwt';
+const trustedIdps = new Map();
+
 // ---------------------------------------------------------------------------
 // Static clients.
 
@@ -140,6 +146,16 @@ const clients = [
     response_types: ['code'],
     redirect_uris: ['http://127.0.0.1/callback', 'http://localhost/callback'],
     scope: CODE_SCOPE,
+  },
+  {
+    // A client of enterprise-managed authorization: it presents ID-JAGs.
+    client_id: 'enterprise-client',
+    client_secret: 'enterprise-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: [JWT_BEARER],
+    redirect_uris: [],
+    response_types: [],
+    scope: CC_SCOPE,
   },
   {
     // A workload: no secret (`none`), only the JWT bearer grant with a platform token.
@@ -339,20 +355,48 @@ async function jwtBearerGrant(ctx) {
   if (typeof params.assertion !== 'string' || params.assertion === '') {
     throw new errors.InvalidRequest('missing assertion');
   }
-  let payload;
-  try {
-    ({ payload } = await jwtVerify(params.assertion, platformKey.publicKey, {
-      issuer: PLATFORM_ISSUER,
-      audience: ISSUER,
-      algorithms: ['ES256'],
-      requiredClaims: ['sub', 'exp'],
-    }));
-  } catch (err) {
-    stats.assertions.push({ sub: null, accepted: false, reason: err.code || err.name });
-    throw new errors.InvalidGrant(`the assertion was refused (${err.code || err.name})`);
-  }
   if (typeof params.resource !== 'string') {
     throw new errors.InvalidTarget('exactly one resource indicator is required for this grant type');
+  }
+  let header;
+  try {
+    header = decodeProtectedHeader(params.assertion);
+  } catch {
+    header = {};
+  }
+  const idJag = header.typ === ID_JAG_TYP;
+  const kind = idJag ? 'id-jag' : 'workload';
+  let payload;
+  try {
+    if (idJag) {
+      // The IdP named in the unverified iss must be trusted; its key then verifies it.
+      const unverified = JSON.parse(Buffer.from(params.assertion.split('.')[1], 'base64url').toString());
+      const key = trustedIdps.get(unverified.iss);
+      if (!key) throw Object.assign(new Error('untrusted IdP'), { code: 'UNTRUSTED_IDP' });
+      ({ payload } = await jwtVerify(params.assertion, key, {
+        issuer: unverified.iss,
+        audience: ISSUER,
+        algorithms: ['HS256'],
+        typ: ID_JAG_TYP,
+        requiredClaims: ['sub', 'exp', 'resource', 'client_id'],
+      }));
+      if (payload.resource !== params.resource) {
+        throw Object.assign(new Error('another resource'), { code: 'RESOURCE_MISMATCH' });
+      }
+      if (payload.client_id !== client.clientId) {
+        throw Object.assign(new Error('another client'), { code: 'CLIENT_MISMATCH' });
+      }
+    } else {
+      ({ payload } = await jwtVerify(params.assertion, platformKey.publicKey, {
+        issuer: PLATFORM_ISSUER,
+        audience: ISSUER,
+        algorithms: ['ES256'],
+        requiredClaims: ['sub', 'exp'],
+      }));
+    }
+  } catch (err) {
+    stats.assertions.push({ kind, sub: null, accepted: false, reason: err.code || err.name });
+    throw new errors.InvalidGrant(`the assertion was refused (${err.code || err.name})`);
   }
   const resourceServer = new provider.ResourceServer(
     params.resource,
@@ -364,7 +408,7 @@ async function jwtBearerGrant(ctx) {
   token.resourceServer = resourceServer;
   ctx.oidc.entity('ClientCredentials', token);
   const value = await token.save();
-  stats.assertions.push({ sub: payload.sub, accepted: true, reason: null });
+  stats.assertions.push({ kind, sub: payload.sub, accepted: true, reason: null });
   ctx.body = {
     access_token: value,
     expires_in: token.expiration,
@@ -437,6 +481,12 @@ provider.use(async (ctx, next) => {
       .sign(platformKey.privateKey);
     ctx.type = 'json';
     ctx.body = JSON.stringify({ token: jwt });
+    return;
+  }
+  if (ctx.path === '/_test/trust-idp' && ctx.method === 'POST') {
+    trustedIdps.set(String(ctx.query.issuer), new Uint8Array(Buffer.from(String(ctx.query.key), 'base64url')));
+    ctx.type = 'json';
+    ctx.body = JSON.stringify({ trusted: [...trustedIdps.keys()] });
     return;
   }
   if (ctx.path === '/_test/reset' && ctx.method === 'POST') {
