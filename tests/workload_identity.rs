@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use audience_cache::testing::{
-    AuthorizationServer, Client, ClientAuthMethod, Failure, TokenRequestRecord, fingerprint,
+    AuthorizationServer, ClientAuthMethod, Failure, TokenRequestRecord, fingerprint,
 };
 use audience_cache::{
     AssertionSource, ClientRegistration, Error, Grant, PreRegistered, TokenCache,

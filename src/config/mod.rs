@@ -71,7 +71,9 @@ pub enum Grant {
     ///
     /// An `invalid_grant`, `invalid_scope` or `unauthorized_client` answer is reported as
     /// [`Error::OAuth`](crate::error::Error::OAuth); the assertion it refused is not sent
-    /// again (the source must give a new one), and no other grant is tried.
+    /// again (the source must give a new one), and no other grant is tried. A refresh token in
+    /// an answer is not kept: the next token comes from the current assertion. The tokens act
+    /// for this process's assertion and never go to a shared level.
     ///
     /// ```
     /// use audience_cache::{AssertionSource, Grant, PreRegistered};

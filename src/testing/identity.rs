@@ -235,10 +235,10 @@ pub(crate) fn jwt_bearer(
     let claims = jwt::verify(&key, assertion)
         .ok_or_else(|| OAuthError::invalid_grant("the assertion's signature does not verify"))?;
     let now = shared.clock.unix_secs();
-    if !claims
+    if claims
         .get("exp")
         .and_then(Value::as_u64)
-        .is_some_and(|exp| exp > now)
+        .is_none_or(|exp| exp <= now)
     {
         return Err(OAuthError::invalid_grant("the assertion has expired"));
     }
