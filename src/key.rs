@@ -288,6 +288,7 @@ impl CacheKey {
     /// Whether the token acts for a subject whose credential only this process holds (token
     /// exchange's subject token, an ID-JAG's user, a workload's own assertion): such a token
     /// is never written to, nor read from, a level shared with other processes.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn stays_in_process(&self) -> bool {
         !matches!(self.inner.grant, GrantPart::Client)
     }
