@@ -77,11 +77,12 @@ impl fmt::Debug for IdJags {
 impl IdJags {
     fn slot(&self, key: &IdJagKey) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        // Slots of ID-JAGs that have expired and that nobody is exchanging go: the map holds
-        // at most the ID-JAGs in use.
+        // Slots that nobody else holds and whose ID-JAG has expired (or never came) go: the
+        // map holds at most the ID-JAGs in use.
         let now = Instant::now();
         slots.retain(|k, slot| {
             k == key
+                || Arc::strong_count(slot) > 1
                 || slot.try_lock().map_or(true, |held| {
                     held.as_ref().is_some_and(|h| h.usable_until > now)
                 })
