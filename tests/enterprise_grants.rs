@@ -534,3 +534,79 @@ fn an_identity_provider_endpoint_is_held_to_the_endpoint_rules() {
     );
     assert!(error.contains("https"), "{error}");
 }
+
+/// Everything the crate logged in this test binary (a TRACE subscriber, installed once).
+fn captured_log() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+}
+
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_id_token_or_id_jag_is_logged_or_shown() {
+    let log = captured_log();
+    let (auth, idp) = servers();
+    let id_token = idp.id_token(USER, SVC);
+    let cache = cache(&auth, &idp, &id_token);
+    let mut shown = Vec::new();
+    // A success; the kept ID-JAG refused at the server; a hostile IdP answer; an IdP refusal.
+    let token = cache.token_for(&mcp_url()).await.unwrap();
+    shown.push(format!("{token:?} {:?} {}", token.key(), token.key()));
+    assert!(cache.invalidate(&token).await);
+    auth.script(|s| s.fail_next(1, Failure::InvalidGrant));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let refused = cache.token_for(&mcp_url()).await.unwrap_err();
+    shown.push(format!("{refused} {refused:?}"));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let claims = json!({"iss": IDP, "aud": ISSUER, "resource": API, "exp": 4_000_000_000u64});
+    idp_answers(
+        &idp,
+        id_jag_answer(
+            &forged(
+                json!({"alg": "ES256", "typ": "oauth-id-jag+jwt"}),
+                &claims.to_string(),
+            ),
+            ID_JAG_TYPE,
+        ),
+    );
+    let hostile = cache.token_for(&mcp_url()).await.unwrap_err();
+    shown.push(format!("{hostile} {hostile:?}"));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    idp.script(|s| s.fail_next(1, Failure::InvalidGrant));
+    let idp_refused = cache.token_for(&mcp_url()).await.unwrap_err();
+    shown.push(format!("{idp_refused} {idp_refused:?} {cache:?}"));
+    assert_eq!((idp.token_requests(), auth.token_requests()), (3, 2));
+
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("token request failed"),
+        "the crate logged nothing"
+    );
+    // Every JWT starts with `eyJ` (base64url of `{"`): the ID token, the ID-JAGs the IdP
+    // issued, the forged one and the access tokens alike.
+    for text in shown.iter().chain([&logged]) {
+        assert!(!text.contains("eyJ"), "{text}");
+    }
+}
