@@ -43,7 +43,10 @@
 //! It doubles as a client for the MCP conformance suite (`tests/conformance`): the suite
 //! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO` and, for scenarios with client
 //! credentials, `MCP_CONFORMANCE_CONTEXT` (`{"client_id": …, "client_secret": …}`, or
-//! `"private_key_pem"` for `private_key_jwt` with feature `private-key-jwt`). The suite
+//! `"private_key_pem"` for `private_key_jwt` with feature `private-key-jwt`; with
+//! `"idp_id_token"`, `"idp_issuer"`, `"idp_token_endpoint"` and `"idp_client_id"` the client
+//! uses enterprise-managed authorization, `Grant::IdJag`; a bare `"client_id"` with
+//! `"valid_jwt"` is a workload using the JWT bearer grant, `Grant::JwtBearer`). The suite
 //! starts its authorization servers on ports nobody can know in advance, so with that context
 //! the issuer is the one discovery finds for the server: a test harness may do that, a real
 //! client lists the issuers its credentials belong to (`ISSUER`).
@@ -58,9 +61,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use audience_cache::{
-    AuthorizationHandler, AuthorizedClient, ClientRegistrar, CredentialStore, Discovery,
-    DiscoveryOptions, DynamicRegistration, HeadlessAuthorization, LoopbackListener, McpHttpClient,
-    PreRegistered, TokenCache,
+    AssertionSource, AuthorizationHandler, AuthorizedClient, ClientRegistrar, CredentialStore,
+    Discovery, DiscoveryOptions, DynamicRegistration, Grant, HeadlessAuthorization,
+    IdentityProvider, LoopbackListener, McpHttpClient, PreRegistered, TokenCache,
 };
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult,
@@ -294,7 +297,9 @@ async fn registrar(
             let issuer = found.authorization_server();
             let mut client =
                 PreRegistered::confidential(id, secret.into()).at_issuer(issuer.issuer().as_str());
-            if issuer.metadata().supports_grant_type("authorization_code") {
+            if let Some(grant) = enterprise_grant(&context)? {
+                client = client.grant(grant);
+            } else if issuer.metadata().supports_grant_type("authorization_code") {
                 client = client.redirect_uri(handler.redirect_uri());
             }
             clients = clients.pre_registered(client);
@@ -303,6 +308,19 @@ async fn registrar(
             context["private_key_pem"].as_str(),
         ) {
             clients = clients.pre_registered(private_key_jwt(server, discovery, id, pem).await?);
+        } else if let (Some(id), Some(jwt)) =
+            (context["client_id"].as_str(), context["valid_jwt"].as_str())
+        {
+            // A workload: its platform token is the JWT bearer grant's assertion.
+            let found = discovery
+                .discover(server)
+                .await
+                .map_err(|e| e.to_string())?;
+            let assertion = AssertionSource::value(jwt.into());
+            clients = clients.pre_registered(
+                PreRegistered::jwt_bearer(id, assertion)
+                    .at_issuer(found.authorization_server().issuer().as_str()),
+            );
         }
     }
     if let (Some(id), Some(secret), Some(issuer)) =
@@ -315,6 +333,30 @@ async fn registrar(
         clients = clients.pre_registered(client);
     }
     Ok(clients)
+}
+
+/// Enterprise-managed authorization from the context: the user's ID token and the IdP that
+/// exchanges it for an ID-JAG (a public client there), if the context has them.
+fn enterprise_grant(context: &Value) -> Result<Option<Grant>, String> {
+    let text = |name: &str| context[name].as_str();
+    let Some(id_token) = text("idp_id_token") else {
+        return Ok(None);
+    };
+    let (Some(issuer), Some(endpoint), Some(client_id)) = (
+        text("idp_issuer"),
+        text("idp_token_endpoint"),
+        text("idp_client_id"),
+    ) else {
+        return Err(
+            "the context has idp_id_token without idp_issuer, idp_token_endpoint and idp_client_id"
+                .to_owned(),
+        );
+    };
+    let endpoint = Url::parse(endpoint).map_err(|e| format!("idp_token_endpoint: {e}"))?;
+    Ok(Some(Grant::IdJag {
+        idp: IdentityProvider::new(issuer, endpoint, client_id),
+        id_token: AssertionSource::value(id_token.into()),
+    }))
 }
 
 /// A client authenticating with `private_key_jwt` (feature `private-key-jwt`), at the issuer

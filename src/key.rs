@@ -13,8 +13,9 @@ use sha2::Sha256;
 use crate::resource::ResourceUri;
 use crate::scope::ScopeSet;
 
-/// The identity of a cached token (rules §15): issuer, resource, scopes, client, account, and for
-/// a token from RFC 8693 token exchange the subject token it was exchanged for.
+/// The identity of a cached token (rules §15): issuer, resource, scopes, client, account, how
+/// the token was obtained (the grant), and for a token from RFC 8693 token exchange the subject
+/// token it was exchanged for.
 ///
 /// Two keys are equal exactly when all parts are equal: the issuer as an exact string
 /// (no case folding or slash normalization, RFC 8414 §3.3), the resource by its match key, the
@@ -22,6 +23,12 @@ use crate::scope::ScopeSet;
 /// exactly, and the subject token's fingerprint. The same key is used to store a token and to
 /// merge concurrent fetches, so a fetch is never shared between requests that would be cached
 /// apart (the bug behind MSAL JS PR #8680 and Duende foss #360).
+///
+/// The grant part tells apart tokens of one client obtained in different ways: the client's own
+/// grant (client credentials, or a user's authorization and its refresh), token exchange, the
+/// JWT bearer grant with a workload's assertion, and the JWT bearer grant with an ID-JAG from an
+/// enterprise IdP (whose issuer is part of the key). A token obtained one way is never served,
+/// nor fetched in a shared flight, for a request that would obtain it another way.
 ///
 /// An exchanged token acts for its subject, so its key holds a keyed fingerprint of the
 /// subject token and its type (HMAC-SHA-256 under a random key of the cache's client, never a
@@ -63,6 +70,8 @@ struct Inner {
     scopes: ScopeSet,
     client_id: Box<str>,
     account: Option<Box<str>>,
+    /// How the token was obtained.
+    grant: GrantPart,
     /// For a token from token exchange: its subject token's fingerprint.
     subject: Option<SubjectFingerprint>,
     /// The RFC 7638 thumbprint of the DPoP key of the cache that holds the token.
@@ -71,14 +80,50 @@ struct Inner {
 }
 
 /// Version of the encoding; a later part bumps it. Version 2 added the subject token's
-/// fingerprint to exchanged tokens' keys, version 3 the DPoP key's thumbprint: an entry
-/// written under an older version is another key, never read as one of these.
-const ENCODING_VERSION: u8 = 3;
+/// fingerprint to exchanged tokens' keys, version 3 the DPoP key's thumbprint, version 4 the
+/// grant: an entry written under an older version is another key, never read as one of these.
+const ENCODING_VERSION: u8 = 4;
+
+/// How a token was obtained: a part of its key (encoding version 4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum GrantPart {
+    /// The client's own grant: client credentials, or a user's authorization (the code grant
+    /// and its refresh). A client registration has one of the two, so its client id tells
+    /// them apart; they share the part every key had before the grant was part of it.
+    Client,
+    /// RFC 8693 token exchange (the subject part says of which subject token).
+    TokenExchange,
+    /// The JWT bearer grant (RFC 7523 §2.1) with a workload's assertion.
+    JwtBearer,
+    /// The JWT bearer grant with an ID-JAG issued by this enterprise IdP (its issuer).
+    IdJag(Box<str>),
+}
+
+impl GrantPart {
+    /// The tag byte of the encoding.
+    fn tag(&self) -> u8 {
+        match self {
+            Self::Client => 0,
+            Self::TokenExchange => 1,
+            Self::JwtBearer => 2,
+            Self::IdJag(_) => 3,
+        }
+    }
+}
 
 impl CacheKey {
     /// A key with no account discriminator.
     pub fn new(issuer: &str, resource: &ResourceUri, scopes: &ScopeSet, client_id: &str) -> Self {
-        Self::build(issuer, resource, scopes, client_id, None, None, None)
+        Self::build(
+            issuer,
+            resource,
+            scopes,
+            client_id,
+            None,
+            &GrantPart::Client,
+            None,
+            None,
+        )
     }
 
     /// The same key for one account (a user, a tenant, a subject): tokens for different
@@ -91,6 +136,7 @@ impl CacheKey {
             &inner.scopes,
             &inner.client_id,
             Some(account),
+            &inner.grant,
             inner.subject,
             inner.dpop.as_deref(),
         )
@@ -108,7 +154,23 @@ impl CacheKey {
             &inner.scopes,
             &inner.client_id,
             inner.account.as_deref(),
+            &GrantPart::TokenExchange,
             Some(subject),
+            inner.dpop.as_deref(),
+        )
+    }
+
+    /// The same key for a token obtained by `grant` (see [`GrantPart`]).
+    pub(crate) fn obtained_by(self, grant: GrantPart) -> Self {
+        let inner = &self.inner;
+        Self::build(
+            &inner.issuer,
+            &inner.resource,
+            &inner.scopes,
+            &inner.client_id,
+            inner.account.as_deref(),
+            &grant,
+            inner.subject,
             inner.dpop.as_deref(),
         )
     }
@@ -124,6 +186,7 @@ impl CacheKey {
             &inner.scopes,
             &inner.client_id,
             inner.account.as_deref(),
+            &inner.grant,
             inner.subject,
             Some(thumbprint),
         )
@@ -138,17 +201,20 @@ impl CacheKey {
             scopes,
             &inner.client_id,
             inner.account.as_deref(),
+            &inner.grant,
             inner.subject,
             inner.dpop.as_deref(),
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         issuer: &str,
         resource: &ResourceUri,
         scopes: &ScopeSet,
         client_id: &str,
         account: Option<&str>,
+        grant: &GrantPart,
         subject: Option<SubjectFingerprint>,
         dpop: Option<&str>,
     ) -> Self {
@@ -158,6 +224,7 @@ impl CacheKey {
             scopes.as_str(),
             client_id,
             account,
+            grant,
             subject.as_ref(),
             dpop,
         );
@@ -168,6 +235,7 @@ impl CacheKey {
                 scopes: scopes.clone(),
                 client_id: client_id.into(),
                 account: account.map(Into::into),
+                grant: grant.clone(),
                 subject,
                 dpop: dpop.map(Into::into),
                 encoded,
@@ -205,14 +273,36 @@ impl CacheKey {
         self.inner.subject.is_some()
     }
 
+    /// The grant the token is obtained by, in words: `"client"` (client credentials, or a
+    /// user's authorization), `"token exchange"`, `"jwt-bearer"` (a workload's assertion) or
+    /// `"id-jag"` (an ID-JAG from an enterprise IdP).
+    pub fn grant(&self) -> &'static str {
+        match self.inner.grant {
+            GrantPart::Client => "client",
+            GrantPart::TokenExchange => "token exchange",
+            GrantPart::JwtBearer => "jwt-bearer",
+            GrantPart::IdJag(_) => "id-jag",
+        }
+    }
+
+    /// Whether the token acts for a subject whose credential only this process holds (token
+    /// exchange's subject token, an ID-JAG's user, a workload's own assertion): such a token
+    /// is never written to, nor read from, a level shared with other processes.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn stays_in_process(&self) -> bool {
+        !matches!(self.inner.grant, GrantPart::Client)
+    }
+
     /// The RFC 7638 thumbprint of the DPoP key of the cache the key belongs to, if it has one.
     pub fn dpop_thumbprint(&self) -> Option<&str> {
         self.inner.dpop.as_deref()
     }
 
-    /// The unambiguous encoding: a version byte (3), then each part as an 8-byte big-endian
+    /// The unambiguous encoding: a version byte (4), then each part as an 8-byte big-endian
     /// length and its bytes, in the order issuer, resource key, scope key, client id; then `0`
-    /// for no account or `1` followed by the account's length and bytes; then `0`, or for a
+    /// for no account or `1` followed by the account's length and bytes; then the grant's tag
+    /// (`0` the client's own grant, `1` token exchange, `2` JWT bearer with a workload's
+    /// assertion, `3` ID-JAG followed by the IdP issuer's length and bytes); then `0`, or for a
     /// token from token exchange `1` followed by the 32 bytes of the subject token's
     /// fingerprint; then `0`, or for a cache with a DPoP key `1` followed by its thumbprint's
     /// length and bytes.
@@ -221,23 +311,31 @@ impl CacheKey {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode(
     issuer: &str,
     resource: &str,
     scopes: &str,
     client_id: &str,
     account: Option<&str>,
+    grant: &GrantPart,
     subject: Option<&SubjectFingerprint>,
     dpop: Option<&str>,
 ) -> Box<[u8]> {
     let parts = [issuer, resource, scopes, client_id];
     // The exact length: the version, the length-prefixed parts, the account's flag and part,
-    // the subject's flag and fingerprint, the DPoP flag and thumbprint (checked below, so that the layout and its length
-    // cannot drift apart).
+    // the grant's tag and IdP, the subject's flag and fingerprint, the DPoP flag and
+    // thumbprint (checked below, so that the layout and its length cannot drift apart).
+    let idp = match grant {
+        GrantPart::IdJag(idp) => Some(&**idp),
+        _ => None,
+    };
     let size = 1
         + parts.iter().map(|p| 8 + p.len()).sum::<usize>()
         + 1
         + account.map_or(0, |a| 8 + a.len())
+        + 1
+        + idp.map_or(0, |i| 8 + i.len())
         + 1
         + subject.map_or(0, |_| FINGERPRINT_LEN)
         + 1
@@ -253,6 +351,10 @@ fn encode(
             out.push(1);
             push_part(&mut out, account);
         }
+    }
+    out.push(grant.tag());
+    if let Some(idp) = idp {
+        push_part(&mut out, idp);
     }
     match subject {
         None => out.push(0),
@@ -300,6 +402,7 @@ impl fmt::Debug for CacheKey {
             .field("scopes", &self.scopes().as_str())
             .field("client_id", &self.client_id())
             .field("account", &self.account())
+            .field("grant", &self.inner.grant)
             .field("exchanged", &self.inner.subject)
             .field("dpop", &self.dpop_thumbprint())
             .finish()
@@ -321,6 +424,11 @@ impl fmt::Display for CacheKey {
         if let Some(account) = self.account() {
             write!(f, ", account {account:?}")?;
         }
+        match &self.inner.grant {
+            GrantPart::Client | GrantPart::TokenExchange => {}
+            GrantPart::JwtBearer => f.write_str(", by jwt-bearer grant")?,
+            GrantPart::IdJag(idp) => write!(f, ", by ID-JAG from {idp:?}")?,
+        }
         if let Some(subject) = &self.inner.subject {
             write!(f, ", by token exchange for subject {subject:?}")?;
         }
@@ -335,7 +443,7 @@ const FINGERPRINT_LEN: usize = 32;
 
 /// HMAC-SHA-256 of a subject token and its type under a [`SubjectKey`]: which subject an
 /// exchanged token acts for, without the subject token. Shown only as its first four bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct SubjectFingerprint([u8; FINGERPRINT_LEN]);
 
 impl fmt::Debug for SubjectFingerprint {
@@ -384,6 +492,10 @@ impl fmt::Debug for SubjectKey {
         f.write_str("SubjectKey([redacted])")
     }
 }
+
+/// The grant part's tests (kept apart to keep this file short).
+#[cfg(test)]
+mod grant_tests;
 
 #[cfg(test)]
 mod tests {
@@ -439,7 +551,7 @@ mod tests {
         assert_ne!(a, key().with_account("tenant"));
         assert_eq!(a, key().exchanged(alice).with_account("tenant"));
         assert!(a.with_scopes(&ScopeSet::empty()).is_exchanged());
-        assert_eq!(a.encoded()[0], 3);
+        assert_eq!(a.encoded()[0], 4);
         assert_eq!(
             a.encoded().len(),
             key().with_account("tenant").encoded().len() + 32
@@ -468,7 +580,7 @@ mod tests {
             Some("thumbprint-a")
         );
         assert_eq!(plain.dpop_thumbprint(), None);
-        assert_eq!(a.encoded()[0], 3);
+        assert_eq!(a.encoded()[0], 4);
         assert_eq!(
             a.encoded().len(),
             plain.encoded().len() + 8 + "thumbprint-a".len()

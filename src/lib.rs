@@ -166,7 +166,10 @@ pub use cache::{
 pub use config::DpopKey;
 #[cfg(feature = "private-key-jwt")]
 pub use config::assertion::ClientAssertionKey;
-pub use config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
+pub use config::{
+    AssertionSource, ClientAuth, ClientRegistration, Grant, IdentityProvider, PreRegistered,
+    ResourceConfig,
+};
 pub use discovery::{Discovered, Discovery, DiscoveryError, DiscoveryOptions};
 pub use error::{BuildError, Error, OAuthError};
 pub use grant::SubjectToken;

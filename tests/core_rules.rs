@@ -825,14 +825,14 @@ fn cache_key_encoding_is_length_prefixed() {
         &ScopeSet::parse("s").unwrap(),
         "c",
     );
-    let mut expected = vec![3u8];
+    let mut expected = vec![4u8];
     for part in ["i", "https://h.example/p", "s", "c"] {
         expected.extend_from_slice(&(part.len() as u64).to_be_bytes());
         expected.extend_from_slice(part.as_bytes());
     }
     let mut plain = expected.clone();
-    // No account, no subject, no DPoP key.
-    plain.extend_from_slice(&[0, 0, 0]);
+    // No account, the client's own grant, no subject, no DPoP key.
+    plain.extend_from_slice(&[0, 0, 0, 0]);
     assert_eq!(key.encoded(), plain);
 
     let account = "an-account-name-longer-than-eight-bytes";
@@ -840,17 +840,19 @@ fn cache_key_encoding_is_length_prefixed() {
     with_account.push(1);
     with_account.extend_from_slice(&(account.len() as u64).to_be_bytes());
     with_account.extend_from_slice(account.as_bytes());
-    with_account.extend_from_slice(&[0, 0]);
+    with_account.extend_from_slice(&[0, 0, 0]);
     assert_eq!(key.clone().with_account(account).encoded(), with_account);
 
-    // An exchanged key: the same parts, then 1 and the 32-byte fingerprint of its subject.
+    // An exchanged key: the same parts, then the token exchange grant's tag (1), then 1 and
+    // the 32-byte fingerprint of its subject.
     let exchanged = exchanged_key(account);
     let plain_twin = base_key().with_account(account);
     let encoded = exchanged.encoded();
-    let prefix = &plain_twin.encoded()[..plain_twin.encoded().len() - 2];
+    let prefix = &plain_twin.encoded()[..plain_twin.encoded().len() - 3];
     assert_eq!(&encoded[..prefix.len()], prefix);
-    assert_eq!(encoded.len(), prefix.len() + 1 + 32 + 1);
+    assert_eq!(encoded.len(), prefix.len() + 1 + 1 + 32 + 1);
     assert_eq!(encoded[prefix.len()], 1);
+    assert_eq!(encoded[prefix.len() + 1], 1);
     assert_eq!(encoded[encoded.len() - 1], 0);
 
     // An account longer than all the other parts together is encoded like any other.
@@ -858,10 +860,10 @@ fn cache_key_encoding_is_length_prefixed() {
     let encoded = key.with_account(&long).encoded().to_vec();
     assert_eq!(
         encoded.len(),
-        1 + 4 * 8 + 1 + 19 + 1 + 1 + 1 + 8 + 1000 + 1 + 1
+        1 + 4 * 8 + 1 + 19 + 1 + 1 + 1 + 8 + 1000 + 1 + 1 + 1
     );
     assert_eq!(
-        &encoded[encoded.len() - 1010..encoded.len() - 1002],
+        &encoded[encoded.len() - 1011..encoded.len() - 1003],
         1000u64.to_be_bytes()
     );
 }
@@ -875,7 +877,7 @@ fn cache_keys_print_every_part() {
     );
     assert_eq!(
         format!("{key:?}"),
-        r#"CacheKey { issuer: "https://auth.example.com", resource: "https://mcp.example.com/mcp", scopes: "a b", client_id: "client-1", account: None, exchanged: None, dpop: None }"#
+        r#"CacheKey { issuer: "https://auth.example.com", resource: "https://mcp.example.com/mcp", scopes: "a b", client_id: "client-1", account: None, grant: Client, exchanged: None, dpop: None }"#
     );
     let account = key.with_account("alice\n");
     assert_eq!(

@@ -423,7 +423,22 @@ pub(crate) fn check_client(
             return Err(BuildError::AuthorizationCode { issuer, reason });
         }
     }
-    if registration.grant == Some(Grant::ClientCredentials)
+    if let Some(Grant::IdJag { idp, .. }) = &mut registration.grant {
+        // The IdP gets the user's ID token: its endpoint is held to the same rules.
+        config::check_issuer(&idp.issuer, options)?;
+        if idp.client_id.is_empty() {
+            return Err(BuildError::EmptyClientId {
+                issuer: idp.issuer.clone(),
+            });
+        }
+        idp.token_endpoint = config::check_endpoint(
+            &idp.issuer,
+            "identity provider's token endpoint",
+            &idp.token_endpoint,
+            options,
+        )?;
+    }
+    if matches!(registration.grant, Some(Grant::ClientCredentials))
         && matches!(registration.auth, ClientAuth::None)
     {
         return Err(BuildError::MissingSecret { issuer });

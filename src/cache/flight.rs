@@ -148,11 +148,12 @@ impl Shared {
         acquire: &Acquire,
         ahead: bool,
     ) -> Result<Arc<CachedToken>, Error> {
-        // An exchanged token's key holds a fingerprint under this process's own secret, so no
-        // other process could ever read it from the shared level: it stays in memory.
+        // A token that acts for a credential only this process holds (an exchanged subject
+        // token, a user's ID token, a workload's assertion) is not the fleet's: it stays in
+        // memory, never written to nor read from the shared level.
         #[cfg(feature = "redis")]
         if let Some(level) = &self.shared_level
-            && !key.is_exchanged()
+            && !key.stays_in_process()
         {
             return level.fetch(self, entry, key, acquire, ahead).await;
         }
@@ -183,6 +184,16 @@ impl Shared {
                 }
                 client.client_credentials(resource, key.scopes()).await
             }
+            // RFC 7523 §2.1; the source is read for this request.
+            (Acquire::Configured, Grant::JwtBearer { assertion }) => {
+                self.counters.fetch();
+                client.jwt_bearer(&assertion, resource, key.scopes()).await
+            }
+            // MCP enterprise-managed authorization: an ID-JAG, then RFC 7523 §2.1.
+            (Acquire::Configured, Grant::IdJag { id_token, .. }) => {
+                self.counters.fetch();
+                client.id_jag(&id_token, resource, key.scopes()).await
+            }
             (Acquire::Configured, Grant::AuthorizationCode { .. }) => {
                 // A miss that started while a user's authorization was completing finds its
                 // token here (it is stored before the refresh token): no refresh for it.
@@ -212,7 +223,10 @@ impl Shared {
                 let refresh_spent = matches!(acquire, Acquire::Configured)
                     && matches!(grant, Grant::AuthorizationCode { .. })
                     && super::refresh::spends_refresh_token(&error);
-                if !refresh_spent {
+                // A failure before any request (an assertion file not written yet, a variable
+                // not set) cost the server nothing, and its fix should work at once.
+                let unsent = matches!(error, Error::Configuration(_));
+                if !refresh_spent && !unsent {
                     self.backoff.failed(key, &error, Instant::now());
                 }
                 tracing::warn!(key = %key, "token request failed: {error}");
@@ -245,8 +259,11 @@ impl Shared {
         });
         self.store.insert(key.clone(), token.clone()).await;
         tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");
+        // Nor is such a token written there (see `fetch`).
         #[cfg(feature = "redis")]
-        if let Some(level) = &self.shared_level {
+        if let Some(level) = &self.shared_level
+            && !key.stays_in_process()
+        {
             level.write(&token).await;
         }
         token

@@ -25,7 +25,7 @@ use crate::config::{ClientRegistration, Grant, ResourceConfig};
 use crate::error::BuildError;
 use crate::error::Error;
 use crate::grant::{GrantClient, Limits, SubjectToken, Transport};
-use crate::key::CacheKey;
+use crate::key::{CacheKey, GrantPart};
 use crate::resource::{ParseOptions, ResourceUri};
 use crate::scope::ScopeSet;
 use crate::token::{CachedToken, Timing};
@@ -496,9 +496,10 @@ impl Shared {
 
 /// The one place a hand-out's cache key is made: the client registration's issuer and client
 /// id, the resource, the scopes (with `offline_access` when the registration asks for refresh
-/// tokens: it changes what the server returns, rules §12), the account, and the thumbprint of
-/// the registration's DPoP key if it has one (RFC 9449: a token bound to one key is never
-/// served for another).
+/// tokens: it changes what the server returns, rules §12), the account, the grant (the JWT
+/// bearer grants' tokens are keyed apart from the client's own), and the thumbprint of the
+/// registration's DPoP key if it has one (RFC 9449: a token bound to one key is never served
+/// for another).
 fn key_for(
     registration: &ClientRegistration,
     resource: &ResourceUri,
@@ -523,6 +524,12 @@ fn key_for(
     let key = match account {
         Some(account) => key.with_account(account),
         None => key,
+    };
+    // How the token is obtained: a workload's or a user's JWT is not the client's own grant.
+    let key = match registration.effective_grant() {
+        Some(Grant::JwtBearer { .. }) => key.obtained_by(GrantPart::JwtBearer),
+        Some(Grant::IdJag { idp, .. }) => key.obtained_by(GrantPart::IdJag(idp.issuer().into())),
+        _ => key,
     };
     match &registration.dpop_key {
         Some(dpop_key) => key.with_dpop(dpop_key.thumbprint()),

@@ -13,6 +13,9 @@ pub(crate) mod assertion;
 mod dpop_key;
 #[cfg(any(feature = "private-key-jwt", feature = "dpop"))]
 pub(crate) mod es256;
+pub(crate) mod federation;
+
+pub use federation::{AssertionSource, IdentityProvider};
 
 #[cfg(feature = "dpop")]
 pub use dpop_key::DpopKey;
@@ -87,6 +90,66 @@ pub enum Grant {
         /// The redirect URI registered for the client.
         redirect_uri: Url,
     },
+    /// The JWT bearer grant (RFC 7523 §2.1) with a workload's platform token as `assertion`
+    /// (MCP workload identity federation): a CI job's or a pod's JWT, read from `assertion`
+    /// for every token request (platform tokens rotate). The client authenticates as its
+    /// registration says, `none` for a public client (the client id in the body only).
+    ///
+    /// An `invalid_grant`, `invalid_scope` or `unauthorized_client` answer is reported as
+    /// [`Error::OAuth`](crate::error::Error::OAuth); the assertion it refused is not sent
+    /// again (the source must give a new one), and no other grant is tried. A refresh token in
+    /// an answer is not kept: the next token comes from the current assertion. The tokens act
+    /// for this process's assertion and never go to a shared level.
+    ///
+    /// ```
+    /// use audience_cache::{AssertionSource, Grant, PreRegistered};
+    ///
+    /// let workload = PreRegistered::jwt_bearer(
+    ///     "my-workload",
+    ///     AssertionSource::file("/var/run/secrets/tokens/mcp-token"),
+    /// )
+    /// .at_issuer("https://auth.example.com");
+    /// # let _ = workload;
+    /// ```
+    JwtBearer {
+        /// Where the workload's JWT is read from.
+        assertion: AssertionSource,
+    },
+    /// Enterprise-managed authorization (MCP SEP-990, the Identity Assertion JWT Authorization
+    /// Grant): the user's `id_token` is exchanged at the enterprise `idp` (RFC 8693, for an
+    /// ID-JAG naming this authorization server and the resource), then the ID-JAG is presented
+    /// to this authorization server with the JWT bearer grant (RFC 7523 §2.1).
+    ///
+    /// The ID-JAG is decoded before it is sent: its `typ` must be `oauth-id-jag+jwt`, its `iss`
+    /// the IdP, its `aud` this authorization server's issuer and its `resource` the resource
+    /// asked for; anything else is refused ([`Error::Protocol`](crate::error::Error::Protocol))
+    /// and goes nowhere. ID-JAGs are kept for their short lifetime, per IdP, authorization
+    /// server, resource, scopes and ID token, so concurrent misses make one exchange; the
+    /// access tokens obtained this way are keyed apart from every other grant's
+    /// ([`CacheKey`](crate::CacheKey)) and, acting for the user of this process's ID token,
+    /// never go to a shared level.
+    ///
+    /// ```
+    /// use audience_cache::{AssertionSource, Grant, IdentityProvider, PreRegistered};
+    /// use url::Url;
+    ///
+    /// let idp = IdentityProvider::new(
+    ///     "https://idp.example.com",
+    ///     Url::parse("https://idp.example.com/oauth2/token")?,
+    ///     "mcp-client-at-idp",
+    /// );
+    /// let client = PreRegistered::confidential("mcp-client", "s3cret".into())
+    ///     .at_issuer("https://auth.example.com")
+    ///     .grant(Grant::IdJag { idp, id_token: AssertionSource::env("ID_TOKEN") });
+    /// # let _ = client;
+    /// # Ok::<(), url::ParseError>(())
+    /// ```
+    IdJag {
+        /// The enterprise identity provider and the client there.
+        idp: IdentityProvider,
+        /// The user's ID token, read for every exchange at the IdP.
+        id_token: AssertionSource,
+    },
 }
 
 /// A client registered in advance at one or more authorization servers (MCP 2025-11-25
@@ -114,6 +177,8 @@ pub struct PreRegistered {
     pub(crate) method_from_metadata: bool,
     /// The DPoP key of the registrations discovery makes from it, if it has its own.
     pub(crate) dpop_key: Option<DpopKey>,
+    /// The grant chosen with [`grant`](Self::grant), if any.
+    pub(crate) grant: Option<Grant>,
 }
 
 impl PreRegistered {
@@ -153,6 +218,19 @@ impl PreRegistered {
         client
     }
 
+    /// A public client (no secret: `none` at the token endpoint, its id in the body) using the
+    /// JWT bearer grant with a workload's platform token ([`Grant::JwtBearer`]).
+    pub fn jwt_bearer(client_id: impl Into<String>, assertion: AssertionSource) -> Self {
+        Self::new(client_id.into(), ClientAuth::None, None).grant(Grant::JwtBearer { assertion })
+    }
+
+    /// Chooses what a miss does at the issuers this client is registered at (see [`Grant`]),
+    /// as [`ClientRegistration::grant`] does.
+    pub fn grant(mut self, grant: Grant) -> Self {
+        self.grant = Some(grant);
+        self
+    }
+
     /// Uses the authorization code grant with PKCE and this redirect URI (also for a client
     /// with a secret, which then authenticates its code and refresh requests).
     pub fn redirect_uri(mut self, redirect_uri: Url) -> Self {
@@ -169,6 +247,7 @@ impl PreRegistered {
             any_issuer: false,
             method_from_metadata: false,
             dpop_key: None,
+            grant: None,
         }
     }
 
@@ -190,7 +269,9 @@ impl PreRegistered {
     /// Lets a *public* client (no secret) be used at whatever authorization server a resource
     /// server names. Without a secret nothing leaks, but the user is sent to log in where the
     /// resource server chose: use it only where the user sees and approves that server. Has no
-    /// effect on a confidential client, whose secret only goes to its listed issuers.
+    /// effect on a confidential client, whose secret only goes to its listed issuers, nor on
+    /// a client whose grant sends a JWT ([`Grant::JwtBearer`], [`Grant::IdJag`]): a workload's
+    /// token or a user's ID-JAG is a credential too.
     pub fn at_any_issuer_without_a_secret(mut self) -> Self {
         self.any_issuer = true;
         self
@@ -205,7 +286,12 @@ impl PreRegistered {
     /// Whether discovery may use this client at `issuer`.
     pub fn is_registered_at(&self, issuer: &str) -> bool {
         self.issuers.iter().any(|i| i == issuer)
-            || (self.any_issuer && matches!(self.auth, ClientAuth::None))
+            || (self.any_issuer
+                && matches!(self.auth, ClientAuth::None)
+                && !matches!(
+                    self.grant,
+                    Some(Grant::JwtBearer { .. } | Grant::IdJag { .. })
+                ))
     }
 }
 

@@ -133,7 +133,11 @@ impl Discovered {
         let mut registration =
             self.client_registration(&client.client_id, auth, client.redirect_uri.clone())?;
         registration.dpop_key = client.dpop_key.clone();
-        Ok(registration)
+        // A grant the user chose (`PreRegistered::grant`) wins over the one implied.
+        Ok(match &client.grant {
+            Some(grant) => registration.grant(grant.clone()),
+            None => registration,
+        })
     }
 
     /// The resource's configuration for the cache: this resource, this issuer, the first

@@ -292,7 +292,7 @@ fn hint_for(code: &str) -> &'static str {
         }
         "invalid_scope" => "; request scopes the server allows for this client",
         "invalid_grant" => {
-            "; the grant (code or refresh token) is no longer valid, authorize again"
+            "; the grant (code, refresh token or assertion) is no longer valid: authorize again, or give a new assertion"
         }
         _ => "",
     }

@@ -1,7 +1,10 @@
-//! Token requests: client credentials, refresh, authorization code with PKCE, and token
-//! exchange. Every request here carries the resource's wire form as RFC 8707 `resource`; this
-//! module is the only place that adds it.
+//! Token requests: client credentials, refresh, authorization code with PKCE, token exchange,
+//! and the JWT bearer grant (a workload's assertion, or an ID-JAG from an enterprise IdP).
+//! Every request here carries the resource's wire form as RFC 8707 `resource`; this module is
+//! the only place that adds it.
 
+mod id_jag;
+mod jwt_bearer;
 mod response;
 mod transport;
 
@@ -113,6 +116,9 @@ pub(crate) struct GrantClient {
     subjects: SubjectKey,
     /// The cache's DPoP key, nonces and the resources that use DPoP (RFC 9449).
     dpop: Arc<Dpop>,
+    /// The JWT bearer grant's state: assertions refused, and for the ID-JAG grant the client
+    /// at the IdP and the ID-JAGs it issued.
+    bearer: jwt_bearer::BearerState,
 }
 
 impl GrantClient {
@@ -142,6 +148,7 @@ impl GrantClient {
             #[cfg(feature = "private-key-jwt")]
             ClientAuth::PrivateKeyJwt(_) => oauth.set_auth_type(AuthType::RequestBody),
         };
+        let bearer = jwt_bearer::BearerState::new(&registration, &transport, limits, options);
         Self {
             registration,
             oauth,
@@ -150,6 +157,7 @@ impl GrantClient {
             options,
             subjects: SubjectKey::random(),
             dpop: Arc::default(),
+            bearer,
         }
     }
 
@@ -414,6 +422,17 @@ impl GrantClient {
         if !scopes.is_empty() {
             form.append_pair("scope", scopes.as_str());
         }
+        self.form_request(form, requested)
+    }
+
+    /// A token request the crate builds itself (oauth2 knows neither token exchange nor the
+    /// JWT bearer grant): `form` with the client authentication of the registration, as oauth2
+    /// would add it.
+    fn form_request(
+        &self,
+        mut form: url::form_urlencoded::Serializer<'_, String>,
+        requested: &Requested<'_>,
+    ) -> Result<http::Request<Vec<u8>>, Error> {
         let mut request = http::Request::post(self.registration.token_endpoint.as_str())
             .header(http::header::ACCEPT, "application/json")
             .header(

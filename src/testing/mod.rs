@@ -127,6 +127,7 @@ mod authorization_server;
 mod authorize;
 mod client;
 mod dpop;
+mod identity;
 mod jwt;
 mod records;
 mod register;

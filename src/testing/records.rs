@@ -36,6 +36,13 @@ pub struct TokenRequestRecord {
     /// The [`fingerprint`](super::fingerprint) of the `subject_token`, if one was presented:
     /// which subject a token exchange was for.
     pub subject_token_fingerprint: Option<String>,
+    /// The `subject_token_type` parameter (RFC 8693 §2.1) as sent.
+    pub subject_token_type: Option<String>,
+    /// The `requested_token_type` parameter (RFC 8693 §2.1) as sent.
+    pub requested_token_type: Option<String>,
+    /// The [`fingerprint`](super::fingerprint) of the JWT bearer grant's `assertion`
+    /// (RFC 7523 §2.1), if one was presented.
+    pub assertion_fingerprint: Option<String>,
     /// The status of the response; `None` while the request is still being handled.
     pub status: Option<StatusCode>,
     /// The OAuth `error` code of the response, if it was an error response this server

@@ -71,6 +71,9 @@ pub(crate) struct State {
     /// `jti`s of `private_key_jwt` assertions already accepted (RFC 7523 §3: no replay).
     #[cfg(feature = "private-key-jwt")]
     pub(crate) used_assertions: std::collections::HashSet<String>,
+    /// Issuers whose JWT bearer assertions are accepted, with their HS256 keys
+    /// ([`AuthorizationServer::trust_assertions_from`](super::AuthorizationServer::trust_assertions_from)).
+    pub(crate) trusted_issuers: Vec<(String, jwt::Key)>,
     /// `jti`s of DPoP proofs already accepted at the token endpoint (RFC 9449 §11.1).
     pub(crate) used_dpop_proofs: std::collections::HashSet<String>,
     pub(crate) codes: HashMap<String, CodeGrant>,

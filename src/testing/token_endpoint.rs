@@ -1,5 +1,6 @@
-//! `POST /token`: the four grants, RFC 8707 `resource` checks, refresh rotation, and scripted
-//! failures.
+//! `POST /token`: the grants (client credentials, code, refresh, token exchange, and the JWT
+//! bearer grant with the IdP's exchange of ID tokens in `identity`), RFC 8707 `resource`
+//! checks, refresh rotation, and scripted failures.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::client::{Client, Presented};
 use super::dpop::{self, DpopProofRecord};
+use super::identity::{self, ID_TOKEN_TYPE, JWT_BEARER};
 use super::jwt;
 use super::records::TokenRequestRecord;
 use super::script::{Failure, Script};
@@ -39,6 +41,7 @@ const SINGLE_VALUED: &[&str] = &[
     "requested_token_type",
     "actor_token",
     "actor_token_type",
+    "assertion",
 ];
 
 pub(crate) async fn token(
@@ -61,6 +64,9 @@ pub(crate) async fn token(
         code_verifier_presented: params.first("code_verifier").is_some(),
         subject_token_presented: params.first("subject_token").is_some(),
         subject_token_fingerprint: params.first("subject_token").map(jwt::fingerprint),
+        subject_token_type: params.first("subject_token_type").map(str::to_owned),
+        requested_token_type: params.first("requested_token_type").map(str::to_owned),
+        assertion_fingerprint: params.first("assertion").map(jwt::fingerprint),
         status: None,
         error: None,
         dpop: proof,
@@ -173,7 +179,12 @@ fn grant(
         "client_credentials" => client_credentials(shared, script, client, params, resources, jkt),
         "authorization_code" => authorization_code(shared, script, client, params, resources, jkt),
         "refresh_token" => refresh(shared, script, client, params, resources, jkt),
+        // The server as an enterprise IdP: an ID token for an ID-JAG.
+        TOKEN_EXCHANGE if params.first("subject_token_type") == Some(ID_TOKEN_TYPE) => {
+            identity::id_jag_exchange(shared, client, params)
+        }
         TOKEN_EXCHANGE => token_exchange(shared, script, client, params, resources, jkt),
+        JWT_BEARER => identity::jwt_bearer(shared, script, client, params, resources, jkt),
         other => Err(OAuthError::unsupported_grant_type(format!(
             "grant type {other:?} is not supported"
         ))),

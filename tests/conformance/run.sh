@@ -60,4 +60,8 @@ conformance --scenario elicitation-sep1034-client-defaults
 # the DPoP scheme; the example generates a key per authorization server and uses it.
 conformance_next --scenario auth/dpop
 conformance_next --scenario auth/dpop-nonce
+# Enterprise-managed authorization (an ID-JAG from the IdP, then the JWT bearer grant) and
+# workload identity federation (the JWT bearer grant with a workload's token).
+conformance_next --scenario auth/enterprise-managed-authorization
+conformance_next --scenario auth/wif-jwt-bearer
 echo "== conformance: every scenario passed (expected failures: see expected-failures.yml)"

@@ -24,7 +24,7 @@ console.debug = toStderr;
 const log = (msg) => process.stderr.write(`[interop-as] ${msg}\n`);
 
 const { default: Provider, errors } = await import('oidc-provider');
-const { decodeProtectedHeader, calculateJwkThumbprint } = await import('jose');
+const { decodeProtectedHeader, calculateJwkThumbprint, SignJWT, jwtVerify } = await import('jose');
 const { startResourceServer } = await import('./resource_server.mjs');
 
 // ---------------------------------------------------------------------------
@@ -72,6 +72,22 @@ const signingJwk = {
   alg: 'RS256',
   use: 'sig',
 };
+
+// ---------------------------------------------------------------------------
+// Workload identity federation (RFC 7523 §2.1, the JWT bearer grant): a workload
+// platform whose tokens this server trusts, with a P-256 key generated at every
+// start. GET /_test/workload-token mints one of its tokens for the tests (the
+// platform's own job: a CI system, a Kubernetes API server).
+
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const PLATFORM_ISSUER = 'https://platform.interop.test';
+const platformKey = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+
+// Enterprise-managed authorization: ID-JAGs (typ oauth-id-jag+jwt) from identity
+// providers the tests name with POST /_test/trust-idp?issuer=…&key=… (an HS256 key,
+// base64url: the embedded IdP of the crate's `testing` module signs that way).
+const ID_JAG_TYP = 'oauth-id-jag+jwt';
+const trustedIdps = new Map();
 
 // ---------------------------------------------------------------------------
 // Static clients.
@@ -131,6 +147,25 @@ const clients = [
     redirect_uris: ['http://127.0.0.1/callback', 'http://localhost/callback'],
     scope: CODE_SCOPE,
   },
+  {
+    // A client of enterprise-managed authorization: it presents ID-JAGs.
+    client_id: 'enterprise-client',
+    client_secret: 'enterprise-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: [JWT_BEARER],
+    redirect_uris: [],
+    response_types: [],
+    scope: CC_SCOPE,
+  },
+  {
+    // A workload: no secret (`none`), only the JWT bearer grant with a platform token.
+    client_id: 'workload',
+    token_endpoint_auth_method: 'none',
+    grant_types: [JWT_BEARER],
+    redirect_uris: [],
+    response_types: [],
+    scope: CC_SCOPE,
+  },
 ];
 
 // ---------------------------------------------------------------------------
@@ -142,9 +177,12 @@ const clients = [
 // in order, {grant_type, resource, scope, client_auth, status} (no secrets or
 // tokens); authorization_requests: every request to the authorization endpoint
 // (/auth), however it ended.
-const stats = { token_requests: 0, by_grant: {}, resources: [], requests: [], authorization_requests: 0 };
+const stats = {
+  token_requests: 0, by_grant: {}, resources: [], requests: [], authorization_requests: 0, assertions: [],
+};
 
 function resetStats() {
+  stats.assertions = [];
   stats.authorization_requests = 0;
   stats.token_requests = 0;
   stats.by_grant = {};
@@ -209,6 +247,19 @@ await new Promise((resolve) => { server.listen(PORT, HOST, resolve); });
 const { port } = server.address();
 const ISSUER = `http://${HOST}:${port}`;
 
+async function resourceServerInfo(_ctx, resourceIndicator) {
+  if (!isAllowedResource(resourceIndicator)) {
+    throw new errors.InvalidTarget();
+  }
+  return {
+    scope: RESOURCE_SCOPES.join(' '),
+    audience: resourceIndicator,
+    accessTokenFormat: 'jwt',
+    accessTokenTTL: ACCESS_TOKEN_TTL,
+    jwt: { sign: { alg: 'RS256' } },
+  };
+}
+
 const configuration = {
   clients,
   jwks: { keys: [signingJwk] },
@@ -251,18 +302,7 @@ const configuration = {
       async useGrantedResource() {
         return true;
       },
-      async getResourceServerInfo(_ctx, resourceIndicator) {
-        if (!isAllowedResource(resourceIndicator)) {
-          throw new errors.InvalidTarget();
-        }
-        return {
-          scope: RESOURCE_SCOPES.join(' '),
-          audience: resourceIndicator,
-          accessTokenFormat: 'jwt',
-          accessTokenTTL: ACCESS_TOKEN_TTL,
-          jwt: { sign: { alg: 'RS256' } },
-        };
-      },
+      getResourceServerInfo: resourceServerInfo,
     },
   },
 
@@ -304,6 +344,79 @@ const configuration = {
 };
 
 const provider = new Provider(ISSUER, configuration);
+
+// The JWT bearer grant (RFC 7523 §2.1) as a custom grant type: the assertion must be a
+// platform token (ES256 under the platform key, iss the platform, aud this issuer,
+// unexpired, with a sub); anything else is invalid_grant (§3.1). One resource
+// indicator (RFC 8707), as for client credentials; the token acts for the client
+// (a ClientCredentials token), and the workload's sub is recorded in the stats.
+async function jwtBearerGrant(ctx) {
+  const { client, params } = ctx.oidc;
+  if (typeof params.assertion !== 'string' || params.assertion === '') {
+    throw new errors.InvalidRequest('missing assertion');
+  }
+  if (typeof params.resource !== 'string') {
+    throw new errors.InvalidTarget('exactly one resource indicator is required for this grant type');
+  }
+  let header;
+  try {
+    header = decodeProtectedHeader(params.assertion);
+  } catch {
+    header = {};
+  }
+  const idJag = header.typ === ID_JAG_TYP;
+  const kind = idJag ? 'id-jag' : 'workload';
+  let payload;
+  try {
+    if (idJag) {
+      // The IdP named in the unverified iss must be trusted; its key then verifies it.
+      const unverified = JSON.parse(Buffer.from(params.assertion.split('.')[1], 'base64url').toString());
+      const key = trustedIdps.get(unverified.iss);
+      if (!key) throw Object.assign(new Error('untrusted IdP'), { code: 'UNTRUSTED_IDP' });
+      ({ payload } = await jwtVerify(params.assertion, key, {
+        issuer: unverified.iss,
+        audience: ISSUER,
+        algorithms: ['HS256'],
+        typ: ID_JAG_TYP,
+        requiredClaims: ['sub', 'exp', 'resource', 'client_id'],
+      }));
+      if (payload.resource !== params.resource) {
+        throw Object.assign(new Error('another resource'), { code: 'RESOURCE_MISMATCH' });
+      }
+      if (payload.client_id !== client.clientId) {
+        throw Object.assign(new Error('another client'), { code: 'CLIENT_MISMATCH' });
+      }
+    } else {
+      ({ payload } = await jwtVerify(params.assertion, platformKey.publicKey, {
+        issuer: PLATFORM_ISSUER,
+        audience: ISSUER,
+        algorithms: ['ES256'],
+        requiredClaims: ['sub', 'exp'],
+      }));
+    }
+  } catch (err) {
+    stats.assertions.push({ kind, sub: null, accepted: false, reason: err.code || err.name });
+    throw new errors.InvalidGrant(`the assertion was refused (${err.code || err.name})`);
+  }
+  const resourceServer = new provider.ResourceServer(
+    params.resource,
+    await resourceServerInfo(ctx, params.resource),
+  );
+  const allowed = new Set(resourceServer.scope.split(' '));
+  const scope = String(params.scope || '').split(' ').filter((s) => allowed.has(s)).join(' ');
+  const token = new provider.ClientCredentials({ client, scope: scope || undefined });
+  token.resourceServer = resourceServer;
+  ctx.oidc.entity('ClientCredentials', token);
+  const value = await token.save();
+  stats.assertions.push({ kind, sub: payload.sub, accepted: true, reason: null });
+  ctx.body = {
+    access_token: value,
+    expires_in: token.expiration,
+    token_type: token.tokenType,
+    scope: token.scope || undefined,
+  };
+}
+provider.registerGrantType(JWT_BEARER, jwtBearerGrant, ['assertion', 'scope', 'resource']);
 
 // ---------------------------------------------------------------------------
 // Headless interaction: log in "alice" and consent to everything asked for.
@@ -349,6 +462,31 @@ provider.use(async (ctx, next) => {
   if (ctx.path === '/_test/resource-server' && ctx.method === 'GET') {
     ctx.type = 'json';
     ctx.body = JSON.stringify({ origin: resourceServer.origin, resource: resourceServer.resource });
+    return;
+  }
+  if (ctx.path === '/_test/workload-token' && ctx.method === 'GET') {
+    // ?sub=…&aud=…&ttl=… (seconds; negative for an expired token).
+    const sub = ctx.query.sub || 'workload-1';
+    const aud = ctx.query.aud || ISSUER;
+    const ttl = Number(ctx.query.ttl ?? 300);
+    const now = Math.floor(Date.now() / 1000);
+    const jwt = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', typ: 'JWT' })
+      .setIssuer(PLATFORM_ISSUER)
+      .setSubject(sub)
+      .setAudience(aud)
+      .setIssuedAt(now)
+      .setExpirationTime(now + ttl)
+      .setJti(crypto.randomUUID())
+      .sign(platformKey.privateKey);
+    ctx.type = 'json';
+    ctx.body = JSON.stringify({ token: jwt });
+    return;
+  }
+  if (ctx.path === '/_test/trust-idp' && ctx.method === 'POST') {
+    trustedIdps.set(String(ctx.query.issuer), new Uint8Array(Buffer.from(String(ctx.query.key), 'base64url')));
+    ctx.type = 'json';
+    ctx.body = JSON.stringify({ trusted: [...trustedIdps.keys()] });
     return;
   }
   if (ctx.path === '/_test/reset' && ctx.method === 'POST') {
