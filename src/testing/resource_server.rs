@@ -73,7 +73,9 @@ pub struct ResourceServer {
 }
 
 struct RsShared {
-    authorization_server: Arc<Shared>,
+    /// The authorization server whose tokens are accepted (changed by
+    /// [`ResourceServer::move_to`]).
+    authorization_server: Mutex<Arc<Shared>>,
     origin: String,
     path: String,
     resource: String,
@@ -91,6 +93,14 @@ struct RsState {
 impl RsShared {
     fn lock(&self) -> MutexGuard<'_, RsState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn trusted(&self) -> Arc<Shared> {
+        let trusted = self
+            .authorization_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(&trusted)
     }
 
     /// RFC 9728 §3.1: the well-known suffix inserted before the path; `/` alone adds nothing.
@@ -123,8 +133,13 @@ pub struct ResourceScript {
     /// [`scopes_supported`](ResourceServerBuilder::scopes_supported), else the required scopes.
     pub scopes_supported: Vec<String>,
     /// `authorization_servers` in the metadata. Default: the trusted server's issuer. Tokens
-    /// are still checked with that server whatever this says.
+    /// are still checked with that server whatever this says ([`ResourceServer::move_to`]
+    /// changes both).
     pub authorization_servers: Vec<String>,
+    /// The `authorization_servers` of the next metadata responses, one list per response, in
+    /// order; once they are used up, `authorization_servers` applies again. For a server that
+    /// moves, and moves back, between two fetches of one client request. Default: empty.
+    pub next_authorization_servers: Vec<Vec<String>>,
     /// A `resource` to serve in the metadata instead of the real identifier, to test the
     /// RFC 9728 §3.3 check. Default: `None`.
     pub metadata_resource: Option<String>,
@@ -249,6 +264,20 @@ impl ResourceServer {
     /// ```
     pub fn script(&self, change: impl FnOnce(&mut ResourceScript)) {
         change(&mut self.shared.lock().script);
+    }
+
+    /// Moves the resource to another authorization server (RFC 9728 §5.2, an MCP server whose
+    /// authorization server changes): from the next request on, its metadata lists only
+    /// `authorization_server` and only that server's tokens are accepted; a token of the
+    /// previous one is answered `401 invalid_token`.
+    pub fn move_to(&self, authorization_server: &AuthorizationServer) {
+        let issuer = authorization_server.shared.issuer.clone();
+        *self
+            .shared
+            .authorization_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&authorization_server.shared);
+        self.shared.lock().script.authorization_servers = vec![issuer];
     }
 
     /// Answers one request in process, through the same router a started server uses. An
@@ -392,6 +421,7 @@ impl ResourceServerBuilder {
                 .unwrap_or_else(|| self.scopes_required.clone()),
             scopes_required: self.scopes_required,
             authorization_servers: vec![self.authorization_server.issuer.clone()],
+            next_authorization_servers: Vec::new(),
             metadata_resource: None,
             redirects: Vec::new(),
             dpop_required: false,
@@ -400,7 +430,7 @@ impl ResourceServerBuilder {
             rotate_dpop_nonce: false,
         };
         let shared = Arc::new(RsShared {
-            authorization_server: self.authorization_server,
+            authorization_server: Mutex::new(self.authorization_server),
             origin,
             path: self.path,
             resource,
@@ -433,7 +463,8 @@ async fn serve(
     let path = uri.path();
     let presented = presented_token(&headers);
     let bearer = presented.map(|(_, token)| token);
-    let info = bearer.and_then(|token| rs.authorization_server.validate(token));
+    let trusted = rs.trusted();
+    let info = bearer.and_then(|token| trusted.validate(token));
     let script = rs.lock().script.clone();
     // RFC 9449 §7: the proof, checked for this request's method and URL and the token's hash.
     let proof = match dpop::header(&headers) {
@@ -443,7 +474,7 @@ async fn serve(
                 method: method.as_str(),
                 htu: &htu,
                 access_token: bearer,
-                now: rs.authorization_server.clock.unix_secs(),
+                now: trusted.clock.unix_secs(),
             };
             Some(dpop::check(proof, &expected, &mut rs.lock().used_proofs))
         }
@@ -452,6 +483,12 @@ async fn serve(
     let scheme = presented.map(|(scheme, _)| scheme);
     let is_metadata = path == rs.metadata_path() || (rs.root_metadata && path == PRM_WELL_KNOWN);
     let response = if is_metadata && method == Method::GET {
+        let mut script = script.clone();
+        let mut state = rs.lock();
+        if !state.script.next_authorization_servers.is_empty() {
+            script.authorization_servers = state.script.next_authorization_servers.remove(0);
+        }
+        drop(state);
         metadata(&rs, &script)
     } else if let Some(redirect) = script.redirects.iter().find(|r| r.from == path) {
         match HeaderValue::from_str(&redirect.to) {
