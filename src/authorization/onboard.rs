@@ -102,6 +102,29 @@ impl TokenCache {
         registration: impl FnOnce() -> Result<ClientRegistration, Error>,
     ) -> Result<(), Error> {
         let issuer = discovered.authorization_server().issuer().as_str();
+        self.install_client(discovered, registration)?;
+        match self.issuer_of(discovered.resource()) {
+            Some(configured) if configured == issuer => Ok(()),
+            Some(configured) => Err(Error::Configuration(BuildError::IssuerChanged {
+                resource: discovered.resource().key().to_owned(),
+                configured,
+                discovered: issuer.to_owned(),
+            })),
+            None => match self.register_resource(discovered.resource_config()) {
+                Ok(()) | Err(BuildError::DuplicateResource { .. }) => Ok(()),
+                Err(error) => Err(Error::Configuration(error)),
+            },
+        }
+    }
+
+    /// Adds the client at the discovered issuer (unless it has one), and applies what the
+    /// metadata says of DPoP to the resource.
+    pub(super) fn install_client(
+        &self,
+        discovered: &Discovered,
+        registration: impl FnOnce() -> Result<ClientRegistration, Error>,
+    ) -> Result<(), Error> {
+        let issuer = discovered.authorization_server().issuer().as_str();
         if self.client_was_discovered(issuer).is_none() {
             let registration = registration()?;
             match self.register_client(registration) {
@@ -134,19 +157,7 @@ impl TokenCache {
                     .dpop_signing_alg_values_supported
                     .as_deref(),
             )
-            .map_err(Error::Configuration)?;
-        match self.issuer_of(discovered.resource()) {
-            Some(configured) if configured == issuer => Ok(()),
-            Some(configured) => Err(Error::Configuration(BuildError::IssuerChanged {
-                resource: discovered.resource().key().to_owned(),
-                configured,
-                discovered: issuer.to_owned(),
-            })),
-            None => match self.register_resource(discovered.resource_config()) {
-                Ok(()) | Err(BuildError::DuplicateResource { .. }) => Ok(()),
-                Err(error) => Err(Error::Configuration(error)),
-            },
-        }
+            .map_err(Error::Configuration)
     }
 }
 
@@ -162,7 +173,7 @@ pub(crate) enum Trust {
 }
 
 /// Discovery found a resource whose authorization server no client may be used at.
-fn untrusted(discovered: &Discovered) -> Error {
+pub(super) fn untrusted(discovered: &Discovered) -> Error {
     Error::UntrustedIssuer {
         resource: discovered.resource().wire().to_owned(),
         issuer: discovered

@@ -43,6 +43,11 @@ pub struct Stats {
     pub l2_errors: u64,
     /// Tokens written to the shared level.
     pub l2_writes: u64,
+    /// Resources moved to another authorization server because their protected resource
+    /// metadata stopped listing the one they used (RFC 9728 §5.2): each time, a client was
+    /// obtained at the new server and the old server's tokens and refresh tokens for the
+    /// resource were dropped (a `warn` log line names the resource and both servers).
+    pub authorization_server_moves: u64,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +64,7 @@ pub(crate) struct Counters {
     l2_decrypt_failures: AtomicU64,
     l2_errors: AtomicU64,
     l2_writes: AtomicU64,
+    authorization_server_moves: AtomicU64,
 }
 
 macro_rules! counter {
@@ -76,6 +82,7 @@ impl Counters {
     counter!(refresh, refreshes);
     counter!(refusal, refusals);
     counter!(error, errors);
+    counter!(authorization_server_move, authorization_server_moves);
 }
 
 /// The shared level's counters, counted only where there is one.
@@ -104,6 +111,7 @@ impl Counters {
             l2_decrypt_failures: self.l2_decrypt_failures.load(Ordering::Relaxed),
             l2_errors: self.l2_errors.load(Ordering::Relaxed),
             l2_writes: self.l2_writes.load(Ordering::Relaxed),
+            authorization_server_moves: self.authorization_server_moves.load(Ordering::Relaxed),
         }
     }
 }

@@ -20,17 +20,20 @@
 //! is fetched, and every document is validated before any of it is used.
 
 mod authorization_server;
+mod discovered;
 mod fetch;
 mod guard;
 mod issuer;
 mod protected_resource;
+mod recheck;
 mod well_known;
 
 use serde::de::DeserializeOwned;
 
 pub use crate::error::{AddressClass, DiscoveryError};
 pub use authorization_server::{AuthorizationServerMetadata, ValidatedAuthorizationServer};
-pub use fetch::{Discovered, Discovery};
+pub use discovered::Discovered;
+pub use fetch::Discovery;
 pub(crate) use guard::address_class;
 pub use guard::{check_fetch_url, check_resource_metadata_url};
 pub use issuer::Issuer;

@@ -12,6 +12,7 @@ mod discover;
 mod first_contact;
 #[cfg(feature = "middleware")]
 mod middleware;
+mod moved;
 #[cfg(feature = "middleware")]
 mod probe;
 mod redirect;
@@ -289,6 +290,11 @@ enum Next {
     /// The resource answered a bearer token with a `DPoP` challenge only: it requires DPoP;
     /// a new, bound token is fetched.
     RetryWithDpop,
+    /// A 401 to a token of a discovered resource: its metadata is fetched again, in case its
+    /// authorization server changed (RFC 9728 §5.2).
+    RecheckIssuer,
+    /// The resource moved to another authorization server: sent again with a token from there.
+    RetryAfterMove,
 }
 
 /// The one loop: attach, send, and decide about redirects and challenges.
@@ -396,7 +402,7 @@ where
             let entry = step_up.entry(resource).or_default();
             *entry = entry.union(&scopes);
         }
-        let next = decide(
+        let mut next = decide(
             policy,
             &response,
             (&start, &url),
@@ -405,6 +411,22 @@ where
             hops,
             new_nonce,
         )?;
+        if let (Next::RecheckIssuer, Some(token)) = (&next, &attached) {
+            retries.issuer_rechecked = true;
+            next = if moved::recheck(policy, (&url, response.headers()), token, &retries).await? {
+                Next::RetryAfterMove
+            } else {
+                decide(
+                    policy,
+                    &response,
+                    (&start, &url),
+                    attached.as_ref(),
+                    &retries,
+                    hops,
+                    new_nonce,
+                )?
+            };
+        }
         let not_replayable = || {
             RunError::Crate(Error::NotReplayable {
                 url: crate::audience::redacted_url(&url),
@@ -427,6 +449,13 @@ where
                 retries.dpop_nonce = true;
                 replay.ok_or_else(not_replayable)?
             }
+            Next::RetryAfterMove => {
+                retries.moves += 1;
+                // The token from the new server may be answered 401 in its turn.
+                retries.issuer_rechecked = false;
+                replay.ok_or_else(not_replayable)?
+            }
+            Next::RecheckIssuer => return Ok(response),
             Next::RetryWithDpop => {
                 if let Some(token) = &attached {
                     let resource = token.resource();
@@ -493,6 +522,12 @@ fn decide(
         && let Some(next) = dpop_challenge(&challenges, token, retries, new_nonce)
     {
         return Ok(next);
+    }
+    // RFC 9728 §5.2: a 401 is how a resource whose authorization server changed answers the
+    // old server's tokens, with or without an error code.
+    if status == StatusCode::UNAUTHORIZED && policy.discovery.is_some() && !retries.issuer_rechecked
+    {
+        return Ok(Next::RecheckIssuer);
     }
     let token_type = if token.is_dpop_bound() {
         TokenType::DPoP
