@@ -275,3 +275,106 @@ async fn metadata_that_describes_another_resource_moves_nothing() {
     assert_eq!(a.requests().len(), 1);
     assert_eq!(cache.stats().authorization_server_moves, 0);
 }
+
+#[tokio::test]
+async fn another_resource_of_the_old_server_keeps_its_tokens() {
+    let a = authorization_server().await;
+    let b = authorization_server().await;
+    let moving = mcp_server(&a).await;
+    let staying = mcp_server(&a).await;
+    let store = Arc::new(MemoryCredentialStore::default());
+    let cache = cache(&store);
+    let http = client(&cache, dynamic());
+    let moving_url = format!("{}/tools", moving.url());
+    let staying_url = format!("{}/tools", staying.url());
+    assert_eq!(get(&http, &moving_url).await.unwrap(), 200);
+    assert_eq!(get(&http, &staying_url).await.unwrap(), 200);
+    // One client at A for both; one authorization and one token each.
+    assert_eq!(a.registrations().len(), 1);
+    assert_eq!(a.requests().len(), 2);
+    assert_eq!(store.refresh_tokens(), 2);
+    let staying_token = staying.requests().last().unwrap().token_fingerprint.clone();
+
+    moving.move_to(&b);
+    assert_eq!(get(&http, &moving_url).await.unwrap(), 200);
+    assert_eq!(b.requests().len(), 1);
+
+    // A resource cannot drop another's grant: the one still at A keeps its token and its
+    // refresh token, and A is asked nothing.
+    let seen = staying.requests().len();
+    assert_eq!(get(&http, &staying_url).await.unwrap(), 200);
+    assert_eq!(tokens_seen(&staying, seen), [staying_token]);
+    assert_eq!(a.requests().len(), 2);
+    assert_eq!(a.authorization_requests().len(), 2);
+    // A's grant for the resource that stayed, and B's for the one that moved.
+    assert_eq!(store.refresh_tokens(), 2);
+    assert_eq!(cache.stats().authorization_server_moves, 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_after_a_move_make_one_move_between_them() {
+    let a = authorization_server().await;
+    let b = authorization_server().await;
+    let mcp = mcp_server(&a).await;
+    let store = Arc::new(MemoryCredentialStore::default());
+    let cache = cache(&store);
+    let http = client(&cache, dynamic());
+    let url = format!("{}/tools", mcp.url());
+    assert_eq!(get(&http, &url).await.unwrap(), 200);
+
+    mcp.move_to(&b);
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { get(&http, &url).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(b.registrations().len(), 1);
+    assert_eq!(b.authorization_requests().len(), 1);
+    assert_eq!(b.requests().len(), 1);
+    assert_eq!(a.requests().len(), 1);
+    assert_eq!(cache.stats().authorization_server_moves, 1);
+}
+
+#[tokio::test]
+async fn a_resource_whose_client_the_user_configured_is_not_moved() {
+    let a = authorization_server().await;
+    let b = authorization_server().await;
+    let mcp = mcp_server(&a).await;
+    let resource = ResourceUri::parse_with(
+        mcp.resource(),
+        &audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(true),
+    )
+    .unwrap();
+    // The user named A for the resource: a server cannot move that.
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .client(
+            audience_cache::ClientRegistration::new(
+                a.issuer(),
+                Url::parse(&a.token_endpoint()).unwrap(),
+                "pre-registered",
+            )
+            .client_secret_basic("pre-registered-secret".into()),
+        )
+        .resource(
+            audience_cache::ResourceConfig::new(resource, a.issuer())
+                .scopes(audience_cache::ScopeSet::parse("mcp:read").unwrap()),
+        )
+        .build()
+        .unwrap();
+    let http = client(&cache, dynamic());
+    let url = format!("{}/tools", mcp.url());
+    assert_eq!(get(&http, &url).await.unwrap(), 200);
+
+    mcp.move_to(&b);
+    // The 401 is the answer (after the one retry with a new token from A), as before.
+    assert_eq!(get(&http, &url).await.unwrap(), 401);
+    assert_eq!(b.registrations().len(), 0);
+    assert_eq!(b.requests().len(), 0);
+    assert_eq!(a.requests().len(), 2);
+    assert_eq!(cache.stats().authorization_server_moves, 0);
+}
