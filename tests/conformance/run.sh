@@ -48,4 +48,13 @@ conformance --scenario initialize
 conformance --scenario tools_call
 conformance --scenario sse-retry
 conformance --scenario elicitation-sep1034-client-defaults
+# Extension scenarios, from the suite's next release (conformance-next, installed beside the
+# pinned one): they run at the protocol version they were introduced in, which the example
+# takes from MCP_CONFORMANCE_PROTOCOL_VERSION.
+next="$here/node_modules/conformance-next/dist/index.js"
+conformance_next() {
+  echo "== conformance-next client $*"
+  "$node" "$next" client --command "$client" "$@"
+}
+conformance_next --scenario auth/authorization-server-migration
 echo "== conformance: every scenario passed (expected failures: see expected-failures.yml)"
