@@ -378,3 +378,107 @@ async fn a_resource_whose_client_the_user_configured_is_not_moved() {
     assert_eq!(a.requests().len(), 2);
     assert_eq!(cache.stats().authorization_server_moves, 0);
 }
+
+#[cfg(feature = "redis")]
+mod redis_support;
+
+/// Another process's cache for the resource at A, with A's dynamically registered client (read
+/// from the store the first process shares) and `scopes`, on the shared level alone.
+#[cfg(feature = "redis")]
+async fn process_at_a(
+    a: &AuthorizationServer,
+    resource: &ResourceUri,
+    store: &MemoryCredentialStore,
+    scopes: &str,
+    level: audience_cache::SharedLevel,
+) -> TokenCache {
+    use secrecy::ExposeSecret as _;
+    let record = store.load_client(a.issuer()).await.unwrap().unwrap();
+    let client: serde_json::Value = serde_json::from_str(record.json().expose_secret()).unwrap();
+    let secret = client["client_secret"].as_str().unwrap().to_owned();
+    TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .client(
+            audience_cache::ClientRegistration::new(
+                a.issuer(),
+                Url::parse(&a.token_endpoint()).unwrap(),
+                client["client_id"].as_str().unwrap(),
+            )
+            .client_secret_basic(secret.into())
+            .authorization_endpoint(Url::parse(&a.authorization_endpoint()).unwrap())
+            .grant(audience_cache::Grant::AuthorizationCode {
+                redirect_uri: redirect_uri(),
+            }),
+        )
+        .resource(
+            audience_cache::ResourceConfig::new(resource.clone(), a.issuer())
+                .scopes(audience_cache::ScopeSet::parse(scopes).unwrap()),
+        )
+        .shared_level(level)
+        .build()
+        .unwrap()
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_old_servers_tokens_are_gone_from_the_shared_level_too() {
+    use audience_cache::{ScopeSet, SealingKey, SharedLevel};
+    let redis = redis_support::RedisServer::start();
+    let level = || {
+        SharedLevel::new(redis.url().as_str(), [SealingKey::new(1, [0x5A; 32])])
+            .unwrap()
+            .namespace("migration")
+            .share_refresh_tokens(true)
+    };
+    let a = authorization_server().await;
+    let b = authorization_server().await;
+    let mcp = mcp_server(&a).await;
+    // Refresh tokens in Redis alone (a credential store would be a second place for them);
+    // the registered client in a store of its own, which the other processes below read.
+    let store = Arc::new(MemoryCredentialStore::default());
+    let cache = TokenCache::builder()
+        .allow_insecure_http_on_loopback(true)
+        .shared_level(level())
+        .build()
+        .unwrap();
+    let clients: Arc<dyn CredentialStore> = store.clone();
+    let registrar = ClientRegistrar::new()
+        .dynamic_registration(DynamicRegistration::new("migration tests").store(Arc::new(clients)))
+        .offline_access(true);
+    let http = client(&cache, registrar);
+    let url = format!("{}/tools", mcp.url());
+    assert_eq!(get(&http, &url).await.unwrap(), 200);
+    assert_eq!(a.requests().len(), 1);
+    let resource = ResourceUri::parse_with(
+        mcp.resource(),
+        &audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(true),
+    )
+    .unwrap();
+
+    // Before the move, another process with the same client finds A's token in Redis (the
+    // same key: the check below is not vacuous).
+    let before = process_at_a(&a, &resource, &store, "mcp:read", level()).await;
+    before.token(&resource, &ScopeSet::empty()).await.unwrap();
+    assert_eq!(before.stats().l2_hits, 1);
+    assert_eq!(a.requests().len(), 1);
+
+    mcp.move_to(&b);
+    assert_eq!(get(&http, &url).await.unwrap(), 200);
+    assert_eq!(cache.stats().authorization_server_moves, 1);
+
+    // After it, a process that still thinks the resource is at A finds neither the access
+    // token nor the shared refresh token: it would need a user's authorization, and A is asked
+    // nothing (no refresh with the old refresh token).
+    let after = process_at_a(&a, &resource, &store, "mcp:read", level()).await;
+    let error = after
+        .token(&resource, &ScopeSet::empty())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::AuthorizationRequired { .. }),
+        "{error:?}"
+    );
+    assert_eq!(after.stats().l2_hits, 0);
+    assert_eq!(a.requests().len(), 1);
+    assert_eq!(b.requests().len(), 1);
+}
