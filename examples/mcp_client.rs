@@ -40,7 +40,9 @@
 //!   several processes share tokens). `DPOP=1` uses DPoP for the server even unasked.
 //!
 //! It doubles as a client for the MCP conformance suite (`tests/conformance`): the suite
-//! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO` and, for scenarios with client
+//! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO`, `MCP_CONFORMANCE_PROTOCOL_VERSION`
+//! (at 2026-07-28 and later the client starts with `server/discover` instead of `initialize`)
+//! and, for scenarios with client
 //! credentials, `MCP_CONFORMANCE_CONTEXT` (`{"client_id": …, "client_secret": …}`, or
 //! `"private_key_pem"` for `private_key_jwt` with feature `private-key-jwt`). The suite
 //! starts its authorization servers on ports nobody can know in advance, so with that context

@@ -12,6 +12,9 @@
 //! PRM document ──▶ ProtectedResourceMetadata::validate(server URL) ──▶ resource + issuers
 //! issuer ──▶ authorization_server_metadata_urls ──▶ check_fetch_url
 //! AS document ──▶ AuthorizationServerMetadata::validate(issuer) ──▶ endpoints, PKCE check
+//!
+//! 401 to a discovered resource's token ──▶ recheck: the PRM fetched again, validated as above,
+//!     same resource? ──▶ still lists the issuer in use? ──▶ no: the new issuer, as above
 //! ```
 //!
 //! [`Discovery`] is the only part that opens connections (a reqwest client of its own, with no

@@ -187,6 +187,19 @@ impl AuthorizedClient {
     /// [`PreRegistered`](crate::config::PreRegistered) client, or a [`ClientRegistrar`](crate::authorization::ClientRegistrar)
     /// that can also use a client ID metadata document or dynamic registration.
     ///
+    /// A discovered resource whose authorization server changes is followed (RFC 9728 §5.2):
+    /// a 401 to one of its tokens has its protected resource metadata fetched again, and if
+    /// the metadata no longer lists the issuer in use, `clients` gets a client at the issuer it
+    /// lists now exactly as at first contact (a pre-registered client only at the issuers it
+    /// is registered at), the resource moves there, the old issuer's tokens and refresh tokens
+    /// for it are dropped from the cache, the credential store and the shared level, and the
+    /// request is sent again. One move per request; metadata that moves the resource again
+    /// within the same request is
+    /// [`DiscoveryError::AuthorizationServerMovedAgain`](crate::discovery::DiscoveryError::AuthorizationServerMovedAgain).
+    /// Each move is counted in [`Stats::authorization_server_moves`](crate::cache::Stats::authorization_server_moves)
+    /// and logged at `warn`. Resources configured on the cache with their issuer are never
+    /// moved by a server.
+    ///
     /// Plain http on loopback (development against servers on this machine) is decided by the
     /// cache's one switch, [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::cache::TokenCacheBuilder::allow_insecure_http_on_loopback):
     /// the discovery follows it, whatever its own options say.

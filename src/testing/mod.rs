@@ -129,6 +129,7 @@ mod client;
 mod dpop;
 mod jwt;
 mod records;
+mod redirect;
 mod register;
 mod resource_dpop;
 mod resource_server;
@@ -151,8 +152,9 @@ pub use records::{
     AuthorizationRequestRecord, RegistrationRecord, ResourceRequestRecord, TokenInfo,
     TokenRequestRecord,
 };
+pub use redirect::Redirect;
 pub use resource_server::{
-    IN_PROCESS_ORIGIN, Redirect, ResourceScript, ResourceServer, ResourceServerBuilder,
+    IN_PROCESS_ORIGIN, ResourceScript, ResourceServer, ResourceServerBuilder,
 };
 pub use script::{
     AudienceStyle, AuthorizeOutcome, Failure, IssParameter, ResourceField, ResourcePolicy,

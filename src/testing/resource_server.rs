@@ -16,6 +16,7 @@ use super::authorization_server::AuthorizationServer;
 use super::dpop;
 use super::jwt::fingerprint;
 use super::records::{ResourceRequestRecord, TokenInfo};
+use super::redirect::Redirect;
 use super::resource_dpop::{Scheme, dpop_refusal, presented_token};
 use super::server::{self, Running};
 use super::state::Shared;
@@ -162,50 +163,6 @@ pub struct ResourceScript {
     /// the nonce of its request, which no longer holds when the retry comes (a server whose
     /// nonce never holds still). Default: `false`.
     pub rotate_dpop_nonce: bool,
-}
-
-/// A scripted redirect: a request for exactly `from` (a path) is answered with `status` and
-/// `Location: to` (a path or an absolute URL, e.g. another server's [`ResourceServer::url`]).
-///
-/// ```
-/// use audience_cache::testing::Redirect;
-///
-/// let same_origin = Redirect::temporary("/tenant-a/mcp", "/tenant-b/mcp");
-/// let cross_origin = Redirect::permanent("/mcp", "http://127.0.0.1:9/mcp");
-/// assert_eq!(same_origin.status(), 307);
-/// assert_eq!(cross_origin.status(), 308);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Redirect {
-    from: String,
-    to: String,
-    status: StatusCode,
-}
-
-impl Redirect {
-    /// `307 Temporary Redirect`: the client must repeat the method and body.
-    pub fn temporary(from: impl Into<String>, to: impl Into<String>) -> Self {
-        Self::with_status(from, to, StatusCode::TEMPORARY_REDIRECT)
-    }
-
-    /// `308 Permanent Redirect`.
-    pub fn permanent(from: impl Into<String>, to: impl Into<String>) -> Self {
-        Self::with_status(from, to, StatusCode::PERMANENT_REDIRECT)
-    }
-
-    /// Any status, e.g. `302` or `303`.
-    pub fn with_status(from: impl Into<String>, to: impl Into<String>, status: StatusCode) -> Self {
-        Self {
-            from: from.into(),
-            to: to.into(),
-            status,
-        }
-    }
-
-    /// The status the redirect is answered with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl ResourceServer {
@@ -492,7 +449,7 @@ async fn serve(
         metadata(&rs, &script)
     } else if let Some(redirect) = script.redirects.iter().find(|r| r.from == path) {
         match HeaderValue::from_str(&redirect.to) {
-            Ok(location) => (redirect.status, [(header::LOCATION, location)]).into_response(),
+            Ok(location) => (redirect.status(), [(header::LOCATION, location)]).into_response(),
             Err(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid scripted Location",
