@@ -272,32 +272,10 @@ impl TokenCache {
     pub(crate) async fn move_resource(&self, config: ResourceConfig) -> Result<String, Error> {
         let shared = &self.shared;
         let resource = config.resource.clone();
-        let client = {
-            let clients = shared.clients.read().unwrap_or_else(|p| p.into_inner());
-            clients.get(&config.issuer).cloned()
-        };
-        let unknown = |issuer: &str| {
-            Error::Configuration(BuildError::UnknownIssuer {
-                resource: resource.key().to_owned(),
-                issuer: issuer.to_owned(),
-            })
-        };
-        let client = client.ok_or_else(|| unknown(&config.issuer))?;
-        let default_key = key_for(
-            client.registration(),
-            &resource,
-            &config.scopes,
-            None,
-            shared.dpop.thumbprint(),
-        );
+        let entry = shared.entry_for(config).map_err(Error::Configuration)?;
         let old = shared
             .routes
-            .replace(ResourceEntry {
-                policy: Arc::new(config.audience.clone()),
-                config,
-                client,
-                default_key,
-            })
+            .replace(entry)
             .ok_or_else(|| Error::UnknownResource {
                 resource: resource.key().to_owned(),
             })?;
@@ -503,6 +481,12 @@ impl Shared {
     }
 
     fn add_resource(&self, config: ResourceConfig) -> Result<(), BuildError> {
+        self.routes.add(self.entry_for(config)?)
+    }
+
+    /// The entry of a resource: its configuration with the client registered for its issuer
+    /// and the key of its default scopes.
+    fn entry_for(&self, config: ResourceConfig) -> Result<ResourceEntry, BuildError> {
         let client = {
             let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
             clients.get(&config.issuer).cloned()
@@ -520,7 +504,7 @@ impl Shared {
             None,
             self.dpop.thumbprint(),
         );
-        self.routes.add(ResourceEntry {
+        Ok(ResourceEntry {
             policy: Arc::new(config.audience.clone()),
             config,
             client,
