@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 
 /// A scripted redirect: a request for exactly `from` (a path) is answered with `status` and
-/// `Location: to` (a path or an absolute URL, e.g. another server's [`ResourceServer::url`]).
+/// `Location: to` (a path or an absolute URL, e.g. another server's
+/// [`ResourceServer::url`](super::ResourceServer::url)).
 ///
 /// ```
 /// use audience_cache::testing::Redirect;
