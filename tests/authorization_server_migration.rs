@@ -277,6 +277,32 @@ async fn metadata_that_describes_another_resource_moves_nothing() {
 }
 
 #[tokio::test]
+async fn a_new_server_whose_metadata_names_another_issuer_is_not_used() {
+    let a = authorization_server().await;
+    let b = authorization_server().await;
+    // RFC 8414 §3.3: B's metadata claims to be someone else's.
+    b.script(|s| s.metadata_issuer = Some("https://attacker.example".to_owned()));
+    let mcp = mcp_server(&a).await;
+    let store = Arc::new(MemoryCredentialStore::default());
+    let cache = cache(&store);
+    let http = client(&cache, dynamic());
+    let url = format!("{}/tools", mcp.url());
+    assert_eq!(get(&http, &url).await.unwrap(), 200);
+
+    mcp.move_to(&b);
+    let error = get(&http, &url).await.unwrap_err();
+    assert!(matches!(&error, Error::Discovery(_)), "{error:?}");
+    assert!(error.to_string().contains("attacker.example"), "{error}");
+    assert_eq!(b.registrations().len(), 0);
+    assert_eq!(b.requests().len(), 0);
+    assert_eq!(b.authorization_requests().len(), 0);
+    // Nothing moved, nothing dropped: A's grant is still there.
+    assert_eq!(store.refresh_tokens(), 1);
+    assert_eq!(a.requests().len(), 1);
+    assert_eq!(cache.stats().authorization_server_moves, 0);
+}
+
+#[tokio::test]
 async fn another_resource_of_the_old_server_keeps_its_tokens() {
     let a = authorization_server().await;
     let b = authorization_server().await;
