@@ -29,6 +29,14 @@ conformance() {
   "$node" "$suite" client --command "$client" "$@"
 }
 
+# The suite's next release (conformance-next in package.json) has the scenarios of the
+# authorization extensions; the pinned release stays the baseline for everything else.
+next="$here/node_modules/conformance-next/dist/index.js"
+conformance_next() {
+  echo "== conformance (next release) client $*"
+  "$node" "$next" client --command "$client" "$@"
+}
+
 cd "$here"
 conformance --suite auth
 conformance --scenario auth/2025-03-26-oauth-endpoint-fallback
@@ -48,13 +56,8 @@ conformance --scenario initialize
 conformance --scenario tools_call
 conformance --scenario sse-retry
 conformance --scenario elicitation-sep1034-client-defaults
-# Extension scenarios, from the suite's next release (conformance-next, installed beside the
-# pinned one): they run at the protocol version they were introduced in, which the example
-# takes from MCP_CONFORMANCE_PROTOCOL_VERSION.
-next="$here/node_modules/conformance-next/dist/index.js"
-conformance_next() {
-  echo "== conformance-next client $*"
-  "$node" "$next" client --command "$client" "$@"
-}
+# Extension scenarios, from the suite's next release. Authorization server migration
+# (SEP-2352), at the protocol version it was introduced in (2026-07-28: no initialize), which
+# the example takes from MCP_CONFORMANCE_PROTOCOL_VERSION.
 conformance_next --scenario auth/authorization-server-migration
 echo "== conformance: every scenario passed (expected failures: see expected-failures.yml)"
