@@ -41,7 +41,9 @@
 //!   `DPOP=1` uses DPoP for the server even unasked.
 //!
 //! It doubles as a client for the MCP conformance suite (`tests/conformance`): the suite
-//! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO` and, for scenarios with client
+//! appends the server URL and sets `MCP_CONFORMANCE_SCENARIO`, `MCP_CONFORMANCE_PROTOCOL_VERSION`
+//! (at 2026-07-28 and later the client starts with `server/discover` instead of `initialize`)
+//! and, for scenarios with client
 //! credentials, `MCP_CONFORMANCE_CONTEXT` (`{"client_id": …, "client_secret": …}`, or
 //! `"private_key_pem"` for `private_key_jwt` with feature `private-key-jwt`; with
 //! `"idp_id_token"`, `"idp_issuer"`, `"idp_token_endpoint"` and `"idp_client_id"` the client
@@ -71,7 +73,9 @@ use rmcp::model::{
     ProtocolVersion,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
+use rmcp::{
+    ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient, ServiceExt,
+};
 use serde_json::{Value, json};
 use url::Url;
 
@@ -134,10 +138,23 @@ async fn run() -> Result<(), String> {
     let transport = McpHttpClient::new(http)
         .map_err(|e| e.to_string())?
         .transport(server.as_str());
-    let session = Client
-        .serve(transport)
-        .await
-        .map_err(|e| format!("initialize: {e}"))?;
+    let session = match protocol_without_initialize(var("MCP_CONFORMANCE_PROTOCOL_VERSION"))? {
+        // MCP 2026-07-28 has no initialize handshake: `server/discover`, and the protocol
+        // version in every request's `_meta` and `MCP-Protocol-Version` header (rmcp sets both).
+        Some(version) => Client
+            .serve_with_lifecycle(
+                transport,
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![version],
+                },
+            )
+            .await
+            .map_err(|e| format!("server/discover: {e}"))?,
+        None => Client
+            .serve(transport)
+            .await
+            .map_err(|e| format!("initialize: {e}"))?,
+    };
     if let Some(info) = session.peer_info() {
         let name = info.server_info.as_ref().map(|i| i.name.as_str());
         println!(
@@ -254,6 +271,25 @@ impl ClientHandler for Client {
             .collect();
         Ok(ElicitResult::new(ElicitationAction::Accept).with_content(Value::Object(defaults)))
     }
+}
+
+/// The protocol version the conformance suite runs a scenario at
+/// (`MCP_CONFORMANCE_PROTOCOL_VERSION`), when it is one without the initialize handshake
+/// (2026-07-28 and later); `None` for the handshake's versions, which the client negotiates
+/// itself.
+fn protocol_without_initialize(
+    requested: Option<String>,
+) -> Result<Option<ProtocolVersion>, String> {
+    let Some(requested) = requested else {
+        return Ok(None);
+    };
+    let version = ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .find(|known| known.as_str() == requested)
+        .ok_or_else(|| {
+            format!("MCP_CONFORMANCE_PROTOCOL_VERSION={requested:?} is not a version rmcp knows")
+        })?;
+    Ok((!version.has_initialize()).then(|| version.clone()))
 }
 
 fn headless() -> Result<Arc<dyn AuthorizationHandler>, String> {

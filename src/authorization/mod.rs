@@ -9,7 +9,9 @@
 //! - `loopback` and `headless`: the two handlers the crate ships ([`LoopbackListener`],
 //!   [`HeadlessAuthorization`]);
 //! - `onboard`: the one trust rule (which client may be used at a discovered authorization
-//!   server) and adding what discovery found to the cache.
+//!   server) and adding what discovery found to the cache;
+//! - `migrate`: a discovered resource whose authorization server changed (RFC 9728 §5.2),
+//!   moved by the same rules, the old server's tokens dropped.
 //!
 //! The rule every redirect URI follows lives below the cache, in the crate's `redirect_uri`
 //! module, because the cache's builder and its completion of an authorization use it too.
@@ -18,6 +20,7 @@ mod client_store;
 mod handler;
 mod headless;
 mod loopback;
+mod migrate;
 mod onboard;
 mod registration;
 mod registration_response;
@@ -28,5 +31,6 @@ pub use headless::HeadlessAuthorization;
 pub use loopback::LoopbackListener;
 #[cfg(feature = "fuzzing")]
 pub(crate) use loopback::redirect_from_head;
+pub(crate) use migrate::Recheck;
 pub(crate) use onboard::Trust;
 pub use registration::{ClientRegistrar, DynamicRegistration};

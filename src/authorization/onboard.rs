@@ -52,8 +52,31 @@ impl TokenCache {
         redirect_uri: Option<Url>,
     ) -> Result<(), Error> {
         let issuer = discovered.authorization_server().issuer().as_str();
-        let registration = match self.trust(issuer, clients) {
-            Trust::Obtain => Some(
+        let registration = self
+            .obtain_client(discovered, discovery, clients, redirect_uri)
+            .await?;
+        self.install_discovered(discovered, || {
+            registration.ok_or_else(|| Error::Registration {
+                issuer: issuer.to_owned(),
+                detail: "a client registration appeared concurrently".to_owned(),
+            })
+        })
+    }
+
+    /// The client registration to add for the issuer `discovered` names, by the trust rule
+    /// ([`trust`](Self::trust)): `None` when the cache has a client there already, an error
+    /// when no client may be used there. First contact and a resource that moved both get
+    /// their client here.
+    pub(super) async fn obtain_client(
+        &self,
+        discovered: &Discovered,
+        discovery: &Discovery,
+        clients: &ClientRegistrar,
+        redirect_uri: Option<Url>,
+    ) -> Result<Option<ClientRegistration>, Error> {
+        let issuer = discovered.authorization_server().issuer().as_str();
+        match self.trust(issuer, clients) {
+            Trust::Obtain => Ok(Some(
                 clients
                     .registration_for(
                         discovered,
@@ -66,16 +89,10 @@ impl TokenCache {
                         ),
                     )
                     .await?,
-            ),
-            Trust::Existing => None,
-            Trust::Untrusted => return Err(untrusted(discovered)),
-        };
-        self.install_discovered(discovered, || {
-            registration.ok_or_else(|| Error::Registration {
-                issuer: issuer.to_owned(),
-                detail: "a client registration appeared concurrently".to_owned(),
-            })
-        })
+            )),
+            Trust::Existing => Ok(None),
+            Trust::Untrusted => Err(untrusted(discovered)),
+        }
     }
 
     /// Whether a client may be used at `issuer` for a resource that discovery found there, and
@@ -100,6 +117,29 @@ impl TokenCache {
     /// Adds the client (unless the issuer has one) and the resource (unless configured with
     /// the same issuer; another issuer is an error).
     fn install_discovered(
+        &self,
+        discovered: &Discovered,
+        registration: impl FnOnce() -> Result<ClientRegistration, Error>,
+    ) -> Result<(), Error> {
+        let issuer = discovered.authorization_server().issuer().as_str();
+        self.install_client(discovered, registration)?;
+        match self.issuer_of(discovered.resource()) {
+            Some(configured) if configured == issuer => Ok(()),
+            Some(configured) => Err(Error::Configuration(BuildError::IssuerChanged {
+                resource: discovered.resource().key().to_owned(),
+                configured,
+                discovered: issuer.to_owned(),
+            })),
+            None => match self.register_resource(discovered.resource_config()) {
+                Ok(()) | Err(BuildError::DuplicateResource { .. }) => Ok(()),
+                Err(error) => Err(Error::Configuration(error)),
+            },
+        }
+    }
+
+    /// Adds the client at the discovered issuer (unless it has one), and applies what the
+    /// metadata says of DPoP to the resource.
+    pub(super) fn install_client(
         &self,
         discovered: &Discovered,
         registration: impl FnOnce() -> Result<ClientRegistration, Error>,
@@ -137,19 +177,7 @@ impl TokenCache {
                     .dpop_signing_alg_values_supported
                     .as_deref(),
             )
-            .map_err(Error::Configuration)?;
-        match self.issuer_of(discovered.resource()) {
-            Some(configured) if configured == issuer => Ok(()),
-            Some(configured) => Err(Error::Configuration(BuildError::IssuerChanged {
-                resource: discovered.resource().key().to_owned(),
-                configured,
-                discovered: issuer.to_owned(),
-            })),
-            None => match self.register_resource(discovered.resource_config()) {
-                Ok(()) | Err(BuildError::DuplicateResource { .. }) => Ok(()),
-                Err(error) => Err(Error::Configuration(error)),
-            },
-        }
+            .map_err(Error::Configuration)
     }
 }
 

@@ -14,6 +14,7 @@ use super::{ResourceEntry, Shared};
 use crate::error::Error;
 use crate::grant::TokenResponse;
 use crate::key::CacheKey;
+use crate::resource::ResourceUri;
 use crate::scope::ScopeSet;
 use crate::store::{CredentialStore, GrantId, GrantLock, StoredRefreshToken};
 
@@ -117,6 +118,35 @@ impl RefreshTokens {
                         .await;
                 }
             });
+        }
+    }
+
+    /// Drops the refresh tokens of `issuer`'s grants for `resource` (the resource moved to
+    /// another authorization server, RFC 9728 §5.2): this process's slots, and in the
+    /// credential store and the shared level each grant held here plus `known` (the grant a
+    /// later process would load). A store that fails is logged; the slot is gone either way.
+    pub(crate) async fn forget(&self, issuer: &str, resource: &ResourceUri, known: RefreshKey) {
+        let mut grants = vec![known];
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|grant, _| {
+                let drop = grant.issuer() == issuer && grant.resource() == resource;
+                if drop && !grants.contains(grant) {
+                    grants.push(grant.clone());
+                }
+                !drop
+            });
+        for grant in &grants {
+            if let Some(store) = &self.store
+                && let Err(e) = store.remove_refresh_token(grant).await
+            {
+                tracing::warn!(grant = %grant, "the credential store could not remove the refresh token of an authorization server the resource no longer names: {e}");
+            }
+            #[cfg(feature = "redis")]
+            if let Some(level) = &self.shared {
+                level.delete_refresh_token(grant.key()).await;
+            }
         }
     }
 

@@ -123,6 +123,19 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// Puts `entry` in place of the entry configured for the same resource (which must
+    /// exist), and returns the one it replaced: a resource whose authorization server changed
+    /// (RFC 9728 §5.2).
+    pub(crate) fn replace(&self, entry: ResourceEntry) -> Option<Arc<ResourceEntry>> {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let slot = entries
+            .iter_mut()
+            .find(|r| r.config.resource == entry.config.resource)?;
+        Some(std::mem::replace(slot, Arc::new(entry)))
+    }
+}
+
 impl Route<'_> {
     /// The route with its own copy of the URL.
     pub(crate) fn into_owned(self) -> Route<'static> {

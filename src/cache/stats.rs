@@ -47,6 +47,11 @@ pub struct Stats {
     /// `use_dpop_for`) and were answered with a bearer token, which was kept as one (a
     /// resource that requires DPoP refuses such an answer instead, as an error).
     pub dpop_declined: u64,
+    /// Resources moved to another authorization server because their protected resource
+    /// metadata stopped listing the one they used (RFC 9728 §5.2): each time, a client was
+    /// obtained at the new server and the old server's tokens and refresh tokens for the
+    /// resource were dropped (a `warn` log line names the resource and both servers).
+    pub authorization_server_moves: u64,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +69,7 @@ pub(crate) struct Counters {
     l2_errors: AtomicU64,
     l2_writes: AtomicU64,
     dpop_declined: AtomicU64,
+    authorization_server_moves: AtomicU64,
 }
 
 macro_rules! counter {
@@ -82,6 +88,7 @@ impl Counters {
     counter!(refusal, refusals);
     counter!(error, errors);
     counter!(dpop_declined, dpop_declined);
+    counter!(authorization_server_move, authorization_server_moves);
 }
 
 /// The shared level's counters, counted only where there is one.
@@ -111,6 +118,7 @@ impl Counters {
             l2_errors: self.l2_errors.load(Ordering::Relaxed),
             l2_writes: self.l2_writes.load(Ordering::Relaxed),
             dpop_declined: self.dpop_declined.load(Ordering::Relaxed),
+            authorization_server_moves: self.authorization_server_moves.load(Ordering::Relaxed),
         }
     }
 }

@@ -10,6 +10,7 @@ use http::HeaderMap;
 use http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
 use url::Url;
 
+use super::discovered::Discovered;
 use super::{
     AuthorizationServerMetadata, DiscoveryError, DiscoveryOptions, Issuer,
     ProtectedResourceMetadata, ValidatedAuthorizationServer, ValidatedProtectedResource,
@@ -17,7 +18,6 @@ use super::{
     protected_resource_metadata_urls,
 };
 use crate::challenge::{Challenges, TokenType};
-use crate::config::{ClientAuth, ClientRegistration, Grant, PreRegistered, ResourceConfig};
 use crate::error::Error;
 use crate::resource::ResourceUri;
 use crate::scope::ScopeSet;
@@ -27,129 +27,6 @@ const MAX_BODY: usize = 64 * 1024;
 /// How long a document is kept when the server says nothing (and the most it may ask for).
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
-
-/// What discovery found for a server URL: the resource to request tokens for (its wire form is
-/// the metadata's `resource`, verbatim), the authorization server that issues them, and the
-/// scopes to ask for first (MCP 2025-11-25 §6: the challenge's `scope`, else the metadata's
-/// `scopes_supported`, else none).
-#[derive(Debug, Clone)]
-pub struct Discovered {
-    protected_resource: ValidatedProtectedResource,
-    authorization_server: ValidatedAuthorizationServer,
-    scopes: ScopeSet,
-    fallback: bool,
-}
-
-impl Discovered {
-    /// The resource, from the protected resource metadata.
-    pub fn resource(&self) -> &ResourceUri {
-        self.protected_resource.resource()
-    }
-
-    /// The authorization server chosen (the first one the metadata lists whose own metadata
-    /// validates).
-    pub fn authorization_server(&self) -> &ValidatedAuthorizationServer {
-        &self.authorization_server
-    }
-
-    /// The protected resource metadata.
-    pub fn protected_resource(&self) -> &ValidatedProtectedResource {
-        &self.protected_resource
-    }
-
-    /// The scopes to request first.
-    pub fn scopes(&self) -> &ScopeSet {
-        &self.scopes
-    }
-
-    /// Whether this came from the MCP 2025-03-26 fallback: the server published no protected
-    /// resource metadata, so its origin is taken as its authorization server and the server URL
-    /// as the resource ([`protected_resource`](Self::protected_resource) is then built by the
-    /// crate, not sent by the server).
-    pub fn is_2025_03_26_fallback(&self) -> bool {
-        self.fallback
-    }
-
-    /// A client registration at the discovered authorization server, with its endpoints, for
-    /// a client registered in advance (`client_id` and how it authenticates). A client without
-    /// a secret gets the authorization code grant, which needs `redirect_uri` and S256 PKCE
-    /// support in the server's metadata.
-    pub fn client_registration(
-        &self,
-        client_id: &str,
-        auth: ClientAuth,
-        redirect_uri: Option<Url>,
-    ) -> Result<ClientRegistration, Error> {
-        let server = &self.authorization_server;
-        let mut registration = ClientRegistration::new(
-            server.issuer().as_str(),
-            server.token_endpoint().clone(),
-            client_id,
-        );
-        registration.auth = auth;
-        registration = registration.require_authorization_response_iss(
-            server
-                .metadata()
-                .authorization_response_iss_parameter_supported,
-        );
-        if let Some(endpoint) = server.authorization_endpoint() {
-            registration = registration.authorization_endpoint(endpoint.clone());
-        }
-        if let Some(redirect_uri) = redirect_uri {
-            // MCP 2025-11-25 §11.4: no authorization code grant without S256.
-            server.require_pkce_s256().map_err(Error::Discovery)?;
-            registration = registration.grant(Grant::AuthorizationCode { redirect_uri });
-        }
-        Ok(registration)
-    }
-
-    /// The registration for a client registered in advance, if it is registered at the
-    /// discovered issuer; [`Error::UntrustedIssuer`] otherwise.
-    pub fn registration_for(&self, client: &PreRegistered) -> Result<ClientRegistration, Error> {
-        let issuer = self.authorization_server.issuer().as_str();
-        if !client.is_registered_at(issuer) {
-            return Err(Error::UntrustedIssuer {
-                resource: self.resource().wire().to_owned(),
-                issuer: issuer.to_owned(),
-            });
-        }
-        let auth = match &client.auth {
-            ClientAuth::Basic(secret)
-                if client.method_from_metadata
-                    && self
-                        .authorization_server
-                        .metadata()
-                        .token_endpoint_auth_methods_supported
-                        .as_ref()
-                        .is_some_and(|methods| {
-                            !methods.iter().any(|m| m == "client_secret_basic")
-                                && methods.iter().any(|m| m == "client_secret_post")
-                        }) =>
-            {
-                ClientAuth::Post(secret.clone())
-            }
-            auth => auth.clone(),
-        };
-        let mut registration =
-            self.client_registration(&client.client_id, auth, client.redirect_uri.clone())?;
-        registration.dpop_key = client.dpop_key.clone();
-        // A grant the user chose (`PreRegistered::grant`) wins over the one implied.
-        Ok(match &client.grant {
-            Some(grant) => registration.grant(grant.clone()),
-            None => registration,
-        })
-    }
-
-    /// The resource's configuration for the cache: this resource, this issuer, the first
-    /// scopes.
-    pub fn resource_config(&self) -> ResourceConfig {
-        ResourceConfig::new(
-            self.resource().clone(),
-            self.authorization_server.issuer().as_str(),
-        )
-        .scopes(self.scopes.clone())
-    }
-}
 
 /// Fetches and validates discovery documents.
 ///
@@ -265,29 +142,16 @@ impl Discovery {
         headers: &HeaderMap,
         usable: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Discovered, Error> {
-        let challenges = Challenges::parse(headers.get_all(WWW_AUTHENTICATE)).ok();
-        let selected = challenges
-            .as_ref()
-            .and_then(|c| c.select(server_url, TokenType::Bearer).ok());
-        let challenge_scope = selected.as_ref().and_then(|s| s.scope().cloned());
-        let named = selected.as_ref().and_then(|s| s.resource_metadata());
-        let candidates = match named {
-            Some(url) => {
-                check_resource_metadata_url(url, server_url, &self.options)
-                    .map_err(Error::Discovery)?;
-                vec![url.clone()]
-            }
-            None => protected_resource_metadata_urls(server_url).map_err(Error::Discovery)?,
-        };
+        let (candidates, named, challenge_scope) = self.metadata_candidates(server_url, headers)?;
         let found = match self
-            .protected_resource(server_url, &candidates, named.is_some())
+            .protected_resource(server_url, &candidates, named)
             .await
         {
             Ok(found) => found,
             // Only for a server that names no metadata: one that names a document that is not
             // there is broken, not old.
             Err(Error::Discovery(DiscoveryError::NotFound { .. }))
-                if named.is_none() && self.options.allows_2025_03_26_fallback() =>
+                if !named && self.options.allows_2025_03_26_fallback() =>
             {
                 return self.discover_2025_03_26(server_url, challenge_scope).await;
             }
@@ -303,6 +167,39 @@ impl Discovery {
             scopes,
             fallback: false,
         })
+    }
+
+    /// Where to look for the protected resource metadata of `server_url`, given its 401's
+    /// headers: the challenge's `resource_metadata` (checked) when it names one, else the
+    /// well-known URLs in the MCP order; whether the challenge named it; the challenge's
+    /// `scope`.
+    pub(super) fn metadata_candidates(
+        &self,
+        server_url: &Url,
+        headers: &HeaderMap,
+    ) -> Result<(Vec<Url>, bool, Option<ScopeSet>), Error> {
+        let challenges = Challenges::parse(headers.get_all(WWW_AUTHENTICATE)).ok();
+        let selected = challenges
+            .as_ref()
+            .and_then(|c| c.select(server_url, TokenType::Bearer).ok());
+        let challenge_scope = selected.as_ref().and_then(|s| s.scope().cloned());
+        let named = selected.as_ref().and_then(|s| s.resource_metadata());
+        let candidates = match named {
+            Some(url) => {
+                check_resource_metadata_url(url, server_url, &self.options)
+                    .map_err(Error::Discovery)?;
+                vec![url.clone()]
+            }
+            None => protected_resource_metadata_urls(server_url).map_err(Error::Discovery)?,
+        };
+        Ok((candidates, named.is_some(), challenge_scope))
+    }
+
+    /// Drops the cached copies of `urls`: the next fetch asks the server.
+    pub(super) async fn forget_documents(&self, urls: &[Url]) {
+        for url in urls {
+            self.documents.invalidate(url).await;
+        }
     }
 
     /// MCP 2025-03-26 (for servers that publish no protected resource metadata): the
@@ -361,7 +258,7 @@ impl Discovery {
         })
     }
 
-    async fn protected_resource(
+    pub(super) async fn protected_resource(
         &self,
         server_url: &Url,
         candidates: &[Url],
@@ -392,7 +289,7 @@ impl Discovery {
         }))
     }
 
-    async fn authorization_server(
+    pub(super) async fn authorization_server(
         &self,
         protected_resource: &ValidatedProtectedResource,
         usable: &(dyn Fn(&str) -> bool + Sync),

@@ -12,6 +12,9 @@
 //! PRM document ──▶ ProtectedResourceMetadata::validate(server URL) ──▶ resource + issuers
 //! issuer ──▶ authorization_server_metadata_urls ──▶ check_fetch_url
 //! AS document ──▶ AuthorizationServerMetadata::validate(issuer) ──▶ endpoints, PKCE check
+//!
+//! 401 to a discovered resource's token ──▶ recheck: the PRM fetched again, validated as above,
+//!     same resource? ──▶ still lists the issuer in use? ──▶ no: the new issuer, as above
 //! ```
 //!
 //! [`Discovery`] is the only part that opens connections (a reqwest client of its own, with no
@@ -20,17 +23,20 @@
 //! is fetched, and every document is validated before any of it is used.
 
 mod authorization_server;
+mod discovered;
 mod fetch;
 mod guard;
 mod issuer;
 mod protected_resource;
+mod recheck;
 mod well_known;
 
 use serde::de::DeserializeOwned;
 
 pub use crate::error::{AddressClass, DiscoveryError};
 pub use authorization_server::{AuthorizationServerMetadata, ValidatedAuthorizationServer};
-pub use fetch::{Discovered, Discovery};
+pub use discovered::Discovered;
+pub use fetch::Discovery;
 pub(crate) use guard::address_class;
 pub use guard::{check_fetch_url, check_resource_metadata_url};
 pub use issuer::Issuer;

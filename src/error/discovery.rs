@@ -257,6 +257,36 @@ pub enum DiscoveryError {
         resource: String,
     },
 
+    /// The protected resource metadata moved the resource to another authorization server
+    /// again within one request, after a move that request already followed (RFC 9728 §5.2):
+    /// a server switching between authorization servers is not followed around in a loop.
+    #[error(
+        "the protected resource metadata of {resource:?} moved it from the authorization server {from:?} to {to:?} after {limit} move(s) in this request; not followed (a server switching between authorization servers), the request is not sent again. The resource stays at {from:?}; the next request follows one move again. If this repeats, the server's metadata (authorization_servers) is unstable"
+    )]
+    AuthorizationServerMovedAgain {
+        /// The resource (wire form).
+        resource: String,
+        /// The authorization server the resource was moved to by the first move.
+        from: String,
+        /// The one the metadata names now.
+        to: String,
+        /// The most moves followed in one request.
+        limit: usize,
+    },
+
+    /// Protected resource metadata fetched again for a resource (to see whether its
+    /// authorization server changed) describes another resource (RFC 9728 §3.3): nothing in
+    /// it is used.
+    #[error(
+        "the protected resource metadata fetched again for {resource:?} describes {metadata_resource:?}; its authorization_servers are not followed (RFC 9728 §3.3: the metadata must describe the resource it is fetched for)"
+    )]
+    ResourceChanged {
+        /// The resource the client uses (wire form).
+        resource: String,
+        /// The `resource` the document names.
+        metadata_resource: String,
+    },
+
     /// None of the well-known (or challenge) URLs served the document.
     #[error(
         "no {document} was found; tried {tried} (check the server URL, or configure the resource and authorization server by hand)"

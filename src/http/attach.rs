@@ -28,6 +28,12 @@ pub(super) struct Retries {
     pub(super) dpop_nonce: bool,
     /// Authorizations a user was taken through.
     authorizations: usize,
+    /// Authorization server moves followed (RFC 9728 §5.2; at most the authorization
+    /// module's `MAX_MOVES`).
+    pub(super) moves: usize,
+    /// Whether the resource's metadata was fetched again after this attempt's 401 (once per
+    /// attempt: a 401 that does not come from a move is handled as before).
+    pub(super) issuer_rechecked: bool,
 }
 
 /// Attaches a token for the request's URL, after resolving it once to its route and making

@@ -12,6 +12,7 @@ mod discover;
 mod first_contact;
 #[cfg(feature = "middleware")]
 mod middleware;
+mod moved;
 #[cfg(feature = "middleware")]
 mod probe;
 mod redirect;
@@ -186,6 +187,19 @@ impl AuthorizedClient {
     /// [`PreRegistered`](crate::config::PreRegistered) client, or a [`ClientRegistrar`](crate::authorization::ClientRegistrar)
     /// that can also use a client ID metadata document or dynamic registration.
     ///
+    /// A discovered resource whose authorization server changes is followed (RFC 9728 §5.2):
+    /// a 401 to one of its tokens has its protected resource metadata fetched again, and if
+    /// the metadata no longer lists the issuer in use, `clients` gets a client at the issuer it
+    /// lists now exactly as at first contact (a pre-registered client only at the issuers it
+    /// is registered at), the resource moves there, the old issuer's tokens and refresh tokens
+    /// for it are dropped from the cache, the credential store and the shared level, and the
+    /// request is sent again. One move per request; metadata that moves the resource again
+    /// within the same request is
+    /// [`DiscoveryError::AuthorizationServerMovedAgain`](crate::discovery::DiscoveryError::AuthorizationServerMovedAgain).
+    /// Each move is counted in [`Stats::authorization_server_moves`](crate::cache::Stats::authorization_server_moves)
+    /// and logged at `warn`. Resources configured on the cache with their issuer are never
+    /// moved by a server.
+    ///
     /// Plain http on loopback (development against servers on this machine) is decided by the
     /// cache's one switch, [`TokenCacheBuilder::allow_insecure_http_on_loopback`](crate::cache::TokenCacheBuilder::allow_insecure_http_on_loopback):
     /// the discovery follows it, whatever its own options say.
@@ -289,6 +303,11 @@ enum Next {
     /// The resource answered a bearer token with a `DPoP` challenge only: it requires DPoP;
     /// a new, bound token is fetched.
     RetryWithDpop,
+    /// A 401 to a token of a discovered resource: its metadata is fetched again, in case its
+    /// authorization server changed (RFC 9728 §5.2).
+    RecheckIssuer,
+    /// The resource moved to another authorization server: sent again with a token from there.
+    RetryAfterMove,
 }
 
 /// The one loop: attach, send, and decide about redirects and challenges.
@@ -396,7 +415,7 @@ where
             let entry = step_up.entry(resource).or_default();
             *entry = entry.union(&scopes);
         }
-        let next = decide(
+        let mut next = decide(
             policy,
             &response,
             (&start, &url),
@@ -405,6 +424,22 @@ where
             hops,
             new_nonce,
         )?;
+        if let (Next::RecheckIssuer, Some(token)) = (&next, &attached) {
+            retries.issuer_rechecked = true;
+            next = if moved::recheck(policy, (&url, response.headers()), token, &retries).await? {
+                Next::RetryAfterMove
+            } else {
+                decide(
+                    policy,
+                    &response,
+                    (&start, &url),
+                    attached.as_ref(),
+                    &retries,
+                    hops,
+                    new_nonce,
+                )?
+            };
+        }
         let not_replayable = || {
             RunError::Crate(Error::NotReplayable {
                 url: crate::audience::redacted_url(&url),
@@ -427,6 +462,13 @@ where
                 retries.dpop_nonce = true;
                 replay.ok_or_else(not_replayable)?
             }
+            Next::RetryAfterMove => {
+                retries.moves += 1;
+                // The token from the new server may be answered 401 in its turn.
+                retries.issuer_rechecked = false;
+                replay.ok_or_else(not_replayable)?
+            }
+            Next::RecheckIssuer => return Ok(response),
             Next::RetryWithDpop => {
                 if let Some(token) = &attached {
                     let resource = token.resource();
@@ -494,6 +536,12 @@ fn decide(
         && let Some(next) = dpop_challenge(&challenges, token, retries, new_nonce)
     {
         return Ok(next);
+    }
+    // RFC 9728 §5.2: a 401 is how a resource whose authorization server changed answers the
+    // old server's tokens, with or without an error code.
+    if status == StatusCode::UNAUTHORIZED && policy.discovery.is_some() && !retries.issuer_rechecked
+    {
+        return Ok(Next::RecheckIssuer);
     }
     let token_type = if token.is_dpop_bound() {
         TokenType::DPoP

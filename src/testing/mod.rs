@@ -130,6 +130,7 @@ mod dpop;
 mod identity;
 mod jwt;
 mod records;
+mod redirect;
 mod register;
 mod resource_dpop;
 mod resource_server;
@@ -152,8 +153,9 @@ pub use records::{
     AuthorizationRequestRecord, RegistrationRecord, ResourceRequestRecord, TokenInfo,
     TokenRequestRecord,
 };
+pub use redirect::Redirect;
 pub use resource_server::{
-    IN_PROCESS_ORIGIN, Redirect, ResourceScript, ResourceServer, ResourceServerBuilder,
+    IN_PROCESS_ORIGIN, ResourceScript, ResourceServer, ResourceServerBuilder,
 };
 pub use script::{
     AudienceStyle, AuthorizeOutcome, Failure, IssParameter, ResourceField, ResourcePolicy,

@@ -16,6 +16,7 @@ use super::authorization_server::AuthorizationServer;
 use super::dpop;
 use super::jwt::fingerprint;
 use super::records::{ResourceRequestRecord, TokenInfo};
+use super::redirect::Redirect;
 use super::resource_dpop::{Scheme, dpop_refusal, presented_token};
 use super::server::{self, Running};
 use super::state::Shared;
@@ -73,7 +74,9 @@ pub struct ResourceServer {
 }
 
 struct RsShared {
-    authorization_server: Arc<Shared>,
+    /// The authorization server whose tokens are accepted (changed by
+    /// [`ResourceServer::move_to`]).
+    authorization_server: Mutex<Arc<Shared>>,
     origin: String,
     path: String,
     resource: String,
@@ -91,6 +94,14 @@ struct RsState {
 impl RsShared {
     fn lock(&self) -> MutexGuard<'_, RsState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn trusted(&self) -> Arc<Shared> {
+        let trusted = self
+            .authorization_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(&trusted)
     }
 
     /// RFC 9728 §3.1: the well-known suffix inserted before the path; `/` alone adds nothing.
@@ -123,8 +134,13 @@ pub struct ResourceScript {
     /// [`scopes_supported`](ResourceServerBuilder::scopes_supported), else the required scopes.
     pub scopes_supported: Vec<String>,
     /// `authorization_servers` in the metadata. Default: the trusted server's issuer. Tokens
-    /// are still checked with that server whatever this says.
+    /// are still checked with that server whatever this says ([`ResourceServer::move_to`]
+    /// changes both).
     pub authorization_servers: Vec<String>,
+    /// The `authorization_servers` of the next metadata responses, one list per response, in
+    /// order; once they are used up, `authorization_servers` applies again. For a server that
+    /// moves, and moves back, between two fetches of one client request. Default: empty.
+    pub next_authorization_servers: Vec<Vec<String>>,
     /// A `resource` to serve in the metadata instead of the real identifier, to test the
     /// RFC 9728 §3.3 check. Default: `None`.
     pub metadata_resource: Option<String>,
@@ -150,50 +166,6 @@ pub struct ResourceScript {
     /// the nonce of its request, which no longer holds when the retry comes (a server whose
     /// nonce never holds still). Default: `false`.
     pub rotate_dpop_nonce: bool,
-}
-
-/// A scripted redirect: a request for exactly `from` (a path) is answered with `status` and
-/// `Location: to` (a path or an absolute URL, e.g. another server's [`ResourceServer::url`]).
-///
-/// ```
-/// use audience_cache::testing::Redirect;
-///
-/// let same_origin = Redirect::temporary("/tenant-a/mcp", "/tenant-b/mcp");
-/// let cross_origin = Redirect::permanent("/mcp", "http://127.0.0.1:9/mcp");
-/// assert_eq!(same_origin.status(), 307);
-/// assert_eq!(cross_origin.status(), 308);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Redirect {
-    from: String,
-    to: String,
-    status: StatusCode,
-}
-
-impl Redirect {
-    /// `307 Temporary Redirect`: the client must repeat the method and body.
-    pub fn temporary(from: impl Into<String>, to: impl Into<String>) -> Self {
-        Self::with_status(from, to, StatusCode::TEMPORARY_REDIRECT)
-    }
-
-    /// `308 Permanent Redirect`.
-    pub fn permanent(from: impl Into<String>, to: impl Into<String>) -> Self {
-        Self::with_status(from, to, StatusCode::PERMANENT_REDIRECT)
-    }
-
-    /// Any status, e.g. `302` or `303`.
-    pub fn with_status(from: impl Into<String>, to: impl Into<String>, status: StatusCode) -> Self {
-        Self {
-            from: from.into(),
-            to: to.into(),
-            status,
-        }
-    }
-
-    /// The status the redirect is answered with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 impl ResourceServer {
@@ -252,6 +224,20 @@ impl ResourceServer {
     /// ```
     pub fn script(&self, change: impl FnOnce(&mut ResourceScript)) {
         change(&mut self.shared.lock().script);
+    }
+
+    /// Moves the resource to another authorization server (RFC 9728 §5.2, an MCP server whose
+    /// authorization server changes): from the next request on, its metadata lists only
+    /// `authorization_server` and only that server's tokens are accepted; a token of the
+    /// previous one is answered `401 invalid_token`.
+    pub fn move_to(&self, authorization_server: &AuthorizationServer) {
+        let issuer = authorization_server.shared.issuer.clone();
+        *self
+            .shared
+            .authorization_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&authorization_server.shared);
+        self.shared.lock().script.authorization_servers = vec![issuer];
     }
 
     /// Answers one request in process, through the same router a started server uses. An
@@ -395,6 +381,7 @@ impl ResourceServerBuilder {
                 .unwrap_or_else(|| self.scopes_required.clone()),
             scopes_required: self.scopes_required,
             authorization_servers: vec![self.authorization_server.issuer.clone()],
+            next_authorization_servers: Vec::new(),
             metadata_resource: None,
             redirects: Vec::new(),
             dpop_required: false,
@@ -404,7 +391,7 @@ impl ResourceServerBuilder {
             rotate_dpop_nonce: false,
         };
         let shared = Arc::new(RsShared {
-            authorization_server: self.authorization_server,
+            authorization_server: Mutex::new(self.authorization_server),
             origin,
             path: self.path,
             resource,
@@ -437,7 +424,8 @@ async fn serve(
     let path = uri.path();
     let presented = presented_token(&headers);
     let bearer = presented.map(|(_, token)| token);
-    let info = bearer.and_then(|token| rs.authorization_server.validate(token));
+    let trusted = rs.trusted();
+    let info = bearer.and_then(|token| trusted.validate(token));
     let script = rs.lock().script.clone();
     // RFC 9449 §7: the proof, checked for this request's method and URL and the token's hash.
     let proof = match dpop::header(&headers) {
@@ -447,7 +435,7 @@ async fn serve(
                 method: method.as_str(),
                 htu: &htu,
                 access_token: bearer,
-                now: rs.authorization_server.clock.unix_secs(),
+                now: trusted.clock.unix_secs(),
             };
             Some(dpop::check(proof, &expected, &mut rs.lock().used_proofs))
         }
@@ -456,10 +444,16 @@ async fn serve(
     let scheme = presented.map(|(scheme, _)| scheme);
     let is_metadata = path == rs.metadata_path() || (rs.root_metadata && path == PRM_WELL_KNOWN);
     let response = if is_metadata && method == Method::GET {
+        let mut script = script.clone();
+        let mut state = rs.lock();
+        if !state.script.next_authorization_servers.is_empty() {
+            script.authorization_servers = state.script.next_authorization_servers.remove(0);
+        }
+        drop(state);
         metadata(&rs, &script)
     } else if let Some(redirect) = script.redirects.iter().find(|r| r.from == path) {
         match HeaderValue::from_str(&redirect.to) {
-            Ok(location) => (redirect.status, [(header::LOCATION, location)]).into_response(),
+            Ok(location) => (redirect.status(), [(header::LOCATION, location)]).into_response(),
             Err(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid scripted Location",

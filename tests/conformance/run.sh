@@ -64,4 +64,7 @@ conformance_next --scenario auth/dpop-nonce
 # workload identity federation (the JWT bearer grant with a workload's token).
 conformance_next --scenario auth/enterprise-managed-authorization
 conformance_next --scenario auth/wif-jwt-bearer
+# Authorization server migration (SEP-2352), at the protocol version it was introduced in
+# (2026-07-28: no initialize), which the example takes from MCP_CONFORMANCE_PROTOCOL_VERSION.
+conformance_next --scenario auth/authorization-server-migration
 echo "== conformance: every scenario passed (expected failures: see expected-failures.yml)"
