@@ -129,6 +129,13 @@ pub enum Grant {
     /// ([`CacheKey`](crate::CacheKey)) and, acting for the user of this process's ID token,
     /// never go to a shared level.
     ///
+    /// A cache with this grant acts for one user at a time: its access tokens are keyed by the
+    /// IdP, not by whose ID token was exchanged (the source is read on a miss, not on every
+    /// hit). When the source starts giving another user's ID token, build a new cache (or
+    /// [`invalidate`](crate::TokenCache::invalidate) the tokens handed out), or the first
+    /// user's cached tokens are served until they expire. For many users in one process, use
+    /// [`TokenCache::exchange_token`](crate::TokenCache::exchange_token) with each user's token.
+    ///
     /// ```
     /// use audience_cache::{AssertionSource, Grant, IdentityProvider, PreRegistered};
     /// use url::Url;
