@@ -508,3 +508,48 @@ async fn the_old_servers_tokens_are_gone_from_the_shared_level_too() {
     assert_eq!(a.requests().len(), 1);
     assert_eq!(b.requests().len(), 1);
 }
+
+#[tokio::test]
+async fn a_token_held_across_a_move_is_refused_by_the_decision() {
+    let a = authorization_server().await;
+    let b = authorization_server().await;
+    let mcp = mcp_server(&a).await;
+    let store = Arc::new(MemoryCredentialStore::default());
+    let cache = cache(&store);
+    let http = client(&cache, dynamic());
+    let url = format!("{}/tools", mcp.url());
+    assert_eq!(get(&http, &url).await.unwrap(), 200);
+    let resource = ResourceUri::parse_with(
+        mcp.resource(),
+        &audience_cache::ParseOptions::strict().allow_insecure_http_on_loopback(true),
+    )
+    .unwrap();
+    // A caller keeps A's token (an rmcp transport, a long-lived task).
+    let held = cache
+        .token(&resource, &audience_cache::ScopeSet::empty())
+        .await
+        .unwrap();
+    assert_eq!(held.key().issuer(), a.issuer());
+    let url = Url::parse(&url).unwrap();
+    assert!(held.header_for(&url).is_ok());
+
+    mcp.move_to(&b);
+    assert_eq!(get(&http, url.as_str()).await.unwrap(), 200);
+
+    // The resource is B's now: A's token goes nowhere, whoever holds it.
+    let refusal = held.header_for(&url).unwrap_err();
+    assert!(
+        matches!(
+            refusal.kind(),
+            audience_cache::RefusalKind::IssuedByAnotherServer { .. }
+        ),
+        "{refusal:?}"
+    );
+    let message = refusal.to_string();
+    assert!(
+        message.contains(a.issuer()) && message.contains(b.issuer()),
+        "{message}"
+    );
+    assert!(held.headers_for(&http::Method::GET, &url).is_err());
+    assert_eq!(cache.stats().authorization_server_moves, 1);
+}

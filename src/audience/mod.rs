@@ -332,6 +332,15 @@ pub enum RefusalKind {
         /// The resource (match key) that owns the request URL.
         owner: String,
     },
+    /// The token is for the resource that owns the request URL, but it was issued by an
+    /// authorization server the resource no longer uses (its metadata moved it to another,
+    /// RFC 9728 §5.2): only tokens of the resource's current server go there.
+    IssuedByAnotherServer {
+        /// The issuer of the token.
+        issuer: String,
+        /// The issuer the resource uses now.
+        current: String,
+    },
 }
 
 impl Refusal {
@@ -436,6 +445,10 @@ impl fmt::Display for Refusal {
             RefusalKind::AudienceMissing => write!(
                 f,
                 "token for {resource} has no readable aud claim and the audience mode requires one; refusing to send it to {request}"
+            ),
+            RefusalKind::IssuedByAnotherServer { issuer, current } => write!(
+                f,
+                "token for {resource} was issued by {issuer:?}, and the resource now uses the authorization server {current:?}; refusing to send it to {request} (get a new token)"
             ),
         }
     }

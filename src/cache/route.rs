@@ -168,9 +168,9 @@ impl Route<'_> {
 }
 
 /// The decision: may `token` be sent on `route`? The token must be for the resource that owns
-/// the URL (the longest match: a broader resource's token never goes into a nested one), and
-/// then the owner's audience policy must allow it (provenance, and a readable `aud` that
-/// covers the URL or is an alias).
+/// the URL (the longest match: a broader resource's token never goes into a nested one), from
+/// the authorization server the resource uses now, and then the owner's audience policy must
+/// allow it (provenance, and a readable `aud` that covers the URL or is an alias).
 pub(crate) fn decide(route: &Route<'_>, token: &CachedToken) -> Result<(), Refusal> {
     decide_on(&route.entry, route.url(), route.path(), token)
 }
@@ -214,7 +214,17 @@ fn decide_on(
         };
         return Err(Refusal::for_kind(&token.resource, url, kind));
     }
-    // Provenance holds: the token is for the resource found covering the URL.
+    // A resource that moved to another authorization server (RFC 9728 §5.2) takes only that
+    // server's tokens: one a caller kept from before the move goes nowhere.
+    if token.key.issuer() != owner.config.issuer {
+        let kind = RefusalKind::IssuedByAnotherServer {
+            issuer: token.key.issuer().to_owned(),
+            current: owner.config.issuer.clone(),
+        };
+        return Err(Refusal::for_kind(&token.resource, url, kind));
+    }
+    // Provenance holds: the token is for the resource found covering the URL, from its
+    // authorization server.
     owner
         .policy
         .decide_audience(&token.resource, url, path, &token.audience)
