@@ -1,7 +1,10 @@
 //! Tokens as the cache holds them, and the one place their expiry is computed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
+use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
@@ -78,7 +81,7 @@ pub(crate) struct Schedule {
 
 /// An access token in the cache, with everything decided about it when it was received.
 pub(crate) struct CachedToken {
-    pub(crate) access_token: SecretString,
+    pub(crate) access_token: AccessToken,
     pub(crate) key: CacheKey,
     /// The resource it was requested for (with the wire form that was sent).
     pub(crate) resource: ResourceUri,
@@ -93,6 +96,27 @@ pub(crate) struct CachedToken {
 }
 
 impl CachedToken {
+    /// A token as received; its `Authorization` value is made here, once.
+    pub(crate) fn new(
+        access_token: SecretString,
+        key: CacheKey,
+        resource: ResourceUri,
+        scopes: ScopeSet,
+        audience: TokenAudience,
+        schedule: Schedule,
+        dpop_bound: bool,
+    ) -> Self {
+        Self {
+            access_token: AccessToken::new(access_token, dpop_bound),
+            key,
+            resource,
+            scopes,
+            audience,
+            schedule,
+            dpop_bound,
+        }
+    }
+
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
         now < self.schedule.expires_at
     }
@@ -108,9 +132,91 @@ impl CachedToken {
     }
 }
 
+/// An access token, kept once: as the `Authorization` value that carries it (`Bearer <token>`,
+/// or `DPoP <token>` for a bound token, RFC 6750 §2.1, RFC 9449 §7.1), made when the token is
+/// received and marked sensitive. A hand-out clones the value (a reference count), so that no
+/// request copies or formats the token. The bytes are one buffer, zeroed when the last value
+/// made from it is dropped, as a `SecretString` is.
+pub(crate) struct AccessToken {
+    text: Arc<Zeroed>,
+    /// The value, or nothing for a token that cannot be a header value (a control character):
+    /// such a token is refused when a header is asked for, as it always was.
+    header: Option<HeaderValue>,
+    /// The length of the scheme and its space, before the token in `text`.
+    scheme: usize,
+}
+
+impl AccessToken {
+    fn new(token: SecretString, dpop_bound: bool) -> Self {
+        let scheme = if dpop_bound { "DPoP " } else { "Bearer " };
+        let token = token.expose_secret();
+        let mut text = String::with_capacity(scheme.len() + token.len());
+        text.push_str(scheme);
+        text.push_str(token);
+        let text = Arc::new(Zeroed(text.into_boxed_str()));
+        let header = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(Shared(text.clone())))
+            .ok()
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            });
+        Self {
+            text,
+            header,
+            scheme: scheme.len(),
+        }
+    }
+
+    /// The raw token.
+    pub(crate) fn expose_secret(&self) -> &str {
+        // The scheme is ASCII: the rest starts on a character boundary.
+        self.text.0.get(self.scheme..).unwrap_or_default()
+    }
+
+    /// The `Authorization` value, marked sensitive; `None` for a token that cannot be one.
+    pub(crate) fn header(&self) -> Option<&HeaderValue> {
+        self.header.as_ref()
+    }
+}
+
+/// A token's text, zeroed on drop.
+struct Zeroed(Box<str>);
+
+impl Drop for Zeroed {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// A handle on a token's text for the header value's buffer.
+struct Shared(Arc<Zeroed>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.0.as_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_holds_the_token_once_and_marked_sensitive() {
+        let bearer = AccessToken::new(SecretString::from("t0k.en"), false);
+        assert_eq!(bearer.expose_secret(), "t0k.en");
+        let header = bearer.header().unwrap();
+        assert_eq!(header.as_bytes(), b"Bearer t0k.en");
+        assert!(header.is_sensitive());
+        assert!(header.clone().is_sensitive());
+        let bound = AccessToken::new(SecretString::from("t0k.en"), true);
+        assert_eq!(bound.header().unwrap().as_bytes(), b"DPoP t0k.en");
+        assert_eq!(bound.expose_secret(), "t0k.en");
+        // Not a header value: kept, and refused when a header is asked for.
+        let control = AccessToken::new(SecretString::from("a\nb"), false);
+        assert!(control.header().is_none());
+        assert_eq!(control.expose_secret(), "a\nb");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn skew_is_bounded_by_half_the_lifetime() {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method};
-use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use url::Url;
 
@@ -167,21 +166,15 @@ impl BearerToken {
         })
     }
 
-    /// The `Authorization` value, marked sensitive; only after the decision.
+    /// The `Authorization` value, marked sensitive; only after the decision. Made when the
+    /// token was received (with the DPoP scheme for a bound token, RFC 9449 §7.1): a
+    /// reference count, no copy of the token.
     fn authorization(&self, request: &Url) -> Result<HeaderValue, Refusal> {
-        // RFC 9449 §7.1: a bound token goes with the DPoP scheme.
-        let scheme = if self.token.dpop_bound {
-            "DPoP"
-        } else {
-            "Bearer"
-        };
-        let mut value = HeaderValue::try_from(format!(
-            "{scheme} {}",
-            self.token.access_token.expose_secret()
-        ))
-        .map_err(|_| Refusal::unusable_token(&self.token.resource, request))?;
-        value.set_sensitive(true);
-        Ok(value)
+        self.token
+            .access_token
+            .header()
+            .cloned()
+            .ok_or_else(|| Refusal::unusable_token(&self.token.resource, request))
     }
 
     /// Whether the token is bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): it

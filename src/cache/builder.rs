@@ -281,17 +281,22 @@ impl TokenCacheBuilder {
             });
         }
         let flights = super::flight::Flights::default();
-        let forget = flights.clone();
+        let routes = Arc::new(super::route::Routes::default());
+        let (forget, forget_current) = (flights.clone(), routes.clone());
         let store = moka::future::Cache::builder()
             .max_capacity(self.max_capacity.unwrap_or(DEFAULT_CAPACITY))
             .weigher(|_key: &CacheKey, token: &Arc<CachedToken>| token.weight())
             .expire_after(ExpireWithToken)
-            // A token that leaves the store takes the flight that produced it along.
-            .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| forget.forget(&token))
+            // A token that leaves the store takes the flight that produced it along, and is no
+            // longer its resource's current token.
+            .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| {
+                forget.forget(&token);
+                forget_current.forget(&token);
+            })
             .build();
         let shared = Arc::new(Shared {
             clients: RwLock::new(HashMap::new()),
-            routes: Default::default(),
+            routes,
             store,
             flights,
             backoff: Backoff::new(self.backoff),
@@ -317,9 +322,7 @@ impl TokenCacheBuilder {
         for registration in self.clients {
             shared.add_client(registration)?;
         }
-        for resource in self.resources {
-            shared.add_resource(resource)?;
-        }
+        shared.add_resources(self.resources)?;
         Ok(TokenCache { shared })
     }
 

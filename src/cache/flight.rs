@@ -231,16 +231,16 @@ impl Shared {
         sent_at: Instant,
     ) -> Arc<CachedToken> {
         let audience = audience_of(entry, &response.access_token);
-        let token = Arc::new(CachedToken {
-            access_token: response.access_token,
-            key: key.clone(),
-            resource: entry.config.resource.clone(),
-            scopes: response.scopes,
+        let token = Arc::new(CachedToken::new(
+            response.access_token,
+            key.clone(),
+            entry.config.resource.clone(),
+            response.scopes,
             audience,
-            schedule: self.timing.schedule(sent_at, response.expires_in),
-            dpop_bound: response.dpop_bound,
-        });
-        self.store.insert(key.clone(), token.clone()).await;
+            self.timing.schedule(sent_at, response.expires_in),
+            response.dpop_bound,
+        ));
+        self.keep(&token).await;
         tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");
         #[cfg(feature = "redis")]
         if let Some(level) = &self.shared_level {

@@ -383,6 +383,9 @@ impl Shared {
     }
 
     /// A fresh token for `key`: from the store, or from a fetch shared with concurrent callers.
+    /// The default scopes' token is read from its entry's current token (one atomic load, no
+    /// lock: the usual hit); another key, or a default key with no current token, from the
+    /// store.
     async fn get(
         self: &Arc<Self>,
         entry: &Arc<ResourceEntry>,
@@ -390,7 +393,15 @@ impl Shared {
         acquire: &Acquire,
     ) -> Result<Arc<CachedToken>, Error> {
         let now = Instant::now();
-        if let Some(token) = self.store.get(key).await
+        let current = match *key == entry.default_key {
+            true => entry.current.load_full(),
+            false => None,
+        };
+        let stored = match current {
+            Some(token) => Some(token),
+            None => self.store.get(key).await,
+        };
+        if let Some(token) = stored
             && token.is_fresh(now)
         {
             self.counters.hit();
@@ -408,6 +419,24 @@ impl Shared {
         self.flights.join(self, entry, key, acquire).await
     }
 
+    /// Stores `token`, and makes it its entry's current token if it is for the entry's default
+    /// key. Every write to the store goes through here.
+    pub(crate) async fn keep(&self, token: &Arc<CachedToken>) {
+        self.store.insert(token.key.clone(), token.clone()).await;
+        if let Some(entry) = self.routes.entry(&token.resource)
+            && token.key == entry.default_key
+        {
+            entry.keep(token);
+            // An eviction of this token between the two writes found no current token to
+            // clear: ask the store again, so that an entry never keeps a token the store has
+            // let go of (one that a 401 invalidated, say).
+            let still = self.store.get(&token.key).await;
+            if !still.is_some_and(|stored| Arc::ptr_eq(&stored, token)) {
+                entry.forget(token);
+            }
+        }
+    }
+
     async fn evict_if_current(&self, token: &Arc<CachedToken>) -> bool {
         use moka::ops::compute::Op;
         let result = self
@@ -422,6 +451,8 @@ impl Shared {
             })
             .await;
         let removed = matches!(result, moka::ops::compute::CompResult::Removed(_));
+        // Nor is it a hit's current token any more.
+        self.routes.forget(token);
         // Whether or not the store's listener has run yet, the flight that produced this token
         // must not hand it out again.
         self.flights.forget(token);
@@ -447,29 +478,34 @@ impl Shared {
     }
 
     fn add_resource(&self, config: ResourceConfig) -> Result<(), BuildError> {
-        let client = {
-            let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
-            clients.get(&config.issuer).cloned()
-        };
-        let Some(client) = client else {
-            return Err(BuildError::UnknownIssuer {
-                resource: config.resource.key().to_owned(),
-                issuer: config.issuer.clone(),
-            });
-        };
-        let default_key = key_for(
-            client.registration(),
-            &config.resource,
-            &config.scopes,
-            None,
-            self.dpop.thumbprint(),
-        );
-        self.routes.add(ResourceEntry {
-            policy: Arc::new(config.audience.clone()),
-            config,
-            client,
-            default_key,
-        })
+        self.add_resources(std::iter::once(config))
+    }
+
+    /// Adds resources, all or none (each issuer needs a client registration).
+    fn add_resources(
+        &self,
+        configs: impl IntoIterator<Item = ResourceConfig>,
+    ) -> Result<(), BuildError> {
+        let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        let mut entries = Vec::new();
+        for config in configs {
+            let Some(client) = clients.get(&config.issuer).cloned() else {
+                return Err(BuildError::UnknownIssuer {
+                    resource: config.resource.key().to_owned(),
+                    issuer: config.issuer.clone(),
+                });
+            };
+            let default_key = key_for(
+                client.registration(),
+                &config.resource,
+                &config.scopes,
+                None,
+                self.dpop.thumbprint(),
+            );
+            entries.push(ResourceEntry::new(config, client, default_key));
+        }
+        drop(clients);
+        self.routes.add(entries)
     }
 
     /// The grant a miss uses for this entry.
