@@ -1,6 +1,5 @@
 //! Tokens as the cache holds them, and the one place their expiry is computed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -106,6 +105,13 @@ impl CachedToken {
         schedule: Schedule,
         dpop_bound: bool,
     ) -> Self {
+        // The granted scopes are usually the requested ones: then they are the key's, not a
+        // copy of them.
+        let scopes = if scopes == *key.scopes() {
+            key.scopes().clone()
+        } else {
+            scopes
+        };
         Self {
             access_token: AccessToken::new(access_token, dpop_bound),
             key,
@@ -137,45 +143,51 @@ impl CachedToken {
 /// received and marked sensitive. A hand-out clones the value (a reference count), so that no
 /// request copies or formats the token. The bytes are one buffer, zeroed when the last value
 /// made from it is dropped, as a `SecretString` is.
-pub(crate) struct AccessToken {
-    text: Arc<Zeroed>,
-    /// The value, or nothing for a token that cannot be a header value (a control character):
-    /// such a token is refused when a header is asked for, as it always was.
-    header: Option<HeaderValue>,
-    /// The length of the scheme and its space, before the token in `text`.
-    scheme: usize,
+pub(crate) enum AccessToken {
+    /// The value, and the length of the scheme and its space before the token.
+    Header(HeaderValue, usize),
+    /// A token that cannot be a header value (a control character): kept, and refused when a
+    /// header is asked for, as it always was.
+    Unusable(SecretString),
 }
 
 impl AccessToken {
     fn new(token: SecretString, dpop_bound: bool) -> Self {
         let scheme = if dpop_bound { "DPoP " } else { "Bearer " };
-        let token = token.expose_secret();
-        let mut text = String::with_capacity(scheme.len() + token.len());
+        let raw = token.expose_secret();
+        let mut text = String::with_capacity(scheme.len() + raw.len());
         text.push_str(scheme);
-        text.push_str(token);
-        let text = Arc::new(Zeroed(text.into_boxed_str()));
-        let header = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(Shared(text.clone())))
-            .ok()
-            .map(|mut value| {
+        text.push_str(raw);
+        let bytes = bytes::Bytes::from_owner(Zeroed(text.into_boxed_str()));
+        match HeaderValue::from_maybe_shared(bytes) {
+            Ok(mut value) => {
                 value.set_sensitive(true);
-                value
-            });
-        Self {
-            text,
-            header,
-            scheme: scheme.len(),
+                Self::Header(value, scheme.len())
+            }
+            Err(_) => Self::Unusable(token),
         }
     }
 
     /// The raw token.
     pub(crate) fn expose_secret(&self) -> &str {
-        // The scheme is ASCII: the rest starts on a character boundary.
-        self.text.0.get(self.scheme..).unwrap_or_default()
+        match self {
+            // The value was made from a string, and the scheme is ASCII: the rest is the
+            // token, whole.
+            Self::Header(value, scheme) => value
+                .as_bytes()
+                .get(*scheme..)
+                .and_then(|token| std::str::from_utf8(token).ok())
+                .unwrap_or_default(),
+            Self::Unusable(token) => token.expose_secret(),
+        }
     }
 
     /// The `Authorization` value, marked sensitive; `None` for a token that cannot be one.
     pub(crate) fn header(&self) -> Option<&HeaderValue> {
-        self.header.as_ref()
+        match self {
+            Self::Header(value, _) => Some(value),
+            Self::Unusable(_) => None,
+        }
     }
 }
 
@@ -188,12 +200,9 @@ impl Drop for Zeroed {
     }
 }
 
-/// A handle on a token's text for the header value's buffer.
-struct Shared(Arc<Zeroed>);
-
-impl AsRef<[u8]> for Shared {
+impl AsRef<[u8]> for Zeroed {
     fn as_ref(&self) -> &[u8] {
-        self.0.0.as_bytes()
+        self.0.as_bytes()
     }
 }
 

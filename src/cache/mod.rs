@@ -321,14 +321,16 @@ impl TokenCache {
 }
 
 impl Shared {
+    /// The key for `scopes` and `account` on `entry`: its default key (see [`key_for`]) with
+    /// these scopes and account, sharing the default key's issuer, resource, client and DPoP
+    /// parts in memory.
     fn key(&self, entry: &ResourceEntry, scopes: &ScopeSet, account: Option<&str>) -> CacheKey {
-        key_for(
-            entry.client.registration(),
-            &entry.config.resource,
-            scopes,
-            account,
-            self.dpop.thumbprint(),
-        )
+        let scopes = requested(entry.client.registration(), scopes);
+        let key = entry.default_key.with_scopes(&scopes);
+        match account {
+            Some(account) => key.with_account(account),
+            None => key,
+        }
     }
 
     /// The route of `url` (see [`Routes::route`]), with the crate's errors.
@@ -522,7 +524,8 @@ impl Shared {
 /// id, the resource, the scopes (with `offline_access` when the registration asks for refresh
 /// tokens: it changes what the server returns, rules §12), the account, and the thumbprint of
 /// the cache's DPoP key if it has one (RFC 9449: a token bound to one key is never served for
-/// another).
+/// another). A resource's other keys are its default key with other scopes and an account
+/// ([`Shared::key`]), which is the same key.
 fn key_for(
     registration: &ClientRegistration,
     resource: &ResourceUri,
@@ -530,19 +533,10 @@ fn key_for(
     account: Option<&str>,
     dpop: Option<&str>,
 ) -> CacheKey {
-    let offline;
-    let scopes = if registration.offline_access {
-        offline = scopes.union(
-            &ScopeSet::parse(crate::scope::OFFLINE_ACCESS).unwrap_or_else(|_| ScopeSet::empty()),
-        );
-        &offline
-    } else {
-        scopes
-    };
     let key = CacheKey::new(
         &registration.issuer,
         resource,
-        scopes,
+        &requested(registration, scopes),
         &registration.client_id,
     );
     let key = match account {
@@ -552,5 +546,17 @@ fn key_for(
     match dpop {
         Some(thumbprint) => key.with_dpop(thumbprint),
         None => key,
+    }
+}
+
+/// The scopes a key holds for a request of `scopes`: with `offline_access` when the
+/// registration asks for refresh tokens.
+fn requested(registration: &ClientRegistration, scopes: &ScopeSet) -> ScopeSet {
+    if registration.offline_access {
+        scopes.union(
+            &ScopeSet::parse(crate::scope::OFFLINE_ACCESS).unwrap_or_else(|_| ScopeSet::empty()),
+        )
+    } else {
+        scopes.clone()
     }
 }
