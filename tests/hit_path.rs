@@ -171,3 +171,37 @@ async fn a_nested_resource_registered_later_takes_its_urls_hits() {
     assert!(broad.header_for(&url).is_err());
     assert!(nested.header_for(&url).is_ok());
 }
+
+/// The decision `token_for` made is reused by `header_for` only for the same URL's text under
+/// the same resources; any other URL is decided again.
+#[tokio::test(flavor = "current_thread")]
+async fn the_header_for_another_url_is_decided_again() {
+    let server = AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .in_process();
+    let cache = cache(
+        &server,
+        &[
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/mcp/admin",
+        ],
+    );
+    let url = Url::parse("https://mcp.example.com/mcp/tools").unwrap();
+    let token = cache.token_for(&url).await.unwrap();
+    assert!(token.header_for(&url).is_ok());
+    for other in [
+        "https://mcp.example.com/mcp/admin",
+        "https://mcp.example.com/mcp/admin/tools",
+        "https://user@mcp.example.com/mcp/tools",
+        "https://mcp.example.com/mcp/tools%2F..%2Fadmin",
+        "https://api.example.com/mcp/tools",
+        "http://mcp.example.com/mcp/tools",
+    ] {
+        let other = Url::parse(other).unwrap();
+        assert!(token.header_for(&other).is_err(), "{other}");
+    }
+    // A long URL is decided each time too.
+    let long = Url::parse(&format!("https://mcp.example.com/mcp/{}", "x".repeat(200))).unwrap();
+    let token = cache.token_for(&long).await.unwrap();
+    assert!(token.header_for(&long).is_ok());
+}

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use tokio::time::Instant;
 use url::Url;
 
-use super::route::{self, Route, Routes};
+use super::route::{self, Decided, Route, Routes};
 use crate::audience::Refusal;
 use crate::dpop::Dpop;
 use crate::key::CacheKey;
@@ -52,6 +52,9 @@ pub struct BearerToken {
     routes: Arc<Routes>,
     /// The cache's DPoP key and nonces, for a bound token's proofs.
     dpop: Arc<Dpop>,
+    /// The decision the token was handed out with (`token_for`), for the header for the same
+    /// URL.
+    decided: Option<Decided>,
 }
 
 /// The headers that carry a token on one request, made after the crate's decision for that
@@ -103,7 +106,14 @@ impl BearerToken {
             token,
             routes,
             dpop,
+            decided: None,
         }
+    }
+
+    /// The token as handed out after the decision on `route` allowed it.
+    pub(crate) fn allowed_on(mut self, route: &Route<'_>) -> Self {
+        self.decided = Decided::allowed_on(route);
+        self
     }
 
     /// Decides whether the token may be sent to `request`, and if so returns the
@@ -117,7 +127,8 @@ impl BearerToken {
     /// `DPoP <token>`, which a resource server accepts only with a proof: use
     /// [`headers_for`](Self::headers_for), which makes both.
     pub fn header_for(&self, request: &Url) -> Result<HeaderValue, Refusal> {
-        self.routes.decide(request, &self.token)?;
+        self.routes
+            .decide(request, &self.token, self.decided.as_ref())?;
         self.authorization(request)
     }
 
@@ -131,7 +142,8 @@ impl BearerToken {
         method: &Method,
         request: &Url,
     ) -> Result<AuthorizationHeaders, Refusal> {
-        self.routes.decide(request, &self.token)?;
+        self.routes
+            .decide(request, &self.token, self.decided.as_ref())?;
         self.headers(method, request)
     }
 

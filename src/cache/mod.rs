@@ -146,9 +146,28 @@ impl TokenCache {
         extra: &ScopeSet,
     ) -> Result<BearerToken, Error> {
         let route = self.route(url)?;
+        // The usual hit, with no future of its own: the route's current token, decided for
+        // the URL. Anything else (another key, a miss, a refusal to record) is boxed, so that
+        // this future stays small for the hit that moves it.
+        if extra.is_empty()
+            && let Some(token) = self.shared.current(route.entry(), Instant::now())
+        {
+            return match route::decide(&route, &token) {
+                Ok(()) => Ok(self.shared.bearer(token).allowed_on(&route)),
+                Err(refusal) => Err(Box::pin(self.shared.refused(&token, refusal)).await),
+            };
+        }
+        Box::pin(self.token_for_route(route, extra)).await
+    }
+
+    async fn token_for_route(
+        &self,
+        route: Route<'_>,
+        extra: &ScopeSet,
+    ) -> Result<BearerToken, Error> {
         let token = self.token_on(&route, extra).await?;
         self.shared.hand_out(&route, token.cached()).await?;
-        Ok(token)
+        Ok(token.allowed_on(&route))
     }
 
     /// The route of a request URL: the configured resource that owns it, or why there is
@@ -395,22 +414,15 @@ impl Shared {
         acquire: &Acquire,
     ) -> Result<Arc<CachedToken>, Error> {
         let now = Instant::now();
-        let current = match *key == entry.default_key {
-            true => entry.current.load_full(),
-            false => None,
-        };
-        let stored = match current {
-            Some(token) => Some(token),
-            None => self.store.get(key).await,
-        };
-        if let Some(token) = stored
+        if *key == entry.default_key
+            && let Some(token) = self.current(entry, now)
+        {
+            return Ok(token);
+        }
+        if let Some(token) = self.store.get(key).await
             && token.is_fresh(now)
         {
-            self.counters.hit();
-            if token.wants_refresh(now) && self.backoff.check(key, now).is_ok() {
-                // Refresh ahead: this caller is served now; one fetch starts in the background.
-                let _started = self.flights.start(self, entry, key, acquire, true);
-            }
+            self.hit(entry, key, acquire, &token, now);
             return Ok(token);
         }
         self.counters.miss();
@@ -419,6 +431,36 @@ impl Shared {
             return Err(backing_off);
         }
         self.flights.join(self, entry, key, acquire).await
+    }
+
+    /// `entry`'s current token, if it is fresh: a hit.
+    fn current(
+        self: &Arc<Self>,
+        entry: &Arc<ResourceEntry>,
+        now: Instant,
+    ) -> Option<Arc<CachedToken>> {
+        let token = entry.current.load_full()?;
+        if !token.is_fresh(now) {
+            return None;
+        }
+        self.hit(entry, &entry.default_key, &Acquire::Configured, &token, now);
+        Some(token)
+    }
+
+    /// Counts a hit on `token`, and starts its refresh in the background if one is due.
+    fn hit(
+        self: &Arc<Self>,
+        entry: &Arc<ResourceEntry>,
+        key: &CacheKey,
+        acquire: &Acquire,
+        token: &CachedToken,
+        now: Instant,
+    ) {
+        self.counters.hit();
+        if token.wants_refresh(now) && self.backoff.check(key, now).is_ok() {
+            // Refresh ahead: this caller is served now; one fetch starts in the background.
+            let _started = self.flights.start(self, entry, key, acquire, true);
+        }
     }
 
     /// Stores `token`, and makes it its entry's current token if it is for the entry's default

@@ -14,12 +14,15 @@
 //! [`TokenCache::token`]: super::TokenCache::token
 //! [`BearerToken::header_for`]: super::BearerToken::header_for
 
+mod decided;
 mod index;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+
+pub(crate) use decided::Decided;
 use url::Url;
 
 use crate::audience::{AudiencePolicy, Refusal, RefusalKind};
@@ -93,6 +96,8 @@ pub(crate) struct Routes {
 #[derive(Clone)]
 pub(crate) struct Route<'u> {
     entry: Arc<ResourceEntry>,
+    /// The version of the configured resources it was found in.
+    generation: u64,
     url: Cow<'u, Url>,
     /// The normalized path when it differs from the URL's (it has escapes to normalize).
     normalized: Option<Box<str>>,
@@ -113,9 +118,8 @@ impl Routes {
     /// servers could read two ways), then the longest configured resource that covers it.
     pub(crate) fn route<'u>(&self, url: &'u Url) -> Result<Route<'u>, Unrouted> {
         let path = resource::check_request(url).map_err(Unrouted::Refused)?;
-        let entry = self
-            .index
-            .load()
+        let index = self.index.load();
+        let entry = index
             .owner(url, &path)
             .cloned()
             .ok_or(Unrouted::NoResource)?;
@@ -126,17 +130,30 @@ impl Routes {
         };
         Ok(Route {
             entry,
+            generation: index.generation(),
             url: Cow::Borrowed(url),
             normalized,
         })
     }
 
-    /// [`route`](Self::route) and [`decide`] at once, without keeping the route: what [`BearerToken::header_for`](super::BearerToken::header_for)
-    /// does for a URL it has no route for yet.
-    pub(crate) fn decide(&self, url: &Url, token: &CachedToken) -> Result<(), Refusal> {
+    /// [`route`](Self::route) and [`decide`] at once, without keeping the route: what
+    /// [`BearerToken::header_for`](super::BearerToken::header_for) does for a URL it has no
+    /// route for yet. `decided` is the decision the token was handed out with, if any: when
+    /// it is the one for `url` under the resources configured now, it is the answer (see
+    /// [`Decided`]).
+    pub(crate) fn decide(
+        &self,
+        url: &Url,
+        token: &CachedToken,
+        decided: Option<&Decided>,
+    ) -> Result<(), Refusal> {
+        let index = self.index.load();
+        if decided.is_some_and(|d| d.holds_for(url, index.generation())) {
+            return Ok(());
+        }
         let path = resource::check_request(url)
             .map_err(|reason| unrouted(token, url, Unrouted::Refused(reason)))?;
-        match self.index.load().owner(url, &path) {
+        match index.owner(url, &path) {
             Some(entry) => decide_on(entry, url, &path, token),
             None => Err(unrouted(token, url, Unrouted::NoResource)),
         }
@@ -168,7 +185,7 @@ impl Routes {
         entries: impl IntoIterator<Item = ResourceEntry>,
     ) -> Result<(), BuildError> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = index::Index::clone(&self.index.load());
+        let mut next = self.index.load().next();
         for entry in entries {
             if next.exact(&entry.config.resource).is_some() {
                 return Err(BuildError::DuplicateResource {
@@ -187,6 +204,7 @@ impl Route<'_> {
     pub(crate) fn into_owned(self) -> Route<'static> {
         Route {
             entry: self.entry,
+            generation: self.generation,
             url: Cow::Owned(self.url.into_owned()),
             normalized: self.normalized,
         }

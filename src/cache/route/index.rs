@@ -16,6 +16,7 @@
 //! and first segment, however many resources are configured.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use url::Url;
@@ -27,7 +28,10 @@ use crate::resource::{Coverage, ResourceUri};
 #[derive(Default, Clone)]
 pub(super) struct Index {
     /// Each host's resources; an `Arc` so that adding a resource copies only its host's.
-    hosts: HashMap<Box<str>, Arc<HostRoutes>>,
+    hosts: Map<Arc<HostRoutes>>,
+    /// One more than the index it was made from: a decision kept from an older index is not
+    /// used with this one.
+    generation: u64,
 }
 
 #[derive(Default, Clone)]
@@ -38,7 +42,48 @@ struct HostRoutes {
     root: Vec<Arc<ResourceEntry>>,
     /// By first path segment: the resources whose path starts with it, and the root ones,
     /// longest key first.
-    by_segment: HashMap<Box<str>, Vec<Arc<ResourceEntry>>>,
+    by_segment: Map<Vec<Arc<ResourceEntry>>>,
+}
+
+/// A map by string with a fast hash. Its keys are configured hosts and segments (a request
+/// only looks them up, so a request cannot lengthen the probes its lookup makes), and a
+/// lookup hashes every request's host and first segment: std's SipHash, built to resist
+/// chosen keys, cost as much as the rest of the hit path.
+type Map<V> = HashMap<Box<str>, V, BuildHasherDefault<WordHasher>>;
+
+/// A multiply-rotate hash over 8-byte words (the one rustc uses for its own tables).
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl WordHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Index {
@@ -56,6 +101,18 @@ impl Index {
         candidates
             .iter()
             .find(|entry| entry.config.resource.covers_checked(url, path) == Coverage::Covered)
+    }
+
+    /// A copy to add resources to, of the next generation.
+    pub(super) fn next(&self) -> Self {
+        Self {
+            hosts: self.hosts.clone(),
+            generation: self.generation + 1,
+        }
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The entry configured for exactly `resource`.
@@ -120,7 +177,7 @@ fn host_of(resource: &ResourceUri) -> &str {
 /// `/` and for `//x`.
 fn first_segment(path: &str) -> &str {
     let rest = path.strip_prefix('/').unwrap_or(path);
-    rest.split('/').next().unwrap_or_default()
+    rest.split_once('/').map_or(rest, |(first, _)| first)
 }
 
 #[cfg(test)]
