@@ -20,7 +20,7 @@ fn client() -> Arc<GrantClient> {
     static CLIENT: OnceLock<Arc<GrantClient>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            let cache = crate::TokenCache::builder()
+            let cache = crate::cache::TokenCache::builder()
                 .client(
                     ClientRegistration::new(
                         ISSUER,
