@@ -1,7 +1,9 @@
-//! A warm hit allocates nothing: `token_for` and the header for the same URL, for the default
-//! scopes of a configured resource, on a cache that already holds the token. Counted by a
-//! global allocator that counts the allocations this thread makes while counting is on (the
-//! runtime's other threads, and the set-up, are not counted).
+//! The hit path: a warm hit allocates nothing (`token_for` and the header for the same URL, for
+//! the default scopes of a configured resource, on a cache that already holds the token; counted
+//! by a global allocator that counts the allocations this thread makes while counting is on, not
+//! the runtime's other threads nor the set-up); a hit never serves a token the store let go of,
+//! nor one for a URL a resource registered later owns; and the decision `token_for` made is
+//! reused by `header_for` only for the same URL under the same resources.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
