@@ -13,14 +13,28 @@
 //! round, each round's ratio to the floor taken within the round), which load drift on a shared
 //! machine does not move; both are printed.
 //!
+//! Beside them: rmcp 3.11's warm hit (`AuthorizationManager::get_access_token` with a token in
+//! its in-memory credential store, the slot its transports read before every request), and
+//! `token_for` + `header_for` on a cache configured with 10,000 resources (1,000 origins × 10
+//! paths), for the same kind of URL.
+//!
+//! At the end: the heap allocations of `token_for` + `header_for` over 100,000 warm hits,
+//! counted by this binary's global allocator (on the calling thread), and each call's own
+//! latency (p50, p99, max over 200,000 calls, each timed alone with `Instant::now`).
+//!
 //! Run: `cargo bench --all-features --bench hit_path` (ratios are printed at the end;
-//! `HIT_ROUNDS`, `HIT_BATCH` change the 40 rounds of 20,000 calls).
+//! `HIT_ROUNDS`, `HIT_BATCH` change the 40 rounds of 20,000 calls). The interleaved rounds,
+//! the allocation count and the latencies alone: `… --bench hit_path -- no_such_benchmark`.
 
 mod support;
+// Not in `support`: a global allocator there would count in every benchmark.
+#[path = "support/counting.rs"]
+mod counting;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hint::black_box;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +45,7 @@ use moka::future::Cache;
 use tokio::runtime::Runtime;
 use url::Url;
 
+use counting::{ALLOCATIONS, COUNTING};
 use support::{MCP, MCP_REQUEST};
 
 /// One operation to repeat; implemented per candidate so each loop is monomorphized.
@@ -94,6 +109,59 @@ impl Op for TokenForHeader {
     }
 }
 
+/// rmcp 3.11's warm hit: its manager's token, from its in-memory credential store.
+struct RmcpGet {
+    manager: rmcp::transport::auth::AuthorizationManager,
+}
+
+impl Op for RmcpGet {
+    async fn run(&self) {
+        black_box(self.manager.get_access_token().await.expect("a token"));
+    }
+}
+
+/// An rmcp manager holding `token` (granted now, for an hour), as it holds one after a grant.
+async fn rmcp_manager(token: &str) -> rmcp::transport::auth::AuthorizationManager {
+    use rmcp::transport::auth::{
+        AuthorizationManager, CredentialStore as _, InMemoryCredentialStore, OAuthTokenResponse,
+        StoredCredentials,
+    };
+    let response: OAuthTokenResponse = serde_json::from_value(serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 3600,
+    }))
+    .expect("a token response");
+    let store = InMemoryCredentialStore::new();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    store
+        .save(StoredCredentials::new(
+            "svc".to_owned(),
+            Some(response),
+            Vec::new(),
+            Some(now),
+        ))
+        .await
+        .expect("saved");
+    let mut manager = AuthorizationManager::new("https://mcp.example.com/mcp")
+        .await
+        .expect("a manager");
+    manager.set_credential_store(store);
+    manager
+}
+
+/// 1,000 origins × 10 paths.
+fn many_resources() -> Vec<String> {
+    (0..1_000)
+        .flat_map(|o| (0..10).map(move |p| format!("https://o{o:04}.example.com/p{p}")))
+        .collect()
+}
+
+const MANY_REQUEST: &str = "https://o0500.example.com/p5/tools/call";
+
 fn one_thread<O: Op>(rt: &Runtime, op: &O, iters: u64) -> Duration {
     rt.block_on(async {
         let start = Instant::now();
@@ -133,6 +201,8 @@ fn two_threads<O: Op>(rt: &Runtime, op: &Arc<O>, iters: u64) -> Duration {
 }
 
 struct Setup {
+    rmcp: Arc<RmcpGet>,
+    many: Arc<TokenForHeader>,
     moka: Arc<MokaGet>,
     moka_configured: Arc<MokaGet>,
     mutex: Arc<MutexGet>,
@@ -171,7 +241,21 @@ fn setup(rt: &Runtime) -> Setup {
         configured.insert(key.clone(), value.clone()).await;
     });
     let map = Mutex::new(HashMap::from([(key.clone(), value.clone())]));
+    let rmcp = rt.block_on(rmcp_manager(&value));
+    let resources = many_resources();
+    let names: Vec<&str> = resources.iter().map(String::as_str).collect();
+    let many = support::builder(&server, &names)
+        .build()
+        .expect("a valid cache");
+    let many_url = support::url(MANY_REQUEST);
+    rt.block_on(many.token_for(&many_url))
+        .expect("the first token");
     Setup {
+        rmcp: Arc::new(RmcpGet { manager: rmcp }),
+        many: Arc::new(TokenForHeader {
+            cache: many,
+            url: many_url,
+        }),
         moka: Arc::new(MokaGet {
             store: bare,
             key: key.clone(),
@@ -354,8 +438,11 @@ fn interleaved_all() {
     if rounds == 0 {
         return;
     }
-    let one: [(&str, &dyn Fn(u64) -> Duration); 5] = [
+    let one: [(&str, &dyn Fn(u64) -> Duration); 7] = [
         ("moka_get", &|n| one_thread(&current, &*s.moka, n)),
+        ("rmcp_get_access_token", &|n| {
+            one_thread(&current, &*s.rmcp, n)
+        }),
         ("moka_get_configured", &|n| {
             one_thread(&current, &*s.moka_configured, n)
         }),
@@ -364,10 +451,16 @@ fn interleaved_all() {
         ("token_for_then_header_for", &|n| {
             one_thread(&current, &*s.token_for_header, n)
         }),
+        ("…, 10,000 resources", &|n| {
+            one_thread(&current, &*s.many, n)
+        }),
     ];
     interleaved("hit, 1 thread", &one, rounds, batch);
-    let two: [(&str, &dyn Fn(u64) -> Duration); 5] = [
+    let two: [(&str, &dyn Fn(u64) -> Duration); 7] = [
         ("moka_get", &|n| two_threads(&multi, &s.moka, n)),
+        ("rmcp_get_access_token", &|n| {
+            two_threads(&multi, &s.rmcp, n)
+        }),
         ("moka_get_configured", &|n| {
             two_threads(&multi, &s.moka_configured, n)
         }),
@@ -376,8 +469,108 @@ fn interleaved_all() {
         ("token_for_then_header_for", &|n| {
             two_threads(&multi, &s.token_for_header, n)
         }),
+        ("…, 10,000 resources", &|n| {
+            two_threads(&multi, &s.many, n)
+        }),
     ];
     interleaved("hit, 2 threads", &two, rounds, batch);
+    allocations(&current, &s);
+    latencies(&current, &s);
+}
+
+/// The allocations of warm hits, on the calling thread.
+fn allocations(rt: &Runtime, s: &Setup) {
+    const HITS: u64 = 100_000;
+    println!("\nheap allocations on the calling thread over {HITS} warm calls:");
+    for (name, op) in [
+        ("token_for_then_header_for", &s.token_for_header),
+        ("…, 10,000 resources", &s.many),
+    ] {
+        let counted = rt.block_on(async {
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            COUNTING.with(|c| c.set(true));
+            for _ in 0..HITS {
+                op.run().await;
+            }
+            COUNTING.with(|c| c.set(false));
+            ALLOCATIONS.load(Ordering::Relaxed) - before
+        });
+        println!(
+            "  {name:<28} {counted} ({:.2} per call)",
+            counted as f64 / HITS as f64
+        );
+        assert_eq!(counted, 0, "a warm hit allocates nothing");
+    }
+    let counted = rt.block_on(async {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        COUNTING.with(|c| c.set(true));
+        for _ in 0..HITS {
+            s.rmcp.run().await;
+        }
+        COUNTING.with(|c| c.set(false));
+        ALLOCATIONS.load(Ordering::Relaxed) - before
+    });
+    println!(
+        "  {:<28} {counted} ({:.2} per call)",
+        "rmcp_get_access_token",
+        counted as f64 / HITS as f64
+    );
+}
+
+/// Each call timed alone: p50, p99 and the largest, interleaved in blocks of 1,000 calls per
+/// candidate so that load drift touches all alike.
+fn latencies(rt: &Runtime, s: &Setup) {
+    const BLOCKS: usize = 200;
+    const PER_BLOCK: usize = 1_000;
+    let candidates: [(&str, &dyn Fn() -> Vec<Duration>); 4] = [
+        ("moka_get", &|| timed(rt, &*s.moka, PER_BLOCK)),
+        ("rmcp_get_access_token", &|| timed(rt, &*s.rmcp, PER_BLOCK)),
+        ("token_for_then_header_for", &|| {
+            timed(rt, &*s.token_for_header, PER_BLOCK)
+        }),
+        ("…, 10,000 resources", &|| timed(rt, &*s.many, PER_BLOCK)),
+    ];
+    let mut samples: Vec<Vec<Duration>> = candidates.iter().map(|_| Vec::new()).collect();
+    for _ in 0..BLOCKS {
+        for (i, (_, run)) in candidates.iter().enumerate() {
+            samples[i].extend(run());
+        }
+    }
+    println!(
+        "\neach call timed alone (Instant::now before and after), 1 thread, {} calls each:",
+        BLOCKS * PER_BLOCK
+    );
+    println!(
+        "  {:<28} {:>8} {:>8} {:>10} {:>9}",
+        "", "p50", "p99", "max", "p99/p50"
+    );
+    for (i, (name, _)) in candidates.iter().enumerate() {
+        let sorted = &mut samples[i];
+        sorted.sort_unstable();
+        let (p50, p99) = (
+            support::quantile(sorted, 0.5),
+            support::quantile(sorted, 0.99),
+        );
+        println!(
+            "  {name:<28} {:>8} {:>8} {:>10} {:>8.2}×",
+            support::show(p50),
+            support::show(p99),
+            support::show(*sorted.last().expect("samples")),
+            support::ratio(p99, p50)
+        );
+    }
+}
+
+fn timed<O: Op>(rt: &Runtime, op: &O, n: usize) -> Vec<Duration> {
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = Instant::now();
+            op.run().await;
+            out.push(start.elapsed());
+        }
+        out
+    })
 }
 
 fn main() {

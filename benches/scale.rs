@@ -13,7 +13,11 @@
 //!   plus 256 bytes) filled with 100k keys, showing that its entry count and memory stay bounded
 //!   and that a second pass over the keys finds only about as many as fit.
 //!
-//! Run: `cargo bench --all-features --bench scale` (`SCALE_MAX=100000` stops the growth early).
+//! - the same growth with tokens of about 800 bytes (part `large`), and the resident memory of
+//!   the whole process at 1M entries, from /proc/self/statm.
+//!
+//! Run: `cargo bench --all-features --bench scale` (`SCALE_MAX=100000` stops the growth early;
+//! `SCALE_PARTS=growth,large` runs only those parts).
 
 mod support;
 
@@ -105,10 +109,30 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1024.0 / 1024.0
 }
 
-async fn growth(max: usize) {
-    let server = support::server(Duration::ZERO);
+/// Grows one cache to `max` keys; the server knows the client as `client_id` (a longer one
+/// makes longer tokens: a JWT carries it twice, as `sub` and `client_id`, and the cache key
+/// holds it once for all keys).
+async fn growth(max: usize, client_id: &str) {
+    let server = audience_cache::testing::AuthorizationServer::builder()
+        .client(audience_cache::testing::Client::confidential(
+            client_id, "s3cret",
+        ))
+        .in_process();
     let resource = support::resource_uri(API);
-    let cache = support::builder(&server, &[API])
+    let cache = TokenCache::builder()
+        .in_process(&server)
+        .client(
+            audience_cache::ClientRegistration::new(
+                server.issuer(),
+                support::url(&server.token_endpoint()),
+                client_id,
+            )
+            .client_secret_basic("s3cret".into()),
+        )
+        .resource(audience_cache::ResourceConfig::new(
+            resource.clone(),
+            server.issuer(),
+        ))
         .max_capacity(4 * 1024 * 1024 * 1024)
         .build()
         .expect("a cache");
@@ -153,9 +177,10 @@ async fn growth(max: usize) {
             support::ratio(latency, base_latency),
         );
         println!(
-            "           (mean token {:.0} bytes; entries counted by moka: {})",
+            "           (mean token {:.0} bytes; entries counted by moka: {}; resident {:.1} MiB by /proc/self/statm)",
             token_bytes as f64 / added as f64,
-            entries(&cache)
+            entries(&cache),
+            mib(support::statm_resident_bytes())
         );
     }
 }
@@ -310,7 +335,14 @@ fn main() {
     match std::env::var("SCALE_PART").as_deref() {
         Ok("growth") => {
             let max = support::env_or("SCALE_MAX", 1_000_000) as usize;
-            rt.block_on(growth(max));
+            rt.block_on(growth(max, "svc"));
+        }
+        // Tokens of about 800 bytes, through a client id of 177 characters.
+        Ok("large") => {
+            let max = support::env_or("SCALE_MAX", 1_000_000) as usize;
+            let len = support::env_or("SCALE_CLIENT_LEN", 177) as usize;
+            println!("\nlarge tokens: a client id of {len} characters");
+            rt.block_on(growth(max, &"c".repeat(len)));
         }
         Ok("capacity") => rt.block_on(capacity()),
         Ok("floor") => {
@@ -320,7 +352,9 @@ fn main() {
         _ => {
             println!("{}", support::machine());
             let me = std::env::current_exe().expect("this benchmark's path");
-            for part in ["growth", "floor", "capacity"] {
+            let parts = std::env::var("SCALE_PARTS")
+                .unwrap_or_else(|_| "growth,large,floor,capacity".to_owned());
+            for part in parts.split(',') {
                 let status = std::process::Command::new(&me)
                     .env("SCALE_PART", part)
                     .status()

@@ -64,19 +64,28 @@ pub struct CacheKey {
     inner: Arc<Inner>,
 }
 
+/// A key's parts. Those that many keys have in common (issuer, resource, client, DPoP key:
+/// every key of one resource and client) are one allocation that the keys derived from one
+/// another share, so that a million keys of one resource hold one copy of them beside their
+/// encodings. (The encoding is made with the key, not when first asked for: a lazily filled
+/// cell would make the key a mutable key type to clippy, in the maps of every user.)
 struct Inner {
-    issuer: Box<str>,
-    resource: ResourceUri,
+    common: Arc<Common>,
     scopes: ScopeSet,
-    client_id: Box<str>,
     account: Option<Box<str>>,
     /// How the token was obtained.
     grant: GrantPart,
     /// For a token from token exchange: its subject token's fingerprint.
     subject: Option<SubjectFingerprint>,
+    encoded: Box<[u8]>,
+}
+
+struct Common {
+    issuer: Box<str>,
+    resource: ResourceUri,
+    client_id: Box<str>,
     /// The RFC 7638 thumbprint of the DPoP key of the cache that holds the token.
     dpop: Option<Box<str>>,
-    encoded: Box<[u8]>,
 }
 
 /// Version of the encoding; a later part bumps it. Version 2 added the subject token's
@@ -114,16 +123,13 @@ impl GrantPart {
 impl CacheKey {
     /// A key with no account discriminator.
     pub fn new(issuer: &str, resource: &ResourceUri, scopes: &ScopeSet, client_id: &str) -> Self {
-        Self::build(
-            issuer,
-            resource,
-            scopes,
-            client_id,
-            None,
-            &GrantPart::Client,
-            None,
-            None,
-        )
+        let common = Common {
+            issuer: issuer.into(),
+            resource: resource.clone(),
+            client_id: client_id.into(),
+            dpop: None,
+        };
+        Self::build(Arc::new(common), scopes, None, &GrantPart::Client, None)
     }
 
     /// The same key for one account (a user, a tenant, a subject): tokens for different
@@ -131,14 +137,11 @@ impl CacheKey {
     pub fn with_account(self, account: &str) -> Self {
         let inner = &self.inner;
         Self::build(
-            &inner.issuer,
-            &inner.resource,
+            inner.common.clone(),
             &inner.scopes,
-            &inner.client_id,
             Some(account),
             &inner.grant,
             inner.subject,
-            inner.dpop.as_deref(),
         )
     }
 
@@ -149,14 +152,11 @@ impl CacheKey {
     pub(crate) fn exchanged(self, subject: SubjectFingerprint) -> Self {
         let inner = &self.inner;
         Self::build(
-            &inner.issuer,
-            &inner.resource,
+            inner.common.clone(),
             &inner.scopes,
-            &inner.client_id,
             inner.account.as_deref(),
             &GrantPart::TokenExchange,
             Some(subject),
-            inner.dpop.as_deref(),
         )
     }
 
@@ -164,14 +164,11 @@ impl CacheKey {
     pub(crate) fn obtained_by(self, grant: GrantPart) -> Self {
         let inner = &self.inner;
         Self::build(
-            &inner.issuer,
-            &inner.resource,
+            inner.common.clone(),
             &inner.scopes,
-            &inner.client_id,
             inner.account.as_deref(),
             &grant,
             inner.subject,
-            inner.dpop.as_deref(),
         )
     }
 
@@ -180,15 +177,18 @@ impl CacheKey {
     /// empty cache (in memory and in a shared level alike).
     pub(crate) fn with_dpop(self, thumbprint: &str) -> Self {
         let inner = &self.inner;
+        let common = Common {
+            issuer: inner.common.issuer.clone(),
+            resource: inner.common.resource.clone(),
+            client_id: inner.common.client_id.clone(),
+            dpop: Some(thumbprint.into()),
+        };
         Self::build(
-            &inner.issuer,
-            &inner.resource,
+            Arc::new(common),
             &inner.scopes,
-            &inner.client_id,
             inner.account.as_deref(),
             &inner.grant,
             inner.subject,
-            Some(thumbprint),
         )
     }
 
@@ -196,48 +196,38 @@ impl CacheKey {
     pub fn with_scopes(&self, scopes: &ScopeSet) -> Self {
         let inner = &self.inner;
         Self::build(
-            &inner.issuer,
-            &inner.resource,
+            inner.common.clone(),
             scopes,
-            &inner.client_id,
             inner.account.as_deref(),
             &inner.grant,
             inner.subject,
-            inner.dpop.as_deref(),
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build(
-        issuer: &str,
-        resource: &ResourceUri,
+        common: Arc<Common>,
         scopes: &ScopeSet,
-        client_id: &str,
         account: Option<&str>,
         grant: &GrantPart,
         subject: Option<SubjectFingerprint>,
-        dpop: Option<&str>,
     ) -> Self {
         let encoded = encode(
-            issuer,
-            resource.key(),
+            &common.issuer,
+            common.resource.key(),
             scopes.as_str(),
-            client_id,
+            &common.client_id,
             account,
             grant,
             subject.as_ref(),
-            dpop,
+            common.dpop.as_deref(),
         );
         Self {
             inner: Arc::new(Inner {
-                issuer: issuer.into(),
-                resource: resource.clone(),
+                common,
                 scopes: scopes.clone(),
-                client_id: client_id.into(),
                 account: account.map(Into::into),
                 grant: grant.clone(),
                 subject,
-                dpop: dpop.map(Into::into),
                 encoded,
             }),
         }
@@ -245,12 +235,12 @@ impl CacheKey {
 
     /// The issuer, exactly as given.
     pub fn issuer(&self) -> &str {
-        &self.inner.issuer
+        &self.inner.common.issuer
     }
 
     /// The resource.
     pub fn resource(&self) -> &ResourceUri {
-        &self.inner.resource
+        &self.inner.common.resource
     }
 
     /// The requested scopes.
@@ -260,7 +250,7 @@ impl CacheKey {
 
     /// The client id.
     pub fn client_id(&self) -> &str {
-        &self.inner.client_id
+        &self.inner.common.client_id
     }
 
     /// The account discriminator, if any.
@@ -295,7 +285,7 @@ impl CacheKey {
 
     /// The RFC 7638 thumbprint of the DPoP key of the cache the key belongs to, if it has one.
     pub fn dpop_thumbprint(&self) -> Option<&str> {
-        self.inner.dpop.as_deref()
+        self.inner.common.dpop.as_deref()
     }
 
     /// The unambiguous encoding: a version byte (4), then each part as an 8-byte big-endian
@@ -564,6 +554,95 @@ mod tests {
         assert!(shown.contains(&hex[..8]), "{shown}");
         assert!(!shown.contains(&hex[..10]), "{shown}");
         assert!(shown.contains("by token exchange"), "{shown}");
+    }
+
+    /// The bytes, written out by hand: the in-memory form may change, the encoding may not
+    /// (shared levels and credential stores name entries by it).
+    #[test]
+    fn the_encoding_is_pinned_byte_for_byte() {
+        fn part(out: &mut Vec<u8>, s: &str) {
+            out.extend_from_slice(&(s.len() as u64).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        let fingerprint = SubjectFingerprint([9; 32]);
+        let full = key()
+            .with_dpop("tp")
+            .with_account("alice")
+            .exchanged(fingerprint);
+        let mut expected = vec![4];
+        for p in [
+            "https://as.example",
+            "https://rs.example/mcp",
+            "a b",
+            "client",
+        ] {
+            part(&mut expected, p);
+        }
+        expected.push(1);
+        part(&mut expected, "alice");
+        // The grant: token exchange.
+        expected.push(1);
+        expected.push(1);
+        expected.extend_from_slice(&[9; 32]);
+        expected.push(1);
+        part(&mut expected, "tp");
+        assert_eq!(full.encoded(), &expected[..]);
+        let mut plain = vec![4];
+        for p in [
+            "https://as.example",
+            "https://rs.example/mcp",
+            "a b",
+            "client",
+        ] {
+            part(&mut plain, p);
+        }
+        // No account, the client's own grant, no subject, no DPoP key.
+        plain.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(key().encoded(), &plain[..]);
+    }
+
+    /// Keys derived from one another share their common parts; equality and hashing are those
+    /// of the encoding, however the keys were made.
+    #[test]
+    fn derived_keys_share_their_common_parts_and_compare_as_encoded() {
+        use std::collections::hash_map::RandomState;
+        use std::hash::BuildHasher as _;
+        let base = key().with_dpop("tp");
+        let other = base.with_scopes(&ScopeSet::parse("c").unwrap());
+        assert!(Arc::ptr_eq(&base.inner.common, &other.inner.common));
+        let account = other.clone().with_account("bob");
+        assert!(Arc::ptr_eq(&base.inner.common, &account.inner.common));
+        // The same key made from scratch: equal, with the same hash, not the same parts.
+        let fresh = CacheKey::new(
+            "https://as.example",
+            &ResourceUri::parse("https://rs.example/mcp").unwrap(),
+            &ScopeSet::parse("c").unwrap(),
+            "client",
+        )
+        .with_dpop("tp");
+        assert!(!Arc::ptr_eq(&fresh.inner.common, &other.inner.common));
+        assert_eq!(fresh, other);
+        let state = RandomState::new();
+        assert_eq!(state.hash_one(&fresh), state.hash_one(&other));
+        assert_eq!(fresh.encoded(), other.encoded());
+        // Every part tells keys apart, as the encoding does.
+        for different in [
+            CacheKey::new(
+                "https://as.example/",
+                &ResourceUri::parse("https://rs.example/mcp").unwrap(),
+                &ScopeSet::parse("c").unwrap(),
+                "client",
+            )
+            .with_dpop("tp"),
+            fresh.with_scopes(&ScopeSet::parse("d").unwrap()),
+            fresh.clone().with_account(""),
+            key().with_scopes(&ScopeSet::parse("c").unwrap()),
+            fresh.clone().with_dpop("tq"),
+            fresh.clone().exchanged(SubjectFingerprint([0; 32])),
+        ] {
+            assert_ne!(different, fresh, "{different:?}");
+            assert_ne!(different.encoded(), fresh.encoded());
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use http::HeaderValue;
+use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
@@ -78,7 +80,7 @@ pub(crate) struct Schedule {
 
 /// An access token in the cache, with everything decided about it when it was received.
 pub(crate) struct CachedToken {
-    pub(crate) access_token: SecretString,
+    pub(crate) access_token: AccessToken,
     pub(crate) key: CacheKey,
     /// The resource it was requested for (with the wire form that was sent).
     pub(crate) resource: ResourceUri,
@@ -93,6 +95,34 @@ pub(crate) struct CachedToken {
 }
 
 impl CachedToken {
+    /// A token as received; its `Authorization` value is made here, once.
+    pub(crate) fn new(
+        access_token: SecretString,
+        key: CacheKey,
+        resource: ResourceUri,
+        scopes: ScopeSet,
+        audience: TokenAudience,
+        schedule: Schedule,
+        dpop_bound: bool,
+    ) -> Self {
+        // The granted scopes are usually the requested ones: then they are the key's, not a
+        // copy of them.
+        let scopes = if scopes == *key.scopes() {
+            key.scopes().clone()
+        } else {
+            scopes
+        };
+        Self {
+            access_token: AccessToken::new(access_token, dpop_bound),
+            key,
+            resource,
+            scopes,
+            audience,
+            schedule,
+            dpop_bound,
+        }
+    }
+
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
         now < self.schedule.expires_at
     }
@@ -108,9 +138,94 @@ impl CachedToken {
     }
 }
 
+/// An access token, kept once: as the `Authorization` value that carries it (`Bearer <token>`,
+/// or `DPoP <token>` for a bound token, RFC 6750 §2.1, RFC 9449 §7.1), made when the token is
+/// received and marked sensitive. A hand-out clones the value (a reference count), so that no
+/// request copies or formats the token. The bytes are one buffer, zeroed when the last value
+/// made from it is dropped, as a `SecretString` is.
+pub(crate) enum AccessToken {
+    /// The value, and the length of the scheme and its space before the token.
+    Header(HeaderValue, usize),
+    /// A token that cannot be a header value (a control character): kept, and refused when a
+    /// header is asked for, as it always was.
+    Unusable(SecretString),
+}
+
+impl AccessToken {
+    fn new(token: SecretString, dpop_bound: bool) -> Self {
+        let scheme = if dpop_bound { "DPoP " } else { "Bearer " };
+        let raw = token.expose_secret();
+        let mut text = String::with_capacity(scheme.len() + raw.len());
+        text.push_str(scheme);
+        text.push_str(raw);
+        let bytes = bytes::Bytes::from_owner(Zeroed(text.into_boxed_str()));
+        match HeaderValue::from_maybe_shared(bytes) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                Self::Header(value, scheme.len())
+            }
+            Err(_) => Self::Unusable(token),
+        }
+    }
+
+    /// The raw token.
+    pub(crate) fn expose_secret(&self) -> &str {
+        match self {
+            // The value was made from a string, and the scheme is ASCII: the rest is the
+            // token, whole.
+            Self::Header(value, scheme) => value
+                .as_bytes()
+                .get(*scheme..)
+                .and_then(|token| std::str::from_utf8(token).ok())
+                .unwrap_or_default(),
+            Self::Unusable(token) => token.expose_secret(),
+        }
+    }
+
+    /// The `Authorization` value, marked sensitive; `None` for a token that cannot be one.
+    pub(crate) fn header(&self) -> Option<&HeaderValue> {
+        match self {
+            Self::Header(value, _) => Some(value),
+            Self::Unusable(_) => None,
+        }
+    }
+}
+
+/// A token's text, zeroed on drop.
+struct Zeroed(Box<str>);
+
+impl Drop for Zeroed {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl AsRef<[u8]> for Zeroed {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_holds_the_token_once_and_marked_sensitive() {
+        let bearer = AccessToken::new(SecretString::from("t0k.en"), false);
+        assert_eq!(bearer.expose_secret(), "t0k.en");
+        let header = bearer.header().unwrap();
+        assert_eq!(header.as_bytes(), b"Bearer t0k.en");
+        assert!(header.is_sensitive());
+        assert!(header.clone().is_sensitive());
+        let bound = AccessToken::new(SecretString::from("t0k.en"), true);
+        assert_eq!(bound.header().unwrap().as_bytes(), b"DPoP t0k.en");
+        assert_eq!(bound.expose_secret(), "t0k.en");
+        // Not a header value: kept, and refused when a header is asked for.
+        let control = AccessToken::new(SecretString::from("a\nb"), false);
+        assert!(control.header().is_none());
+        assert_eq!(control.expose_secret(), "a\nb");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn skew_is_bounded_by_half_the_lifetime() {

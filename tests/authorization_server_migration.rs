@@ -532,6 +532,9 @@ async fn a_token_held_across_a_move_is_refused_by_the_decision() {
     assert_eq!(held.key().issuer(), a.issuer());
     let url = Url::parse(&url).unwrap();
     assert!(held.header_for(&url).is_ok());
+    // And one handed out for this very URL (the handle keeps the decision made for it).
+    let decided = cache.token_for(&url).await.unwrap();
+    assert!(decided.header_for(&url).is_ok());
 
     mcp.move_to(&b);
     assert_eq!(get(&http, url.as_str()).await.unwrap(), 200);
@@ -551,5 +554,9 @@ async fn a_token_held_across_a_move_is_refused_by_the_decision() {
         "{message}"
     );
     assert!(held.headers_for(&http::Method::GET, &url).is_err());
+    assert!(matches!(
+        decided.header_for(&url).unwrap_err().kind(),
+        audience_cache::RefusalKind::IssuedByAnotherServer { .. }
+    ));
     assert_eq!(cache.stats().authorization_server_moves, 1);
 }

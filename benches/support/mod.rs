@@ -108,6 +108,15 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Resident memory of this process, in bytes: the second field of /proc/self/statm (pages)
+/// times the page size (4 KiB on the machines these run on).
+pub fn statm_resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// The `q`-quantile (0..=1) of sorted samples, nearest rank.
 pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {

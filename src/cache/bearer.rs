@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method};
-use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use url::Url;
 
-use super::route::{self, Route, Routes};
+use super::route::{self, Decided, Route, Routes};
 use crate::audience::Refusal;
 use crate::dpop::Dpop;
 use crate::key::CacheKey;
@@ -53,6 +52,9 @@ pub struct BearerToken {
     routes: Arc<Routes>,
     /// The cache's DPoP keys and nonces, for a bound token's proofs.
     dpop: Arc<Dpop>,
+    /// The decision the token was handed out with (`token_for`), for the header for the same
+    /// URL.
+    decided: Option<Decided>,
 }
 
 /// The headers that carry a token on one request, made after the crate's decision for that
@@ -104,7 +106,14 @@ impl BearerToken {
             token,
             routes,
             dpop,
+            decided: None,
         }
+    }
+
+    /// The token as handed out after the decision on `route` allowed it.
+    pub(crate) fn allowed_on(mut self, route: &Route<'_>) -> Self {
+        self.decided = Decided::allowed_on(route);
+        self
     }
 
     /// Decides whether the token may be sent to `request`, and if so returns the
@@ -118,7 +127,8 @@ impl BearerToken {
     /// `DPoP <token>`, which a resource server accepts only with a proof: use
     /// [`headers_for`](Self::headers_for), which makes both.
     pub fn header_for(&self, request: &Url) -> Result<HeaderValue, Refusal> {
-        self.routes.decide(request, &self.token)?;
+        self.routes
+            .decide(request, &self.token, self.decided.as_ref())?;
         self.authorization(request)
     }
 
@@ -132,7 +142,8 @@ impl BearerToken {
         method: &Method,
         request: &Url,
     ) -> Result<AuthorizationHeaders, Refusal> {
-        self.routes.decide(request, &self.token)?;
+        self.routes
+            .decide(request, &self.token, self.decided.as_ref())?;
         self.headers(method, request)
     }
 
@@ -167,21 +178,15 @@ impl BearerToken {
         })
     }
 
-    /// The `Authorization` value, marked sensitive; only after the decision.
+    /// The `Authorization` value, marked sensitive; only after the decision. Made when the
+    /// token was received (with the DPoP scheme for a bound token, RFC 9449 §7.1): a
+    /// reference count, no copy of the token.
     fn authorization(&self, request: &Url) -> Result<HeaderValue, Refusal> {
-        // RFC 9449 §7.1: a bound token goes with the DPoP scheme.
-        let scheme = if self.token.dpop_bound {
-            "DPoP"
-        } else {
-            "Bearer"
-        };
-        let mut value = HeaderValue::try_from(format!(
-            "{scheme} {}",
-            self.token.access_token.expose_secret()
-        ))
-        .map_err(|_| Refusal::unusable_token(&self.token.resource, request))?;
-        value.set_sensitive(true);
-        Ok(value)
+        self.token
+            .access_token
+            .header()
+            .cloned()
+            .ok_or_else(|| Refusal::unusable_token(&self.token.resource, request))
     }
 
     /// Whether the token is bound to its client's DPoP key (RFC 9449 `token_type: DPoP`): it

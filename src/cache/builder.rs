@@ -307,17 +307,22 @@ impl TokenCacheBuilder {
             });
         }
         let flights = super::flight::Flights::default();
-        let forget = flights.clone();
+        let routes = Arc::new(super::route::Routes::default());
+        let (forget, forget_current) = (flights.clone(), routes.clone());
         let store = moka::future::Cache::builder()
             .max_capacity(self.max_capacity.unwrap_or(DEFAULT_CAPACITY))
             .weigher(|_key: &CacheKey, token: &Arc<CachedToken>| token.weight())
             .expire_after(ExpireWithToken)
-            // A token that leaves the store takes the flight that produced it along.
-            .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| forget.forget(&token))
+            // A token that leaves the store takes the flight that produced it along, and is no
+            // longer its resource's current token.
+            .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| {
+                forget.forget(&token);
+                forget_current.forget(&token);
+            })
             .build();
         let shared = Arc::new(Shared {
             clients: RwLock::new(HashMap::new()),
-            routes: Default::default(),
+            routes,
             store,
             flights,
             backoff: Backoff::new(self.backoff),
@@ -343,9 +348,7 @@ impl TokenCacheBuilder {
         for registration in self.clients {
             shared.add_client(registration)?;
         }
-        for resource in self.resources {
-            shared.add_resource(resource)?;
-        }
+        shared.add_resources(self.resources)?;
         // A resource named for DPoP whose client has no key could never get a token.
         for (resource, _) in &self.dpop_resources {
             if let Some(entry) = shared.routes.entry(resource)

@@ -17,14 +17,12 @@ use crate::token::CachedToken;
 
 type Outcome = Option<Result<Arc<CachedToken>, Error>>;
 
-/// The fetches by key: the one in progress, or the last one that succeeded. The same key that
-/// stores a token merges its fetches.
+/// The fetches in progress, by key. The same key that stores a token merges its fetches.
 ///
-/// A successful flight stays in the map after it ends, as long as its token is cached: a
-/// caller that missed the store just before the token was stored, and asks for a flight just
-/// after it ended, finds the result here instead of starting a second token request. The
-/// entry goes when its token leaves the store (the store's eviction listener calls
-/// [`forget`](Self::forget)), when it is no longer fresh, or when the flight failed.
+/// A flight leaves the map when it ends. A caller that missed the store just before a flight
+/// stored its token, and asks for a flight just after that one ended, starts a flight that
+/// finds the token in the store before it asks the server (see [`Shared::fetch`]): no second
+/// token request, and no map entry (a channel of a few hundred bytes) kept per cached token.
 #[derive(Default, Clone)]
 pub(crate) struct Flights {
     running: Arc<Mutex<HashMap<CacheKey, watch::Receiver<Outcome>>>>,
@@ -58,19 +56,15 @@ impl Flights {
         let (sender, receiver) = watch::channel(None);
         running.insert(key.clone(), receiver.clone());
         drop(running);
-        let mut guard = FlightGuard {
+        let guard = FlightGuard {
             flights: self.clone(),
             key: key.clone(),
             receiver: receiver.clone(),
-            keep: false,
         };
         let (shared, entry, key, acquire) =
             (shared.clone(), entry.clone(), key.clone(), acquire.clone());
         tokio::spawn(async move {
             let outcome = shared.fetch(&entry, &key, &acquire, ahead).await;
-            // A success stays as the key's last result (see the type's documentation); a
-            // failure goes, so that the next miss tries again (after its backoff).
-            guard.keep = outcome.is_ok();
             let _ = sender.send(Some(outcome));
             drop(guard);
         });
@@ -111,20 +105,16 @@ impl Flights {
     }
 }
 
-/// Removes its flight from the map when the task ends, however it ends (failed, panicked, or
-/// dropped with its runtime), unless it succeeded, and only if the entry is still its own.
+/// Removes its flight from the map when the task ends, however it ends (done, failed,
+/// panicked, or dropped with its runtime), and only if the entry is still its own.
 struct FlightGuard {
     flights: Flights,
     key: CacheKey,
     receiver: watch::Receiver<Outcome>,
-    keep: bool,
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
         let mut running = self
             .flights
             .running
@@ -140,7 +130,8 @@ impl Drop for FlightGuard {
 }
 
 impl Shared {
-    /// A flight's token: through the shared level if there is one, else from the server.
+    /// A flight's token: the one a flight that just ended stored, through the shared level if
+    /// there is one, else from the server.
     pub(crate) async fn fetch(
         self: &Arc<Self>,
         entry: &ResourceEntry,
@@ -148,6 +139,14 @@ impl Shared {
         acquire: &Acquire,
         ahead: bool,
     ) -> Result<Arc<CachedToken>, Error> {
+        // A miss that raced a flight which stored its token and left the map just before this
+        // one started: that token is the answer (a refresh ahead wants a new one, though).
+        if !ahead
+            && let Some(token) = self.store.get(key).await
+            && token.is_fresh(Instant::now())
+        {
+            return Ok(token);
+        }
         // A token that acts for a credential only this process holds (an exchanged subject
         // token, a user's ID token, a workload's assertion) is not the fleet's: it stays in
         // memory, never written to nor read from the shared level.
@@ -248,16 +247,16 @@ impl Shared {
         if response.dpop_declined {
             self.counters.dpop_declined();
         }
-        let token = Arc::new(CachedToken {
-            access_token: response.access_token,
-            key: key.clone(),
-            resource: entry.config.resource.clone(),
-            scopes: response.scopes,
+        let token = Arc::new(CachedToken::new(
+            response.access_token,
+            key.clone(),
+            entry.config.resource.clone(),
+            response.scopes,
             audience,
-            schedule: self.timing.schedule(sent_at, response.expires_in),
-            dpop_bound: response.dpop_bound,
-        });
-        self.store.insert(key.clone(), token.clone()).await;
+            self.timing.schedule(sent_at, response.expires_in),
+            response.dpop_bound,
+        ));
+        self.keep(&token).await;
         tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");
         // Nor is such a token written there (see `fetch`).
         #[cfg(feature = "redis")]
@@ -277,5 +276,54 @@ pub(crate) fn audience_of(entry: &ResourceEntry, token: &secrecy::SecretString) 
     match entry.policy.mode() {
         AudienceMode::ProvenanceOnly => TokenAudience::unread(),
         _ => TokenAudience::inspect(token.expose_secret()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use url::Url;
+
+    use crate::cache::Acquire;
+    use crate::testing::{AuthorizationServer, Client};
+    use crate::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+
+    /// A miss that raced a flight (it missed the store just before the flight stored its
+    /// token, and asks for a flight just after that one left the map) gets the stored token,
+    /// without a second token request.
+    #[tokio::test]
+    async fn a_flight_after_one_that_stored_the_token_asks_nothing() {
+        let server = AuthorizationServer::builder()
+            .client(Client::confidential("svc", "s3cret"))
+            .in_process();
+        let cache = TokenCache::builder()
+            .in_process(&server)
+            .client(
+                ClientRegistration::new(
+                    server.issuer(),
+                    Url::parse(&server.token_endpoint()).unwrap(),
+                    "svc",
+                )
+                .client_secret_basic("s3cret".into()),
+            )
+            .resource(ResourceConfig::new(
+                ResourceUri::parse("https://mcp.example.com/mcp").unwrap(),
+                server.issuer(),
+            ))
+            .build()
+            .unwrap();
+        let url = Url::parse("https://mcp.example.com/mcp/tools").unwrap();
+        let first = cache.token_for(&url).await.unwrap();
+        let shared = &cache.shared;
+        let entry = shared.routes.entry(first.resource()).unwrap();
+        let again = shared
+            .flights
+            .join(shared, &entry, first.key(), &Acquire::Configured)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&again, first.cached()));
+        assert_eq!(server.token_requests(), 1);
+        assert!(shared.flights.running.lock().unwrap().is_empty());
     }
 }

@@ -7,6 +7,7 @@ mod authorize;
 mod backoff;
 mod bearer;
 mod builder;
+mod current;
 mod flight;
 mod refresh;
 mod route;
@@ -146,9 +147,28 @@ impl TokenCache {
         extra: &ScopeSet,
     ) -> Result<BearerToken, Error> {
         let route = self.route(url)?;
+        // The usual hit, with no future of its own: the route's current token, decided for
+        // the URL. Anything else (another key, a miss, a refusal to record) is boxed, so that
+        // this future stays small for the hit that moves it.
+        if extra.is_empty()
+            && let Some(token) = self.shared.current(route.entry(), Instant::now())
+        {
+            return match route::decide(&route, &token) {
+                Ok(()) => Ok(self.shared.bearer(token).allowed_on(&route)),
+                Err(refusal) => Err(Box::pin(self.shared.refused(&token, refusal)).await),
+            };
+        }
+        Box::pin(self.token_for_route(route, extra)).await
+    }
+
+    async fn token_for_route(
+        &self,
+        route: Route<'_>,
+        extra: &ScopeSet,
+    ) -> Result<BearerToken, Error> {
         let token = self.token_on(&route, extra).await?;
         self.shared.hand_out(&route, token.cached()).await?;
-        Ok(token)
+        Ok(token.allowed_on(&route))
     }
 
     /// The route of a request URL: the configured resource that owns it, or why there is
@@ -279,6 +299,8 @@ impl TokenCache {
             .ok_or_else(|| Error::UnknownResource {
                 resource: resource.key().to_owned(),
             })?;
+        // A request routed before the move holds the old entry: its hit finds no token there.
+        old.current.store(None);
         let from = old.config.issuer.as_str();
         shared.store.run_pending_tasks().await;
         let stale: Vec<Arc<CachedToken>> = shared
@@ -368,13 +390,16 @@ impl TokenCache {
 }
 
 impl Shared {
+    /// The key for `scopes` and `account` on `entry`: its default key (see [`key_for`]) with
+    /// these scopes and account, sharing the default key's issuer, resource, client and DPoP
+    /// parts in memory.
     fn key(&self, entry: &ResourceEntry, scopes: &ScopeSet, account: Option<&str>) -> CacheKey {
-        key_for(
-            entry.client.registration(),
-            &entry.config.resource,
-            scopes,
-            account,
-        )
+        let scopes = requested(entry.client.registration(), scopes);
+        let key = entry.default_key.with_scopes(&scopes);
+        match account {
+            Some(account) => key.with_account(account),
+            None => key,
+        }
     }
 
     /// The route of `url` (see [`Routes::route`]), with the crate's errors.
@@ -429,6 +454,9 @@ impl Shared {
     }
 
     /// A fresh token for `key`: from the store, or from a fetch shared with concurrent callers.
+    /// The default scopes' token is read from its entry's current token (one atomic load, no
+    /// lock: the usual hit); another key, or a default key with no current token, from the
+    /// store.
     async fn get(
         self: &Arc<Self>,
         entry: &Arc<ResourceEntry>,
@@ -436,14 +464,15 @@ impl Shared {
         acquire: &Acquire,
     ) -> Result<Arc<CachedToken>, Error> {
         let now = Instant::now();
+        if *key == entry.default_key
+            && let Some(token) = self.current(entry, now)
+        {
+            return Ok(token);
+        }
         if let Some(token) = self.store.get(key).await
             && token.is_fresh(now)
         {
-            self.counters.hit();
-            if token.wants_refresh(now) && self.backoff.check(key, now).is_ok() {
-                // Refresh ahead: this caller is served now; one fetch starts in the background.
-                let _started = self.flights.start(self, entry, key, acquire, true);
-            }
+            self.hit(entry, key, acquire, &token, now);
             return Ok(token);
         }
         self.counters.miss();
@@ -468,6 +497,8 @@ impl Shared {
             })
             .await;
         let removed = matches!(result, moka::ops::compute::CompResult::Removed(_));
+        // Nor is it a hit's current token any more.
+        self.routes.forget(token);
         // Whether or not the store's listener has run yet, the flight that produced this token
         // must not hand it out again.
         self.flights.forget(token);
@@ -494,34 +525,29 @@ impl Shared {
     }
 
     fn add_resource(&self, config: ResourceConfig) -> Result<(), BuildError> {
-        self.routes.add(self.entry_for(config)?)
+        self.add_resources(std::iter::once(config))
     }
 
-    /// The entry of a resource: its configuration with the client registered for its issuer
-    /// and the key of its default scopes.
+    /// Adds resources, all or none (each issuer needs a client registration).
+    fn add_resources(
+        &self,
+        configs: impl IntoIterator<Item = ResourceConfig>,
+    ) -> Result<(), BuildError> {
+        let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        let entries = configs
+            .into_iter()
+            .map(|config| entry_for(&clients, config))
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(clients);
+        self.routes.add(entries)
+    }
+
+    /// The entry of a resource, for a resource added and for one that moves: its
+    /// configuration with the client registered for its issuer and the key of its default
+    /// scopes.
     fn entry_for(&self, config: ResourceConfig) -> Result<ResourceEntry, BuildError> {
-        let client = {
-            let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
-            clients.get(&config.issuer).cloned()
-        };
-        let Some(client) = client else {
-            return Err(BuildError::UnknownIssuer {
-                resource: config.resource.key().to_owned(),
-                issuer: config.issuer.clone(),
-            });
-        };
-        let default_key = key_for(
-            client.registration(),
-            &config.resource,
-            &config.scopes,
-            None,
-        );
-        Ok(ResourceEntry {
-            policy: Arc::new(config.audience.clone()),
-            config,
-            client,
-            default_key,
-        })
+        let clients = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        entry_for(&clients, config)
     }
 
     /// The grant a miss uses for this entry.
@@ -534,31 +560,43 @@ impl Shared {
     }
 }
 
+/// The entry of `config`'s resource, with the client of `clients` registered for its issuer.
+fn entry_for(
+    clients: &HashMap<String, Arc<GrantClient>>,
+    config: ResourceConfig,
+) -> Result<ResourceEntry, BuildError> {
+    let Some(client) = clients.get(&config.issuer).cloned() else {
+        return Err(BuildError::UnknownIssuer {
+            resource: config.resource.key().to_owned(),
+            issuer: config.issuer.clone(),
+        });
+    };
+    let default_key = key_for(
+        client.registration(),
+        &config.resource,
+        &config.scopes,
+        None,
+    );
+    Ok(ResourceEntry::new(config, client, default_key))
+}
+
 /// The one place a hand-out's cache key is made: the client registration's issuer and client
 /// id, the resource, the scopes (with `offline_access` when the registration asks for refresh
 /// tokens: it changes what the server returns, rules §12), the account, the grant (the JWT
 /// bearer grants' tokens are keyed apart from the client's own), and the thumbprint of the
 /// registration's DPoP key if it has one (RFC 9449: a token bound to one key is never served
-/// for another).
+/// for another). A resource's other keys are its default key with other scopes and an account
+/// ([`Shared::key`]), which is the same key.
 fn key_for(
     registration: &ClientRegistration,
     resource: &ResourceUri,
     scopes: &ScopeSet,
     account: Option<&str>,
 ) -> CacheKey {
-    let offline;
-    let scopes = if registration.offline_access {
-        offline = scopes.union(
-            &ScopeSet::parse(crate::scope::OFFLINE_ACCESS).unwrap_or_else(|_| ScopeSet::empty()),
-        );
-        &offline
-    } else {
-        scopes
-    };
     let key = CacheKey::new(
         &registration.issuer,
         resource,
-        scopes,
+        &requested(registration, scopes),
         &registration.client_id,
     );
     let key = match account {
@@ -574,5 +612,17 @@ fn key_for(
     match &registration.dpop_key {
         Some(dpop_key) => key.with_dpop(dpop_key.thumbprint()),
         None => key,
+    }
+}
+
+/// The scopes a key holds for a request of `scopes`: with `offline_access` when the
+/// registration asks for refresh tokens.
+fn requested(registration: &ClientRegistration, scopes: &ScopeSet) -> ScopeSet {
+    if registration.offline_access {
+        scopes.union(
+            &ScopeSet::parse(crate::scope::OFFLINE_ACCESS).unwrap_or_else(|_| ScopeSet::empty()),
+        )
+    } else {
+        scopes.clone()
     }
 }

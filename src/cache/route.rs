@@ -14,9 +14,15 @@
 //! [`TokenCache::token`]: super::TokenCache::token
 //! [`BearerToken::header_for`]: super::BearerToken::header_for
 
-use std::borrow::Cow;
-use std::sync::{Arc, RwLock};
+mod decided;
+mod index;
 
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+pub(crate) use decided::Decided;
 use url::Url;
 
 use crate::audience::{AudiencePolicy, Refusal, RefusalKind};
@@ -34,13 +40,54 @@ pub(crate) struct ResourceEntry {
     pub(crate) client: Arc<GrantClient>,
     /// The key for the default scopes and no account, made once (the usual hand-out).
     pub(crate) default_key: CacheKey,
+    /// The token the store holds under `default_key`, if any: what a hit for the default
+    /// scopes reads, with one atomic load, instead of looking the key up in the store. Set
+    /// and cleared only beside the store's own writes (see `Shared::keep`), so it never holds
+    /// a token the store has let go of.
+    pub(crate) current: ArcSwapOption<CachedToken>,
+}
+
+impl ResourceEntry {
+    /// The entry for `config`, with no current token.
+    pub(crate) fn new(
+        config: ResourceConfig,
+        client: Arc<GrantClient>,
+        default_key: CacheKey,
+    ) -> Self {
+        Self {
+            policy: Arc::new(config.audience.clone()),
+            config,
+            client,
+            default_key,
+            current: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Makes `token` the current one if it is stored under this entry's default key.
+    pub(crate) fn keep(&self, token: &Arc<CachedToken>) {
+        if token.key == self.default_key {
+            self.current.store(Some(token.clone()));
+        }
+    }
+
+    /// Clears the current token if it is `token`.
+    pub(crate) fn forget(&self, token: &Arc<CachedToken>) {
+        let current = self.current.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
+            self.current.compare_and_swap(&*current, None);
+        }
+    }
 }
 
 /// The configured resources, shared by the cache and every token it hands out (a token decides
 /// against the resources configured when its header is made, not when it was fetched).
+///
+/// An immutable index behind an atomic pointer: a request reads it without a lock; an added
+/// resource makes a new index (copying only its host's part) under a writers' lock.
 #[derive(Default)]
 pub(crate) struct Routes {
-    entries: RwLock<Vec<Arc<ResourceEntry>>>,
+    index: ArcSwap<index::Index>,
+    writer: Mutex<()>,
 }
 
 /// A request URL resolved to the resource that owns it: made once per hop, carried to where
@@ -49,6 +96,8 @@ pub(crate) struct Routes {
 #[derive(Clone)]
 pub(crate) struct Route<'u> {
     entry: Arc<ResourceEntry>,
+    /// The version of the configured resources it was found in.
+    generation: u64,
     url: Cow<'u, Url>,
     /// The normalized path when it differs from the URL's (it has escapes to normalize).
     normalized: Option<Box<str>>,
@@ -69,8 +118,9 @@ impl Routes {
     /// servers could read two ways), then the longest configured resource that covers it.
     pub(crate) fn route<'u>(&self, url: &'u Url) -> Result<Route<'u>, Unrouted> {
         let path = resource::check_request(url).map_err(Unrouted::Refused)?;
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let entry = owner(&entries, url, &path)
+        let index = self.index.load();
+        let entry = index
+            .owner(url, &path)
             .cloned()
             .ok_or(Unrouted::NoResource)?;
         // A plain path is borrowed as it is; only a normalized one is kept.
@@ -80,19 +130,30 @@ impl Routes {
         };
         Ok(Route {
             entry,
+            generation: index.generation(),
             url: Cow::Borrowed(url),
             normalized,
         })
     }
 
-    /// [`route`](Self::route) and [`decide`] at once, under one read of the resources and
-    /// without keeping the route: what [`BearerToken::header_for`](super::BearerToken::header_for)
-    /// does for a URL it has no route for yet.
-    pub(crate) fn decide(&self, url: &Url, token: &CachedToken) -> Result<(), Refusal> {
+    /// [`route`](Self::route) and [`decide`] at once, without keeping the route: what
+    /// [`BearerToken::header_for`](super::BearerToken::header_for) does for a URL it has no
+    /// route for yet. `decided` is the decision the token was handed out with, if any: when
+    /// it is the one for `url` under the resources configured now, it is the answer (see
+    /// [`Decided`]).
+    pub(crate) fn decide(
+        &self,
+        url: &Url,
+        token: &CachedToken,
+        decided: Option<&Decided>,
+    ) -> Result<(), Refusal> {
+        let index = self.index.load();
+        if decided.is_some_and(|d| d.holds_for(url, index.generation())) {
+            return Ok(());
+        }
         let path = resource::check_request(url)
             .map_err(|reason| unrouted(token, url, Unrouted::Refused(reason)))?;
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        match owner(&entries, url, &path) {
+        match index.owner(url, &path) {
             Some(entry) => decide_on(entry, url, &path, token),
             None => Err(unrouted(token, url, Unrouted::NoResource)),
         }
@@ -100,25 +161,40 @@ impl Routes {
 
     /// The entry configured for exactly `resource`.
     pub(crate) fn entry(&self, resource: &ResourceUri) -> Option<Arc<ResourceEntry>> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries
-            .iter()
-            .find(|entry| entry.config.resource == *resource)
-            .cloned()
+        self.index.load().exact(resource).cloned()
     }
 
-    /// Adds an entry; a resource configured already is an error.
-    pub(crate) fn add(&self, entry: ResourceEntry) -> Result<(), BuildError> {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries
-            .iter()
-            .any(|r| r.config.resource == entry.config.resource)
-        {
-            return Err(BuildError::DuplicateResource {
-                resource: entry.config.resource.key().to_owned(),
-            });
+    /// Clears `token` from its entry's current token, if it is that (the store let it go).
+    pub(crate) fn forget(&self, token: &Arc<CachedToken>) {
+        if let Some(entry) = self.index.load().exact(&token.resource) {
+            entry.forget(token);
         }
-        entries.push(Arc::new(entry));
+    }
+
+    /// Every configured entry.
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> Vec<Arc<ResourceEntry>> {
+        self.index.load().entries().cloned().collect()
+    }
+
+    /// Adds entries, all or none; a resource configured already (or twice among them) is an
+    /// error. One new index for them all: a builder with thousands of resources does not copy
+    /// the index once per resource.
+    pub(crate) fn add(
+        &self,
+        entries: impl IntoIterator<Item = ResourceEntry>,
+    ) -> Result<(), BuildError> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = self.index.load().next();
+        for entry in entries {
+            if next.exact(&entry.config.resource).is_some() {
+                return Err(BuildError::DuplicateResource {
+                    resource: entry.config.resource.key().to_owned(),
+                });
+            }
+            next.insert(Arc::new(entry));
+        }
+        self.index.store(Arc::new(next));
         Ok(())
     }
 }
@@ -127,12 +203,14 @@ impl Routes {
     /// Puts `entry` in place of the entry configured for the same resource (which must
     /// exist), and returns the one it replaced: a resource whose authorization server changed
     /// (RFC 9728 §5.2).
+    /// A new index of the next generation, so that no decision kept from the old one
+    /// (a handle's [`Decided`]) holds for the moved resource.
     pub(crate) fn replace(&self, entry: ResourceEntry) -> Option<Arc<ResourceEntry>> {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let slot = entries
-            .iter_mut()
-            .find(|r| r.config.resource == entry.config.resource)?;
-        Some(std::mem::replace(slot, Arc::new(entry)))
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = self.index.load().next();
+        let old = next.replace(Arc::new(entry))?;
+        self.index.store(Arc::new(next));
+        Some(old)
     }
 }
 
@@ -141,6 +219,7 @@ impl Route<'_> {
     pub(crate) fn into_owned(self) -> Route<'static> {
         Route {
             entry: self.entry,
+            generation: self.generation,
             url: Cow::Owned(self.url.into_owned()),
             normalized: self.normalized,
         }
@@ -175,11 +254,11 @@ pub(crate) fn decide(route: &Route<'_>, token: &CachedToken) -> Result<(), Refus
     decide_on(&route.entry, route.url(), route.path(), token)
 }
 
-/// The longest configured resource that covers `url` (whose path [`resource::check_request`]
-/// normalized to `path`). Resources are compared by the length of their match key: two
-/// resources that both cover a URL are on its origin, and the one whose path (or query) is
-/// longer is nested in the other.
-fn owner<'e>(
+/// The linear scan the index replaced, kept as its oracle: the longest configured resource that
+/// covers `url` (whose path [`resource::check_request`] normalized to `path`), the first
+/// configured among equal lengths.
+#[cfg(test)]
+fn owner_by_scan<'e>(
     entries: &'e [Arc<ResourceEntry>],
     url: &Url,
     path: &str,
@@ -195,6 +274,9 @@ fn owner<'e>(
     }
     best
 }
+
+#[cfg(test)]
+mod tests;
 
 /// The rule behind [`decide`], for the entry that owns `url`.
 fn decide_on(

@@ -137,15 +137,15 @@ impl Level {
         let scopes = ScopeSet::parse(&stored.granted).map_err(|_| Refused::Unopenable)?;
         let (received_at, lifetime) = stored.received();
         let audience = crate::cache::flight::audience_of(entry, &stored.access_token);
-        Ok(CachedToken {
-            access_token: stored.access_token,
-            key: key.clone(),
-            resource: entry.config.resource.clone(),
+        Ok(CachedToken::new(
+            stored.access_token,
+            key.clone(),
+            entry.config.resource.clone(),
             scopes,
             audience,
-            schedule: shared.timing.schedule(received_at, Some(lifetime)),
-            dpop_bound: stored.dpop,
-        })
+            shared.timing.schedule(received_at, Some(lifetime)),
+            stored.dpop,
+        ))
     }
 
     /// Writes a token just received, sealed under the key's current generation, with a TTL of

@@ -197,7 +197,7 @@ impl Level {
     async fn take(&self, shared: &Shared, token: Arc<CachedToken>) -> Arc<CachedToken> {
         self.counters.l2_hit();
         shared.backoff.succeeded(&token.key);
-        shared.store.insert(token.key.clone(), token.clone()).await;
+        shared.keep(&token).await;
         tracing::debug!(key = %token.key, "took a token from the shared level");
         token
     }

@@ -1,0 +1,62 @@
+//! Each resource's current token: the token the store holds under the resource's default key,
+//! read by a hit with one atomic load instead of a store lookup. It is set only where the store
+//! is written ([`Shared::keep`]) and cleared wherever a token leaves the store (an eviction, an
+//! invalidation, a refusal), so a hit never finds one the store has let go of.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{Acquire, ResourceEntry, Shared};
+use crate::key::CacheKey;
+use crate::token::CachedToken;
+
+impl Shared {
+    /// `entry`'s current token, if it is fresh: a hit.
+    pub(super) fn current(
+        self: &Arc<Self>,
+        entry: &Arc<ResourceEntry>,
+        now: Instant,
+    ) -> Option<Arc<CachedToken>> {
+        let token = entry.current.load_full()?;
+        if !token.is_fresh(now) {
+            return None;
+        }
+        self.hit(entry, &entry.default_key, &Acquire::Configured, &token, now);
+        Some(token)
+    }
+
+    /// Counts a hit on `token`, and starts its refresh in the background if one is due.
+    pub(super) fn hit(
+        self: &Arc<Self>,
+        entry: &Arc<ResourceEntry>,
+        key: &CacheKey,
+        acquire: &Acquire,
+        token: &CachedToken,
+        now: Instant,
+    ) {
+        self.counters.hit();
+        if token.wants_refresh(now) && self.backoff.check(key, now).is_ok() {
+            // Refresh ahead: this caller is served now; one fetch starts in the background.
+            let _started = self.flights.start(self, entry, key, acquire, true);
+        }
+    }
+
+    /// Stores `token`, and makes it its entry's current token if it is for the entry's default
+    /// key. Every write to the store goes through here.
+    pub(crate) async fn keep(&self, token: &Arc<CachedToken>) {
+        self.store.insert(token.key.clone(), token.clone()).await;
+        if let Some(entry) = self.routes.entry(&token.resource)
+            && token.key == entry.default_key
+        {
+            entry.keep(token);
+            // An eviction of this token between the two writes found no current token to
+            // clear: ask the store again, so that an entry never keeps a token the store has
+            // let go of (one that a 401 invalidated, say).
+            let still = self.store.get(&token.key).await;
+            if !still.is_some_and(|stored| Arc::ptr_eq(&stored, token)) {
+                entry.forget(token);
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The hit path: a warm hit allocates nothing (`token_for` and the header for the same URL, for
+//! the default scopes of a configured resource, on a cache that already holds the token; counted
+//! by a global allocator that counts the allocations this thread makes while counting is on, not
+//! the runtime's other threads nor the set-up); a hit never serves a token the store let go of,
+//! nor one for a URL a resource registered later owns; and the decision `token_for` made is
+//! reused by `header_for` only for the same URL under the same resources.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use audience_cache::testing::{AuthorizationServer, Client};
+use audience_cache::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+use url::Url;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; counting only reads a
+// thread-local flag and bumps an atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The allocations `f` makes on this thread.
+async fn allocations_of<F: Future<Output = ()>>(f: F) -> u64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    f.await;
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+const HITS: usize = 1_000;
+
+fn cache(server: &AuthorizationServer, resources: &[&str]) -> TokenCache {
+    let mut builder = TokenCache::builder().in_process(server).client(
+        ClientRegistration::new(
+            server.issuer(),
+            Url::parse(&server.token_endpoint()).unwrap(),
+            "svc",
+        )
+        .client_secret_basic("s3cret".into()),
+    );
+    for resource in resources {
+        builder = builder.resource(ResourceConfig::new(
+            ResourceUri::parse(resource).unwrap(),
+            server.issuer(),
+        ));
+    }
+    builder.build().unwrap()
+}
+
+async fn warm_hits_allocate_nothing(resources: &[&str], request: &str) {
+    let server = AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .in_process();
+    let cache = cache(&server, resources);
+    let url = Url::parse(request).unwrap();
+    // The first call fetches; the next ones are hits.
+    for _ in 0..3 {
+        let token = cache.token_for(&url).await.unwrap();
+        token.header_for(&url).unwrap();
+    }
+    let allocations = allocations_of(async {
+        for _ in 0..HITS {
+            let token = cache.token_for(black_box(&url)).await.unwrap();
+            black_box(token.header_for(black_box(&url)).unwrap());
+        }
+    })
+    .await;
+    assert_eq!(server.token_requests(), 1, "every counted call was a hit");
+    assert_eq!(
+        allocations, 0,
+        "{HITS} warm hits (token_for and header_for) made {allocations} allocations"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_warm_hit_and_its_header_allocate_nothing() {
+    warm_hits_allocate_nothing(
+        &["https://mcp.example.com/mcp"],
+        "https://mcp.example.com/mcp/tools/call",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_warm_hit_among_nested_resources_allocates_nothing() {
+    warm_hits_allocate_nothing(
+        &[
+            "https://mcp.example.com/",
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/mcp/tools",
+            "https://api.example.com/mcp",
+        ],
+        "https://mcp.example.com/mcp/tools/call",
+    )
+    .await;
+}
+
+/// The hit path reads a resource's current token without the store; a token the store let go
+/// of is not served from it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_invalidated_token_is_not_served_by_the_next_hit() {
+    let server = AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .in_process();
+    let cache = cache(&server, &["https://mcp.example.com/mcp"]);
+    let url = Url::parse("https://mcp.example.com/mcp/tools/call").unwrap();
+    let first = cache.token_for(&url).await.unwrap();
+    assert!(cache.token_for(&url).await.unwrap().same_token_as(&first));
+    assert!(cache.invalidate(&first).await);
+    let second = cache.token_for(&url).await.unwrap();
+    assert!(!second.same_token_as(&first));
+    assert_eq!(server.token_requests(), 2);
+    assert!(cache.token_for(&url).await.unwrap().same_token_as(&second));
+    assert_eq!(server.token_requests(), 2);
+}
+
+/// A resource registered later that owns the URL takes its hits: the broader resource's
+/// current token is not handed out there.
+#[tokio::test(flavor = "current_thread")]
+async fn a_nested_resource_registered_later_takes_its_urls_hits() {
+    let server = AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .in_process();
+    let cache = cache(&server, &["https://mcp.example.com/"]);
+    let url = Url::parse("https://mcp.example.com/mcp/tools/call").unwrap();
+    let broad = cache.token_for(&url).await.unwrap();
+    assert_eq!(broad.resource().key(), "https://mcp.example.com/");
+    cache
+        .register_resource(ResourceConfig::new(
+            ResourceUri::parse("https://mcp.example.com/mcp").unwrap(),
+            server.issuer(),
+        ))
+        .unwrap();
+    let nested = cache.token_for(&url).await.unwrap();
+    assert_eq!(nested.resource().key(), "https://mcp.example.com/mcp");
+    assert_eq!(server.token_requests(), 2);
+    assert!(broad.header_for(&url).is_err());
+    assert!(nested.header_for(&url).is_ok());
+}
+
+/// The decision `token_for` made is reused by `header_for` only for the same URL's text under
+/// the same resources; any other URL is decided again.
+#[tokio::test(flavor = "current_thread")]
+async fn the_header_for_another_url_is_decided_again() {
+    let server = AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .in_process();
+    let cache = cache(
+        &server,
+        &[
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/mcp/admin",
+        ],
+    );
+    let url = Url::parse("https://mcp.example.com/mcp/tools").unwrap();
+    let token = cache.token_for(&url).await.unwrap();
+    assert!(token.header_for(&url).is_ok());
+    for other in [
+        "https://mcp.example.com/mcp/admin",
+        "https://mcp.example.com/mcp/admin/tools",
+        "https://user@mcp.example.com/mcp/tools",
+        "https://mcp.example.com/mcp/tools%2F..%2Fadmin",
+        "https://api.example.com/mcp/tools",
+        "http://mcp.example.com/mcp/tools",
+    ] {
+        let other = Url::parse(other).unwrap();
+        assert!(token.header_for(&other).is_err(), "{other}");
+    }
+    // A long URL is decided each time too.
+    let long = Url::parse(&format!("https://mcp.example.com/mcp/{}", "x".repeat(200))).unwrap();
+    let token = cache.token_for(&long).await.unwrap();
+    assert!(token.header_for(&long).is_ok());
+}
