@@ -5,54 +5,17 @@
 //! nor one for a URL a resource registered later owns; and the decision `token_for` made is
 //! reused by `header_for` only for the same URL under the same resources.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use audience_cache::testing::{AuthorizationServer, Client};
 use audience_cache::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
 use url::Url;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged; counting only reads a
-// thread-local flag and bumps an atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+/// The counting global allocator the hit path benchmark uses, the same file.
+#[path = "../benches/support/counting.rs"]
+mod counting;
+use counting::{ALLOCATIONS, COUNTING};
 
 /// The allocations `f` makes on this thread.
 async fn allocations_of<F: Future<Output = ()>>(f: F) -> u64 {

@@ -153,14 +153,23 @@ impl RegisteredClient {
     }
 
     /// Keeps a new DPoP key with the client (generated for it by the cache); `false` when the
-    /// client has one already.
+    /// client has one already, or the key could not be written.
     #[cfg(feature = "dpop")]
     pub(super) fn add_dpop_key(&mut self) -> bool {
         if self.dpop_key.is_some() {
             return false;
         }
-        self.dpop_key = Some(crate::config::DpopKey::generate().to_pkcs8_pem());
-        true
+        match crate::config::DpopKey::generate().to_pkcs8_pem() {
+            Ok(pem) => {
+                self.dpop_key = Some(pem);
+                true
+            }
+            // Not kept: the cache gives the client a key of its own for this process.
+            Err(error) => {
+                tracing::warn!("no DPoP key is kept with the client: {error}");
+                false
+            }
+        }
     }
 
     pub(super) fn auth(&self) -> ClientAuth {

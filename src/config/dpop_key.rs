@@ -97,13 +97,16 @@ impl DpopKey {
     /// The private key in PKCS #8 PEM, to keep it where [`from_pkcs8_pem`](Self::from_pkcs8_pem)
     /// reads it back (a file of mode 0600, a secret manager): tokens, and a public client's
     /// refresh tokens, stay usable across restarts only with the key they are bound to.
-    pub fn to_pkcs8_pem(&self) -> SecretString {
+    pub fn to_pkcs8_pem(&self) -> Result<SecretString, BuildError> {
         use p256::pkcs8::EncodePrivateKey as _;
-        match self.inner.key.to_pkcs8_pem(p256::pkcs8::LineEnding::LF) {
-            Ok(pem) => SecretString::from(pem.as_str()),
-            // Encoding a valid P-256 scalar cannot fail; an empty value is refused on reading.
-            Err(_) => SecretString::from(""),
-        }
+        self.inner
+            .key
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .map(|pem| SecretString::from(pem.as_str()))
+            .map_err(|_| BuildError::Setting {
+                setting: "dpop_key",
+                reason: "the DPoP key could not be written as PKCS #8 PEM".to_owned(),
+            })
     }
 
     /// The public key as a JWK (RFC 7517; `kty`, `crv`, `x`, `y`).
@@ -232,7 +235,7 @@ tj/zL5S3Xt9IvahWoa+z9o5GH7KaI4AnUZEo3VpcYspyulkNgKkbSMjS
     fn a_key_written_as_pkcs8_reads_back_as_the_same_key() {
         use secrecy::ExposeSecret as _;
         let key = DpopKey::generate();
-        let pem = key.to_pkcs8_pem();
+        let pem = key.to_pkcs8_pem().unwrap();
         assert!(
             pem.expose_secret()
                 .starts_with("-----BEGIN PRIVATE KEY-----")
