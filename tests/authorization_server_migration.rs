@@ -532,7 +532,7 @@ async fn a_token_held_across_a_move_is_refused_by_the_decision() {
     assert_eq!(held.key().issuer(), a.issuer());
     let url = Url::parse(&url).unwrap();
     assert!(held.header_for(&url).is_ok());
-    // And one handed out for this very URL (the handle keeps the decision made for it).
+    // And one handed out for this very URL (its allowed decision is remembered for it).
     let decided = cache.token_for(&url).await.unwrap();
     assert!(decided.header_for(&url).is_ok());
 

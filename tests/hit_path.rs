@@ -2,8 +2,8 @@
 //! the default scopes of a configured resource, on a cache that already holds the token; counted
 //! by a global allocator that counts the allocations this thread makes while counting is on, not
 //! the runtime's other threads nor the set-up); a hit never serves a token the store let go of,
-//! nor one for a URL a resource registered later owns; and the decision `token_for` made is
-//! reused by `header_for` only for the same URL under the same resources.
+//! nor one for a URL a resource registered later owns; and an allowed decision is taken again
+//! only for the same URL's text and token under the same resources.
 
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
@@ -137,8 +137,8 @@ async fn a_nested_resource_registered_later_takes_its_urls_hits() {
     assert!(nested.header_for(&url).is_ok());
 }
 
-/// The decision `token_for` made is reused by `header_for` only for the same URL's text under
-/// the same resources; any other URL is decided again.
+/// The decision `token_for` made is taken again by `header_for` only for the same URL's text
+/// under the same resources; any other URL is decided again.
 #[tokio::test(flavor = "current_thread")]
 async fn the_header_for_another_url_is_decided_again() {
     let server = AuthorizationServer::builder()
@@ -165,7 +165,7 @@ async fn the_header_for_another_url_is_decided_again() {
         let other = Url::parse(other).unwrap();
         assert!(token.header_for(&other).is_err(), "{other}");
     }
-    // A long URL is decided each time too.
+    // A long URL is remembered as a short one.
     let long = Url::parse(&format!("https://mcp.example.com/mcp/{}", "x".repeat(200))).unwrap();
     let token = cache.token_for(&long).await.unwrap();
     assert!(token.header_for(&long).is_ok());

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use tokio::time::Instant;
 use url::Url;
 
-use super::route::{self, Decided, Route, Routes};
+use super::route::{self, Route, Routes};
 use crate::audience::Refusal;
 use crate::dpop::Dpop;
 use crate::key::CacheKey;
@@ -49,12 +49,16 @@ use crate::token::CachedToken;
 #[derive(Clone)]
 pub struct BearerToken {
     token: Arc<CachedToken>,
-    routes: Arc<Routes>,
-    /// The cache's DPoP keys and nonces, for a bound token's proofs.
-    dpop: Arc<Dpop>,
-    /// The decision the token was handed out with (`token_for`), for the header for the same
-    /// URL.
-    decided: Option<Decided>,
+    outlet: Arc<Outlet>,
+}
+
+/// What a handed-out token makes its headers with: the configured resources, for the one
+/// decision (a token decides against the resources configured when its header is made, not
+/// when it was fetched), and the cache's DPoP keys and nonces, for a bound token's proofs. One
+/// allocation shared by the cache and every handle, so that a handle adds one reference to it.
+pub(crate) struct Outlet {
+    pub(crate) routes: Routes,
+    pub(crate) dpop: Arc<Dpop>,
 }
 
 /// The headers that carry a token on one request, made after the crate's decision for that
@@ -101,19 +105,8 @@ impl fmt::Debug for AuthorizationHeaders {
 }
 
 impl BearerToken {
-    pub(crate) fn new(token: Arc<CachedToken>, routes: Arc<Routes>, dpop: Arc<Dpop>) -> Self {
-        Self {
-            token,
-            routes,
-            dpop,
-            decided: None,
-        }
-    }
-
-    /// The token as handed out after the decision on `route` allowed it.
-    pub(crate) fn allowed_on(mut self, route: &Route<'_>) -> Self {
-        self.decided = Decided::allowed_on(route);
-        self
+    pub(crate) fn new(token: Arc<CachedToken>, outlet: Arc<Outlet>) -> Self {
+        Self { token, outlet }
     }
 
     /// Decides whether the token may be sent to `request`, and if so returns the
@@ -127,8 +120,7 @@ impl BearerToken {
     /// `DPoP <token>`, which a resource server accepts only with a proof: use
     /// [`headers_for`](Self::headers_for), which makes both.
     pub fn header_for(&self, request: &Url) -> Result<HeaderValue, Refusal> {
-        self.routes
-            .decide(request, &self.token, self.decided.as_ref())?;
+        self.outlet.routes.decide(request, &self.token)?;
         self.authorization(request)
     }
 
@@ -142,8 +134,7 @@ impl BearerToken {
         method: &Method,
         request: &Url,
     ) -> Result<AuthorizationHeaders, Refusal> {
-        self.routes
-            .decide(request, &self.token, self.decided.as_ref())?;
+        self.outlet.routes.decide(request, &self.token)?;
         self.headers(method, request)
     }
 
@@ -165,8 +156,12 @@ impl BearerToken {
             let token = self.token.access_token.expose_secret();
             // The key the token is bound to: the one its cache key names, never another.
             let proof = (self.token.key.dpop_thumbprint())
-                .and_then(|thumbprint| self.dpop.key_with_thumbprint(thumbprint))
-                .and_then(|key| self.dpop.proof(&key, method.as_str(), request, Some(token)))
+                .and_then(|thumbprint| self.outlet.dpop.key_with_thumbprint(thumbprint))
+                .and_then(|key| {
+                    self.outlet
+                        .dpop
+                        .proof(&key, method.as_str(), request, Some(token))
+                })
                 .ok_or_else(|| Refusal::unusable_token(&self.token.resource, request))?;
             Some(proof)
         } else {

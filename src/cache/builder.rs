@@ -307,8 +307,11 @@ impl TokenCacheBuilder {
             });
         }
         let flights = super::flight::Flights::default();
-        let routes = Arc::new(super::route::Routes::default());
-        let (forget, forget_current) = (flights.clone(), routes.clone());
+        let outlet = Arc::new(super::bearer::Outlet {
+            routes: super::route::Routes::default(),
+            dpop: Arc::new(dpop),
+        });
+        let (forget, forget_current) = (flights.clone(), outlet.clone());
         let store = moka::future::Cache::builder()
             .max_capacity(self.max_capacity.unwrap_or(DEFAULT_CAPACITY))
             .weigher(|_key: &CacheKey, token: &Arc<CachedToken>| token.weight())
@@ -317,12 +320,12 @@ impl TokenCacheBuilder {
             // longer its resource's current token.
             .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| {
                 forget.forget(&token);
-                forget_current.forget(&token);
+                forget_current.routes.forget(&token);
             })
             .build();
         let shared = Arc::new(Shared {
             clients: RwLock::new(HashMap::new()),
-            routes,
+            outlet,
             store,
             flights,
             backoff: Backoff::new(self.backoff),
@@ -341,7 +344,6 @@ impl TokenCacheBuilder {
             transport,
             options: self.options,
             counters,
-            dpop: Arc::new(dpop),
             #[cfg(feature = "redis")]
             shared_level,
         });
@@ -351,7 +353,7 @@ impl TokenCacheBuilder {
         shared.add_resources(self.resources)?;
         // A resource named for DPoP whose client has no key could never get a token.
         for (resource, _) in &self.dpop_resources {
-            if let Some(entry) = shared.routes.entry(resource)
+            if let Some(entry) = shared.outlet.routes.entry(resource)
                 && entry.client.registration().dpop_key.is_none()
             {
                 return Err(crate::dpop::missing_key(resource));

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Acquire, ResourceEntry, Shared};
+use url::Url;
+
+use super::{Acquire, BearerToken, ResourceEntry, Shared};
 use crate::key::CacheKey;
 use crate::token::CachedToken;
 
@@ -24,6 +26,18 @@ impl Shared {
         }
         self.hit(entry, &entry.default_key, &Acquire::Configured, &token, now);
         Some(token)
+    }
+
+    /// A hit that needs no routing: `url` repeats an allowed decision for its resource's
+    /// current token (see `route::memo`), and that token is fresh.
+    pub(super) fn remembered(self: &Arc<Self>, url: &Url, now: Instant) -> Option<BearerToken> {
+        self.outlet.routes.current_allowed(url, |entry, token| {
+            if !token.is_fresh(now) {
+                return None;
+            }
+            self.hit(entry, &entry.default_key, &Acquire::Configured, &token, now);
+            Some(self.bearer(token))
+        })
     }
 
     /// Counts a hit on `token`, and starts its refresh in the background if one is due.
@@ -46,7 +60,7 @@ impl Shared {
     /// key. Every write to the store goes through here.
     pub(crate) async fn keep(&self, token: &Arc<CachedToken>) {
         self.store.insert(token.key.clone(), token.clone()).await;
-        if let Some(entry) = self.routes.entry(&token.resource)
+        if let Some(entry) = self.outlet.routes.entry(&token.resource)
             && token.key == entry.default_key
         {
             entry.keep(token);

@@ -316,7 +316,7 @@ mod tests {
         let url = Url::parse("https://mcp.example.com/mcp/tools").unwrap();
         let first = cache.token_for(&url).await.unwrap();
         let shared = &cache.shared;
-        let entry = shared.routes.entry(first.resource()).unwrap();
+        let entry = shared.outlet.routes.entry(first.resource()).unwrap();
         let again = shared
             .flights
             .join(shared, &entry, first.key(), &Acquire::Configured)

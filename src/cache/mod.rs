@@ -40,10 +40,11 @@ pub use shared_level::SharedLevel;
 pub use stats::Stats;
 
 use backoff::Backoff;
+use bearer::Outlet;
 use flight::Flights;
 use refresh::RefreshTokens;
+use route::Unrouted;
 pub(crate) use route::{ResourceEntry, Route};
-use route::{Routes, Unrouted};
 
 /// An OAuth 2.0 token cache that keeps tokens apart by audience.
 ///
@@ -105,8 +106,8 @@ pub(crate) enum Acquire {
 
 pub(crate) struct Shared {
     clients: RwLock<HashMap<String, Arc<GrantClient>>>,
-    /// The configured resources, shared with every token handed out.
-    routes: Arc<Routes>,
+    /// The configured resources and the DPoP keys, shared with every token handed out.
+    outlet: Arc<Outlet>,
     store: moka::future::Cache<CacheKey, Arc<CachedToken>>,
     flights: Flights,
     backoff: Backoff,
@@ -116,8 +117,6 @@ pub(crate) struct Shared {
     transport: Transport,
     options: ParseOptions,
     counters: Arc<stats::Counters>,
-    /// The DPoP key, nonces, and the resources that use DPoP (RFC 9449).
-    pub(crate) dpop: Arc<crate::dpop::Dpop>,
     /// The shared second level, if one is configured (feature `redis`).
     #[cfg(feature = "redis")]
     shared_level: Option<Arc<shared_level::Level>>,
@@ -147,18 +146,25 @@ impl TokenCache {
         url: &Url,
         extra: &ScopeSet,
     ) -> Result<BearerToken, Error> {
-        let route = self.route(url)?;
-        // The usual hit, with no future of its own: the route's current token, decided for
-        // the URL. Anything else (another key, a miss, a refusal to record) is boxed, so that
-        // this future stays small for the hit that moves it.
-        if extra.is_empty()
-            && let Some(token) = self.shared.current(route.entry(), Instant::now())
-        {
-            return match route::decide(&route, &token) {
-                Ok(()) => Ok(self.shared.bearer(token).allowed_on(&route)),
-                Err(refusal) => Err(Box::pin(self.shared.refused(&token, refusal)).await),
-            };
+        // The usual hit, with no future of its own: a request that repeats an allowed
+        // decision for its resource's current token, or else the route's current token,
+        // decided for the URL. Anything else (another key, a miss, a refusal to record) is
+        // boxed, so that this future stays small for the hit that moves it.
+        if extra.is_empty() {
+            let now = Instant::now();
+            if let Some(token) = self.shared.remembered(url, now) {
+                return Ok(token);
+            }
+            let route = self.route(url)?;
+            if let Some(token) = self.shared.current(route.entry(), now) {
+                return match self.shared.outlet.routes.allow(&route, &token) {
+                    Ok(()) => Ok(self.shared.bearer(token)),
+                    Err(refusal) => Err(Box::pin(self.shared.refused(&token, refusal)).await),
+                };
+            }
+            return Box::pin(self.token_for_route(route, extra)).await;
         }
+        let route = self.route(url)?;
         Box::pin(self.token_for_route(route, extra)).await
     }
 
@@ -169,7 +175,7 @@ impl TokenCache {
     ) -> Result<BearerToken, Error> {
         let token = self.token_on(&route, extra).await?;
         self.shared.hand_out(&route, token.cached()).await?;
-        Ok(token.allowed_on(&route))
+        Ok(token)
     }
 
     /// The route of a request URL: the configured resource that owns it, or why there is
@@ -297,6 +303,7 @@ impl TokenCache {
     /// The issuer configured for exactly `resource`, if it is configured.
     pub(crate) fn issuer_of(&self, resource: &ResourceUri) -> Option<String> {
         self.shared
+            .outlet
             .routes
             .entry(resource)
             .map(|entry| entry.config.issuer.clone())
@@ -311,6 +318,7 @@ impl TokenCache {
     /// it), if any; `None` also for a URL the crate refuses (userinfo, an ambiguous path).
     pub fn resource_for(&self, url: &Url) -> Option<ResourceUri> {
         self.shared
+            .outlet
             .routes
             .route(url)
             .ok()
@@ -333,7 +341,7 @@ impl TokenCache {
     /// The cache's DPoP state: its clients' keys, the nonces servers gave, the resources that
     /// use DPoP.
     pub(crate) fn dpop(&self) -> &crate::dpop::Dpop {
-        &self.shared.dpop
+        &self.shared.outlet.dpop
     }
 
     /// The DPoP key of the client registration for `issuer`, if it has one.
@@ -367,9 +375,9 @@ impl Shared {
         }
     }
 
-    /// The route of `url` (see [`Routes::route`]), with the crate's errors.
+    /// The route of `url` (see [`route::Routes::route`]), with the crate's errors.
     fn route<'u>(&self, url: &'u Url) -> Result<Route<'u>, Error> {
-        self.routes.route(url).map_err(|why| match why {
+        self.outlet.routes.route(url).map_err(|why| match why {
             Unrouted::Refused(reason) => {
                 self.counters.refusal();
                 Error::Refused(Refusal::request_refused_before_routing(url, reason))
@@ -381,7 +389,8 @@ impl Shared {
     }
 
     fn resource(&self, resource: &ResourceUri) -> Result<Arc<ResourceEntry>, Error> {
-        self.routes
+        self.outlet
+            .routes
             .entry(resource)
             .ok_or_else(|| Error::UnknownResource {
                 resource: resource.key().to_owned(),
@@ -390,12 +399,13 @@ impl Shared {
 
     /// A handle on `token` for the caller.
     pub(crate) fn bearer(&self, token: Arc<CachedToken>) -> BearerToken {
-        BearerToken::new(token, self.routes.clone(), self.dpop.clone())
+        BearerToken::new(token, self.outlet.clone())
     }
 
-    /// The crate's decision for a hand-out on `route`; a refused token is evicted.
+    /// The crate's decision for a hand-out on `route` (remembered when it allows); a refused
+    /// token is evicted.
     async fn hand_out(&self, route: &Route<'_>, token: &Arc<CachedToken>) -> Result<(), Error> {
-        match route::decide(route, token) {
+        match self.outlet.routes.allow(route, token) {
             Ok(()) => Ok(()),
             Err(refusal) => Err(self.refused(token, refusal).await),
         }
@@ -463,7 +473,7 @@ impl Shared {
             .await;
         let removed = matches!(result, moka::ops::compute::CompResult::Removed(_));
         // Nor is it a hit's current token any more.
-        self.routes.forget(token);
+        self.outlet.routes.forget(token);
         // Whether or not the store's listener has run yet, the flight that produced this token
         // must not hand it out again.
         self.flights.forget(token);
@@ -476,10 +486,10 @@ impl Shared {
     }
 
     fn add_client(&self, mut registration: ClientRegistration) -> Result<(), BuildError> {
-        registration.dpop_key = self.dpop.key_of_client(registration.dpop_key.take());
+        registration.dpop_key = self.outlet.dpop.key_of_client(registration.dpop_key.take());
         let client =
             builder::check_client(registration, &self.transport, self.limits, &self.options)?
-                .with_dpop(self.dpop.clone());
+                .with_dpop(self.outlet.dpop.clone());
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         let issuer = client.registration().issuer.clone();
         if clients.contains_key(&issuer) {
@@ -504,7 +514,7 @@ impl Shared {
             .map(|config| entry_for(&clients, config))
             .collect::<Result<Vec<_>, _>>()?;
         drop(clients);
-        self.routes.add(entries)
+        self.outlet.routes.add(entries)
     }
 
     /// The entry of a resource, for a resource added and for one that moves: its

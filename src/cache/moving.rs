@@ -22,6 +22,7 @@ impl TokenCache {
         let resource = config.resource.clone();
         let entry = shared.entry_for(config).map_err(Error::Configuration)?;
         let old = shared
+            .outlet
             .routes
             .replace(entry)
             .ok_or_else(|| Error::UnknownResource {

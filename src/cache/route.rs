@@ -14,15 +14,14 @@
 //! [`TokenCache::token`]: super::TokenCache::token
 //! [`BearerToken::header_for`]: super::BearerToken::header_for
 
-mod decided;
 mod index;
+mod memo;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-pub(crate) use decided::Decided;
 use url::Url;
 
 use crate::audience::{AudiencePolicy, Refusal, RefusalKind};
@@ -138,25 +137,55 @@ impl Routes {
 
     /// [`route`](Self::route) and [`decide`] at once, without keeping the route: what
     /// [`BearerToken::header_for`](super::BearerToken::header_for) does for a URL it has no
-    /// route for yet. `decided` is the decision the token was handed out with, if any: when
-    /// it is the one for `url` under the resources configured now, it is the answer (see
-    /// [`Decided`]).
-    pub(crate) fn decide(
-        &self,
-        url: &Url,
-        token: &CachedToken,
-        decided: Option<&Decided>,
-    ) -> Result<(), Refusal> {
+    /// route for yet. An allowed decision remembered for `url` and `token` under the resources
+    /// configured now is the answer (see [`memo`]); an allowed decision made here is
+    /// remembered.
+    pub(crate) fn decide(&self, url: &Url, token: &Arc<CachedToken>) -> Result<(), Refusal> {
         let index = self.index.load();
-        if decided.is_some_and(|d| d.holds_for(url, index.generation())) {
+        let memo = index.memo();
+        if memo
+            .with(url, |allowed| allowed.is_for(token).then_some(()))
+            .is_some()
+        {
             return Ok(());
         }
         let path = resource::check_request(url)
             .map_err(|reason| unrouted(token, url, Unrouted::Refused(reason)))?;
-        match index.owner(url, &path) {
-            Some(entry) => decide_on(entry, url, &path, token),
-            None => Err(unrouted(token, url, Unrouted::NoResource)),
+        let Some(entry) = index.owner(url, &path) else {
+            return Err(unrouted(token, url, Unrouted::NoResource));
+        };
+        decide_on(entry, url, &path, token)?;
+        memo.remember(url, entry, token);
+        Ok(())
+    }
+
+    /// [`decide`] on `route`, remembered when it allows (for as long as the resources
+    /// configured are the ones the route was found in).
+    pub(crate) fn allow(&self, route: &Route<'_>, token: &Arc<CachedToken>) -> Result<(), Refusal> {
+        decide(route, token)?;
+        let index = self.index.load();
+        if index.generation() == route.generation {
+            index.memo().remember(route.url(), &route.entry, token);
         }
+        Ok(())
+    }
+
+    /// A request to `url` that repeats an allowed decision for its owner's current token:
+    /// `then` is given the owner and that token. `None` when no decision for `url` is
+    /// remembered under the resources configured now, or when it was for another token than
+    /// the current one (then the request is routed and decided as any other).
+    pub(crate) fn current_allowed<R>(
+        &self,
+        url: &Url,
+        then: impl FnOnce(&Arc<ResourceEntry>, Arc<CachedToken>) -> Option<R>,
+    ) -> Option<R> {
+        self.index.load().memo().with(url, |allowed| {
+            let token = allowed.entry.current.load_full()?;
+            if !allowed.is_for(&token) {
+                return None;
+            }
+            then(&allowed.entry, token)
+        })
     }
 
     /// The entry configured for exactly `resource`.
@@ -194,7 +223,7 @@ impl Routes {
             }
             next.insert(Arc::new(entry));
         }
-        self.index.store(Arc::new(next));
+        self.index.store(Arc::new(next.sealed()));
         Ok(())
     }
 }
@@ -203,13 +232,13 @@ impl Routes {
     /// Puts `entry` in place of the entry configured for the same resource (which must
     /// exist), and returns the one it replaced: a resource whose authorization server changed
     /// (RFC 9728 §5.2).
-    /// A new index of the next generation, so that no decision kept from the old one
-    /// (a handle's [`Decided`]) holds for the moved resource.
+    /// A new index of the next generation, so that no decision remembered under the old one
+    /// holds for the moved resource.
     pub(crate) fn replace(&self, entry: ResourceEntry) -> Option<Arc<ResourceEntry>> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = self.index.load().next();
         let old = next.replace(Arc::new(entry))?;
-        self.index.store(Arc::new(next));
+        self.index.store(Arc::new(next.sealed()));
         Some(old)
     }
 }
@@ -275,6 +304,8 @@ fn owner_by_scan<'e>(
     best
 }
 
+#[cfg(test)]
+mod memo_tests;
 #[cfg(test)]
 mod tests;
 

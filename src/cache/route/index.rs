@@ -22,16 +22,18 @@ use std::sync::Arc;
 use url::Url;
 
 use super::ResourceEntry;
+use super::memo::Memo;
 use crate::resource::{Coverage, ResourceUri};
 
 /// The resources by host, then by first path segment.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub(super) struct Index {
     /// Each host's resources; an `Arc` so that adding a resource copies only its host's.
     hosts: Map<Arc<HostRoutes>>,
-    /// One more than the index it was made from: a decision kept from an older index is not
-    /// used with this one.
+    /// One more than the index it was made from.
     generation: u64,
+    /// The decisions allowed under these resources (each index starts with none).
+    memo: Memo,
 }
 
 #[derive(Default, Clone)]
@@ -54,6 +56,13 @@ type Map<V> = HashMap<Box<str>, V, BuildHasherDefault<WordHasher>>;
 /// A multiply-rotate hash over 8-byte words (the one rustc uses for its own tables).
 #[derive(Default)]
 struct WordHasher(u64);
+
+/// [`WordHasher`]'s hash of `bytes`.
+pub(super) fn hash(bytes: &[u8]) -> u64 {
+    let mut hasher = WordHasher::default();
+    hasher.write(bytes);
+    hasher.finish()
+}
 
 impl WordHasher {
     fn add(&mut self, word: u64) {
@@ -103,16 +112,30 @@ impl Index {
             .find(|entry| entry.config.resource.covers_checked(url, path) == Coverage::Covered)
     }
 
-    /// A copy to add resources to, of the next generation.
+    /// A copy to add resources to, of the next generation, with no remembered decisions:
+    /// [`sealed`](Self::sealed) when its resources are in.
     pub(super) fn next(&self) -> Self {
         Self {
             hosts: self.hosts.clone(),
             generation: self.generation + 1,
+            memo: Memo::default(),
         }
+    }
+
+    /// The index with a memo sized for its resources, ready to be read.
+    pub(super) fn sealed(mut self) -> Self {
+        let resources = self.hosts.values().map(|host| host.all.len()).sum();
+        self.memo = Memo::for_resources(resources);
+        self
     }
 
     pub(super) fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The decisions allowed under these resources.
+    pub(super) fn memo(&self) -> &Memo {
+        &self.memo
     }
 
     /// The entry configured for exactly `resource`.

@@ -37,7 +37,7 @@ fn client() -> Arc<GrantClient> {
         .clone()
 }
 
-fn entry(resource: &ResourceUri) -> ResourceEntry {
+pub(super) fn entry(resource: &ResourceUri) -> ResourceEntry {
     let key = CacheKey::new(ISSUER, resource, &ScopeSet::empty(), "client");
     ResourceEntry::new(ResourceConfig::new(resource.clone(), ISSUER), client(), key)
 }
@@ -51,7 +51,7 @@ const ORIGINS: &[&str] = &[
     "https://[::1]",
 ];
 
-fn resource_strategy() -> impl Strategy<Value = String> {
+pub(super) fn resource_strategy() -> impl Strategy<Value = String> {
     let segment = prop::sample::select(vec!["a", "b", "mcp", "A", "%7E", "a%20b", "", "m%2Fcp"]);
     (
         prop::sample::select(ORIGINS.to_vec()),
@@ -73,7 +73,7 @@ fn resource_strategy() -> impl Strategy<Value = String> {
         })
 }
 
-fn request_strategy() -> impl Strategy<Value = String> {
+pub(super) fn request_strategy() -> impl Strategy<Value = String> {
     let origins = [
         ORIGINS,
         &[
