@@ -284,9 +284,7 @@ fn parse_aud_url(raw: &str) -> Option<Parsed> {
         http_anywhere: true,
     };
     let mut parsed = resource::parse_raw(raw, rules).ok()?;
-    if parsed.query.is_none() && parsed.path.len() > 1 && parsed.path.ends_with('/') {
-        parsed.path.pop();
-    }
+    parsed.trim_trailing_slash();
     Some(parsed)
 }
 

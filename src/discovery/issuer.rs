@@ -46,7 +46,7 @@ impl Issuer {
                 source,
             }
         })?;
-        if parsed.query.is_some() {
+        if parsed.query().is_some() {
             return Err(DiscoveryError::IssuerHasQuery {
                 issuer: shorten(issuer),
             });

@@ -99,13 +99,13 @@ pub(crate) fn covers_checked(resource: &Parsed, request: &Url, path: &str) -> Co
     if !same_origin {
         return Coverage::NotCovered;
     }
-    let covered = match &resource.query {
+    let covered = match resource.query() {
         // A resource with a query covers exactly that path and that query.
         Some(query) => {
-            *path == *resource.path
+            *path == *resource.path()
                 && request.query().is_some_and(|q| {
                     if q.contains('%') {
-                        percent::normalize(q).is_ok_and(|q| q == *query)
+                        percent::normalize(q).is_ok_and(|q| q == query)
                     } else {
                         // Without an escape, normalization returns the query unchanged.
                         q == query
@@ -114,7 +114,7 @@ pub(crate) fn covers_checked(resource: &Parsed, request: &Url, path: &str) -> Co
         }
         // Without a query, the request's query does not matter; the path is a prefix on a
         // segment boundary.
-        None => path_prefix_covers(&resource.path, path),
+        None => path_prefix_covers(resource.path(), path),
     };
     if covered {
         Coverage::Covered

@@ -140,8 +140,11 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
         // sets them, refuses none), so the round trip could only give it back; and the checks
         // after it that the name has passed already (characters, empty labels, a trailing dot,
         // IPv4) hold for its lowercase too. What is left is the length rule.
-        if !lowered.split('.').any(|label| label.starts_with("xn--")) {
-            check_length(name, &lowered)?;
+        let (longest, alabel) = label_facts(lowered.as_bytes());
+        if !alabel {
+            if lowered.len() > 253 || longest > 63 {
+                return Err(host_error(name, HostProblem::TooLong));
+            }
             return Ok(Host::Domain(lowered));
         }
         return through_idna(name, lowered);
@@ -174,10 +177,21 @@ fn through_idna(name: &str, lowered: String) -> Result<Host, ResourceError> {
 
 /// RFC 1035 §2.3.4: labels of at most 63 octets, names of at most 253 (without the root).
 fn check_length(name: &str, ascii: &str) -> Result<(), ResourceError> {
-    if ascii.len() > 253 || ascii.split('.').any(|label| label.len() > 63) {
+    if ascii.len() > 253 || label_facts(ascii.as_bytes()).0 > 63 {
         return Err(host_error(name, HostProblem::TooLong));
     }
     Ok(())
+}
+
+/// The length of `name`'s longest label, and whether a label starts with `xn--` (an A-label,
+/// in a lowercase name), in one pass over its bytes.
+fn label_facts(name: &[u8]) -> (usize, bool) {
+    let (mut longest, mut alabel) = (0, false);
+    for label in name.split(|&b| b == b'.') {
+        longest = longest.max(label.len());
+        alabel |= label.starts_with(b"xn--");
+    }
+    (longest, alabel)
 }
 
 /// Letters, digits, `-`, `_` and `.`: what a registered name may hold, typed or as A-labels.
@@ -208,7 +222,7 @@ fn checked_domain(name: &str, ascii: String) -> Result<Host, ResourceError> {
 /// `Some` for a canonical dotted-quad; an error for anything WHATWG would read as IPv4 (a
 /// numeric last label) that is not canonical; `None` for a registered name.
 fn parse_ipv4(name: &str) -> Result<Option<Ipv4Addr>, ResourceError> {
-    let last = name.rsplit('.').next().unwrap_or_default();
+    let last = name.rfind('.').map_or(name, |dot| &name[dot + 1..]);
     let numeric = |label: &str| {
         !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
             || label

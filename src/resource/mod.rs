@@ -93,9 +93,8 @@ pub struct ResourceUri {
 }
 
 struct Inner {
+    /// The parts; the key is its `url`'s serialization.
     parsed: Parsed,
-    /// The key (a `String` as built: shrinking it to a `Box<str>` would copy it again).
-    key: String,
     wire: Wire,
 }
 
@@ -120,13 +119,13 @@ impl ResourceUri {
 
     /// Parses a configured resource identifier with the given options.
     pub fn parse_with(input: &str, options: &ParseOptions) -> Result<Self, ResourceError> {
-        let (parsed, key) = parse::parse_keyed(input, options.rules())?;
-        let wire = if parsed.path == "/" && parsed.query.is_none() {
+        let parsed = parse::parse(input, options.rules())?;
+        let wire = if parsed.path() == "/" && parsed.query().is_none() {
             Wire::KeyWithoutRootSlash
         } else {
             Wire::Key
         };
-        Ok(Self::from_parts(parsed, key, wire))
+        Ok(Self::from_parts(parsed, wire))
     }
 
     /// Takes the `resource` value of an RFC 9728 protected resource metadata document.
@@ -135,13 +134,13 @@ impl ResourceUri {
     /// is the document's string **verbatim**: authorization servers compare `resource` as a
     /// string, and adding or removing a trailing slash has broken real deployments (rules §1).
     pub fn from_metadata(input: &str, options: &ParseOptions) -> Result<Self, ResourceError> {
-        let (parsed, key) = parse::parse_keyed(input, options.rules())?;
-        Ok(Self::from_parts(parsed, key, Wire::Verbatim(input.into())))
+        let parsed = parse::parse(input, options.rules())?;
+        Ok(Self::from_parts(parsed, Wire::Verbatim(input.into())))
     }
 
-    fn from_parts(parsed: Parsed, key: String, wire: Wire) -> Self {
+    fn from_parts(parsed: Parsed, wire: Wire) -> Self {
         Self {
-            inner: Arc::new(Inner { parsed, key, wire }),
+            inner: Arc::new(Inner { parsed, wire }),
         }
     }
 
@@ -150,12 +149,12 @@ impl ResourceUri {
     /// of unreserved characters decoded and every other escape in uppercase hex, the query in
     /// its original order, no fragment. Parsing a key gives the same key.
     pub fn key(&self) -> &str {
-        &self.inner.key
+        self.inner.parsed.url.as_str()
     }
 
     /// The string to send as RFC 8707 `resource`.
     pub fn wire(&self) -> &str {
-        let key = &self.inner.key;
+        let key = self.key();
         match &self.inner.wire {
             Wire::Key => key,
             Wire::KeyWithoutRootSlash => key.strip_suffix('/').unwrap_or(key),

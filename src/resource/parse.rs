@@ -6,6 +6,8 @@
 //! is normalized; then `url` parses the result as a second net, and any disagreement between
 //! the two readings is refused.
 
+use std::borrow::Cow;
+
 use super::error::ResourceError;
 use super::host::{Authority, Host, parse_authority};
 use super::percent;
@@ -53,12 +55,12 @@ pub(crate) struct Parsed {
     pub(crate) host: Host,
     /// The port when it is not the scheme's default.
     pub(crate) port: Option<u16>,
-    /// Normalized path, `/` when empty.
-    pub(crate) path: String,
-    /// Normalized query, without the `?`.
-    pub(crate) query: Option<String>,
-    /// The key as `url` parsed it (it reads back identically; see `cross_check`).
+    /// The match key as `url` parsed it: it reads back as the key, byte for byte, and its
+    /// path and query are the normalized ones (see `cross_check`).
     pub(crate) url: url::Url,
+    /// Whether the path is read without its trailing `/` (an `aud` value, whose one trailing
+    /// slash is ignored).
+    trimmed: bool,
 }
 
 impl Parsed {
@@ -66,42 +68,58 @@ impl Parsed {
         self.port.unwrap_or(self.scheme.default_port())
     }
 
-    /// The match key of the parts as they are now (an `aud` value's parts may have lost a
+    /// The normalized path, `/` when empty (without its trailing slash if
+    /// [`trim_trailing_slash`](Self::trim_trailing_slash) took it).
+    pub(crate) fn path(&self) -> &str {
+        let path = self.url.path();
+        if self.trimmed {
+            &path[..path.len() - 1]
+        } else {
+            path
+        }
+    }
+
+    /// The normalized query, without the `?`.
+    pub(crate) fn query(&self) -> Option<&str> {
+        self.url.query()
+    }
+
+    /// Reads the path without one trailing `/` from now on, when there is no query and the
+    /// path is longer than `/` (an `aud` value: `https://h/mcp/` names `https://h/mcp`).
+    pub(crate) fn trim_trailing_slash(&mut self) {
+        let path = self.path();
+        if self.query().is_none() && path.len() > 1 && path.ends_with('/') {
+            self.trimmed = true;
+        }
+    }
+
+    /// The match key of the parts as they are now (an `aud` value's path may have lost a
     /// trailing slash since the parse).
     pub(crate) fn key(&self) -> String {
+        let mut key = String::new();
         build_key(
+            &mut key,
             self.scheme,
             &self.host,
             self.port,
-            &self.path,
-            self.query.as_deref(),
-        )
+            self.path(),
+            self.query(),
+        );
+        key
     }
 }
 
-/// The match key: the parts joined into one string, written once into a string of the right
-/// size.
+/// The match key: the parts joined into one string, written into `key` (emptied first).
 fn build_key(
+    key: &mut String,
     scheme: Scheme,
     host: &Host,
     port: Option<u16>,
     path: &str,
     query: Option<&str>,
-) -> String {
+) {
     use std::fmt::Write as _;
-    let host_len = match host {
-        Host::Domain(name) => name.len(),
-        // The longest text forms: `255.255.255.255` and a bracketed IPv6 address.
-        Host::V4(_) => 15,
-        Host::V6(_) => 41,
-    };
-    let mut key = String::with_capacity(
-        "https://".len()
-            + host_len
-            + ":65535".len()
-            + path.len()
-            + query.map_or(0, |q| q.len() + 1),
-    );
+    key.clear();
     key.push_str(scheme.as_str());
     key.push_str("://");
     match host {
@@ -119,16 +137,16 @@ fn build_key(
         key.push('?');
         key.push_str(query);
     }
-    key
 }
 
-/// Parses and canonicalizes `input`.
+std::thread_local! {
+    /// The buffer each parse writes its key into before `url` reads it: the key itself is
+    /// kept as `url`'s serialization, so a parse makes no string of its own for it.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Parses and canonicalizes `input`; its match key is the parsed `url`'s serialization.
 pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> {
-    parse_keyed(input, rules).map(|(parsed, _)| parsed)
-}
-
-/// Parses and canonicalizes `input`, and gives its match key too (built once, here).
-pub(crate) fn parse_keyed(input: &str, rules: Rules) -> Result<(Parsed, String), ResourceError> {
     screen_characters(input)?;
     if let Some(at) = input.bytes().position(|b| b == b'#') {
         return Err(ResourceError::Fragment {
@@ -185,25 +203,25 @@ pub(crate) fn parse_keyed(input: &str, rules: Rules) -> Result<(Parsed, String),
         )?),
         None => None,
     };
-    let key = build_key(scheme, &host, port, &path, query.as_deref());
-    // Canonicalization can lengthen the input (A-labels, uppercase escapes); the cap holds for
-    // the key too, so that a key always parses again.
-    if key.len() > MAX_LEN {
-        return Err(ResourceError::TooLong {
-            len: key.len(),
-            max: MAX_LEN,
-        });
-    }
-    let url = cross_check(&key, scheme, &host, port, &path, query.as_deref())?;
-    let parsed = Parsed {
+    let url = KEY.with_borrow_mut(|key| {
+        build_key(key, scheme, &host, port, &path, query.as_deref());
+        // Canonicalization can lengthen the input (A-labels, uppercase escapes); the cap
+        // holds for the key too, so that a key always parses again.
+        if key.len() > MAX_LEN {
+            return Err(ResourceError::TooLong {
+                len: key.len(),
+                max: MAX_LEN,
+            });
+        }
+        cross_check(key, scheme, &host, port, &path, query.as_deref())
+    })?;
+    Ok(Parsed {
         scheme,
         host,
         port,
-        path,
-        query,
         url,
-    };
-    Ok((parsed, key))
+        trimmed: false,
+    })
 }
 
 /// rules §16: length, whitespace, controls, invisible characters and backslashes, anywhere.
@@ -336,9 +354,9 @@ fn redact_userinfo(userinfo: &str) -> String {
     }
 }
 
-fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
+fn normalize_path(raw: &str, offset: usize) -> Result<Cow<'_, str>, ResourceError> {
     if raw.is_empty() {
-        return Ok("/".to_owned());
+        return Ok(Cow::Borrowed("/"));
     }
     let path = normalize_component(raw, offset, false)?;
     // rules §19: `.` and `..` segments, literal or encoded (normalization decoded `%2E` already;
@@ -364,8 +382,13 @@ fn normalize_path(raw: &str, offset: usize) -> Result<String, ResourceError> {
 
 /// RFC 3986 grammar for a path (`pchar` and `/`) or a query (also `?`), escapes checked and
 /// normalized (rules §6).
-fn normalize_component(raw: &str, offset: usize, query: bool) -> Result<String, ResourceError> {
+fn normalize_component(
+    raw: &str,
+    offset: usize,
+    query: bool,
+) -> Result<Cow<'_, str>, ResourceError> {
     let bytes = raw.as_bytes();
+    let mut escaped = false;
     // From one byte that is not a pchar or `/` to the next: only `%` (an escape, checked for
     // controls here and for its form by the normalization) and, in a query, `?` may be one.
     let mut from = 0;
@@ -376,6 +399,7 @@ fn normalize_component(raw: &str, offset: usize, query: bool) -> Result<String, 
         let at = from + found;
         match bytes[at] {
             b'%' => {
+                escaped = true;
                 if let Some(decoded) = percent::escape_at(bytes, at)
                     && (decoded < 0x20 || decoded == 0x7f)
                 {
@@ -394,9 +418,15 @@ fn normalize_component(raw: &str, offset: usize, query: bool) -> Result<String, 
         }
         from = at + 1;
     }
-    percent::normalize(raw).map_err(|malformed| ResourceError::MalformedEscape {
-        escape: malformed.text,
-    })
+    // Without an escape there is nothing to normalize: the component is its own form.
+    if !escaped {
+        return Ok(Cow::Borrowed(raw));
+    }
+    percent::normalize(raw)
+        .map(Cow::Owned)
+        .map_err(|malformed| ResourceError::MalformedEscape {
+            escape: malformed.text,
+        })
 }
 
 /// The second net: `url` must read the canonical form exactly as the crate does.
@@ -443,6 +473,10 @@ fn cross_check(
             query.unwrap_or_default(),
             url.query().unwrap_or_default(),
         ));
+    }
+    // The key is kept as `url`'s serialization: it must be the key, byte for byte.
+    if url.as_str() != key {
+        return Err(disagree("key", key, url.as_str()));
     }
     Ok(url)
 }
