@@ -379,49 +379,6 @@ fn hit_path(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same candidates again, interleaved: in each round every candidate makes one batch of
-/// calls in turn, and its time is divided by the floor's time in that round. Load on this
-/// machine drifts over seconds, which moves criterion's figures (taken one benchmark after
-/// another) by 30-50 %; a ratio taken within one round is not moved by it. Prints the median
-/// ratio with its interquartile range, and the median time per call.
-fn interleaved(
-    label: &str,
-    candidates: &[(&str, &dyn Fn(u64) -> Duration)],
-    rounds: usize,
-    batch: u64,
-) {
-    let mut times: Vec<Vec<Duration>> = candidates.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds {
-        for (i, (_, run)) in candidates.iter().enumerate() {
-            times[i].push(run(batch) / batch as u32);
-        }
-    }
-    println!(
-        "\n{label}, interleaved: {rounds} rounds of {batch} calls per candidate; ratio to {} in the same round",
-        candidates[0].0
-    );
-    println!(
-        "  {:<28} {:>10}  {:>7}  {:>15}",
-        "", "per call", "ratio", "IQR of ratio"
-    );
-    for (i, (name, _)) in candidates.iter().enumerate() {
-        let mut ratios: Vec<f64> = times[i]
-            .iter()
-            .zip(&times[0])
-            .map(|(t, floor)| support::ratio(*t, *floor))
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let at = |q: f64| ratios[((q * (ratios.len() - 1) as f64).round()) as usize];
-        println!(
-            "  {name:<28} {:>10}  {:>6.2}×  {:>6.2}–{:<6.2}",
-            support::show_precise(support::median(&times[i])),
-            at(0.5),
-            at(0.25),
-            at(0.75)
-        );
-    }
-}
-
 fn interleaved_all() {
     let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -455,7 +412,7 @@ fn interleaved_all() {
             one_thread(&current, &*s.many, n)
         }),
     ];
-    interleaved("hit, 1 thread", &one, rounds, batch);
+    support::interleaved("hit, 1 thread", &one, rounds, batch);
     let two: [(&str, &dyn Fn(u64) -> Duration); 7] = [
         ("moka_get", &|n| two_threads(&multi, &s.moka, n)),
         ("rmcp_get_access_token", &|n| {
@@ -473,7 +430,7 @@ fn interleaved_all() {
             two_threads(&multi, &s.many, n)
         }),
     ];
-    interleaved("hit, 2 threads", &two, rounds, batch);
+    support::interleaved("hit, 2 threads", &two, rounds, batch);
     allocations(&current, &s);
     latencies(&current, &s);
 }

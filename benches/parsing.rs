@@ -9,12 +9,17 @@
 //! client does with a URL anyway); the naive, unsafe coverage check (`starts_with` on the
 //! serialized URL) is shown beside `covers` for scale.
 //!
-//! Run: `cargo bench --all-features --bench parsing` (ratios are printed at the end).
+//! After criterion, the parses, `covers` and `ScopeSet::parse` run again interleaved with
+//! `Url::parse` (one batch each per round, each round's ratio taken within the round), which
+//! load drift on a shared machine does not move.
+//!
+//! Run: `cargo bench --all-features --bench parsing` (ratios are printed at the end); the
+//! interleaved rounds alone: `… --bench parsing -- no_such_benchmark`.
 
 mod support;
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use audience_cache::{ResourceUri, ScopeSet};
 use criterion::Criterion;
@@ -142,5 +147,70 @@ fn main() {
         let group = format!("parsing_{size}");
         support::print_ratios(&group, &IDS, (&group, "url_parse"), started);
     }
+    interleaved();
     println!("{}", support::load());
+}
+
+/// The parses and `covers` again, interleaved with `Url::parse` of the same input (one batch
+/// each per round, the ratio taken within the round): criterion's figures, taken one after
+/// another, move with the machine's load; these ratios do not. `PARSE_ROUNDS` and
+/// `PARSE_BATCH` change the 40 rounds of 2,000 calls (200 for the long input).
+fn interleaved() {
+    let rounds = support::env_or("PARSE_ROUNDS", 40) as usize;
+    if rounds == 0 {
+        return;
+    }
+    let long = long_resource();
+    let long_request = format!("{long}/call");
+    let long_scopes = long_scopes();
+    let inputs = [
+        (
+            "short",
+            SHORT_RESOURCE.to_owned(),
+            SHORT_REQUEST.to_owned(),
+            SHORT_SCOPES.to_owned(),
+            support::env_or("PARSE_BATCH", 2_000),
+        ),
+        (
+            "long",
+            long,
+            long_request,
+            long_scopes,
+            support::env_or("PARSE_BATCH", 2_000) / 10,
+        ),
+    ];
+    for (size, resource_str, request_str, scopes_str, batch) in &inputs {
+        let resource = ResourceUri::parse(resource_str).expect("a valid resource");
+        let request = Url::parse(request_str).expect("a valid URL");
+        let url_parse = timed(|| {
+            black_box(Url::parse(black_box(resource_str)).is_ok());
+        });
+        let resource_parse = timed(|| {
+            black_box(ResourceUri::parse(black_box(resource_str)).is_ok());
+        });
+        let covers = timed(|| {
+            black_box(resource.covers(black_box(&request)));
+        });
+        let scope_parse = timed(|| {
+            black_box(ScopeSet::parse(black_box(scopes_str)).is_ok());
+        });
+        let candidates: [(&str, &dyn Fn(u64) -> Duration); 4] = [
+            ("url_parse", &url_parse),
+            ("resource_parse", &resource_parse),
+            ("covers", &covers),
+            ("scope_parse", &scope_parse),
+        ];
+        support::interleaved(&format!("parsing_{size}"), &candidates, rounds, *batch);
+    }
+}
+
+/// `f` made `n` times, timed as a whole.
+fn timed(f: impl Fn()) -> impl Fn(u64) -> Duration {
+    move |n| {
+        let started = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        started.elapsed()
+    }
 }

@@ -221,3 +221,46 @@ pub fn show_precise(d: Duration) -> String {
         show(d)
     }
 }
+
+/// Candidates interleaved: in each round every candidate makes one batch of calls in turn, and
+/// its time is divided by the floor's (the first candidate's) time in that round. Load on this
+/// machine drifts over seconds, which moves criterion's figures (taken one benchmark after
+/// another) by 30-50 %; a ratio taken within one round is not moved by it. Prints the median
+/// ratio with its interquartile range, and the median time per call.
+pub fn interleaved(
+    label: &str,
+    candidates: &[(&str, &dyn Fn(u64) -> Duration)],
+    rounds: usize,
+    batch: u64,
+) {
+    let mut times: Vec<Vec<Duration>> = candidates.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, (_, run)) in candidates.iter().enumerate() {
+            times[i].push(run(batch) / batch as u32);
+        }
+    }
+    println!(
+        "\n{label}, interleaved: {rounds} rounds of {batch} calls per candidate; ratio to {} in the same round",
+        candidates[0].0
+    );
+    println!(
+        "  {:<28} {:>10}  {:>7}  {:>15}",
+        "", "per call", "ratio", "IQR of ratio"
+    );
+    for (i, (name, _)) in candidates.iter().enumerate() {
+        let mut ratios: Vec<f64> = times[i]
+            .iter()
+            .zip(&times[0])
+            .map(|(t, floor)| ratio(*t, *floor))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let at = |q: f64| ratios[((q * (ratios.len() - 1) as f64).round()) as usize];
+        println!(
+            "  {name:<28} {:>10}  {:>6.2}×  {:>6.2}–{:<6.2}",
+            show_precise(median(&times[i])),
+            at(0.5),
+            at(0.25),
+            at(0.75)
+        );
+    }
+}
