@@ -275,7 +275,7 @@ pub(crate) fn audience_of(entry: &ResourceEntry, token: &secrecy::SecretString) 
     use secrecy::ExposeSecret as _;
     match entry.policy.mode() {
         AudienceMode::ProvenanceOnly => TokenAudience::unread(),
-        _ => TokenAudience::inspect(token.expose_secret()),
+        _ => TokenAudience::inspect_for(token.expose_secret(), &entry.config.resource),
     }
 }
 

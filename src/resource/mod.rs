@@ -213,6 +213,11 @@ impl ResourceUri {
 impl ResourceUri {
     /// Equality, answered without comparing keys when both are handles on one parsed value
     /// (a token's resource and its configured entry's are).
+    /// The canonical parts (what an `aud` value with this resource's text reads as).
+    pub(crate) fn parsed(&self) -> &Parsed {
+        &self.inner.parsed
+    }
+
     pub(crate) fn is_same(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner) || self == other
     }

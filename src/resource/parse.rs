@@ -84,11 +84,17 @@ impl Parsed {
         self.url.query()
     }
 
-    /// Reads the path without one trailing `/` from now on, when there is no query and the
-    /// path is longer than `/` (an `aud` value: `https://h/mcp/` names `https://h/mcp`).
-    pub(crate) fn trim_trailing_slash(&mut self) {
+    /// Whether the path ends with a `/` that an `aud` value is read without: there is no
+    /// query and the path is longer than `/` (`https://h/mcp/` names `https://h/mcp`).
+    pub(crate) fn has_ignored_slash(&self) -> bool {
         let path = self.path();
-        if self.query().is_none() && path.len() > 1 && path.ends_with('/') {
+        self.query().is_none() && path.len() > 1 && path.ends_with('/')
+    }
+
+    /// Reads the path without the slash of [`has_ignored_slash`](Self::has_ignored_slash)
+    /// from now on (an `aud` value).
+    pub(crate) fn trim_trailing_slash(&mut self) {
+        if self.has_ignored_slash() {
             self.trimmed = true;
         }
     }
