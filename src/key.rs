@@ -38,7 +38,10 @@ use crate::scope::ScopeSet;
 /// fingerprint's first four bytes.
 ///
 /// [`encoded`](Self::encoded) is an unambiguous byte encoding: every part is length-prefixed,
-/// so no two different keys encode alike whatever their parts contain.
+/// so no two different keys encode alike whatever their parts contain. Keys are equal exactly
+/// when their encodings are (they compare the parts the encoding is made of); the encoding
+/// itself is made when asked for (the shared level's names, a file store's places), not kept
+/// in every key.
 ///
 /// ```
 /// use audience_cache::{CacheKey, ResourceUri, ScopeSet};
@@ -77,7 +80,6 @@ struct Inner {
     grant: GrantPart,
     /// For a token from token exchange: its subject token's fingerprint.
     subject: Option<SubjectFingerprint>,
-    encoded: Box<[u8]>,
 }
 
 struct Common {
@@ -94,7 +96,7 @@ struct Common {
 const ENCODING_VERSION: u8 = 4;
 
 /// How a token was obtained: a part of its key (encoding version 4).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum GrantPart {
     /// The client's own grant: client credentials, or a user's authorization (the code grant
     /// and its refresh). A client registration has one of the two, so its client id tells
@@ -211,16 +213,6 @@ impl CacheKey {
         grant: &GrantPart,
         subject: Option<SubjectFingerprint>,
     ) -> Self {
-        let encoded = encode(
-            &common.issuer,
-            common.resource.key(),
-            scopes.as_str(),
-            &common.client_id,
-            account,
-            grant,
-            subject.as_ref(),
-            common.dpop.as_deref(),
-        );
         Self {
             inner: Arc::new(Inner {
                 common,
@@ -228,7 +220,6 @@ impl CacheKey {
                 account: account.map(Into::into),
                 grant: grant.clone(),
                 subject,
-                encoded,
             }),
         }
     }
@@ -296,8 +287,18 @@ impl CacheKey {
     /// token from token exchange `1` followed by the 32 bytes of the subject token's
     /// fingerprint; then `0`, or for a cache with a DPoP key `1` followed by its thumbprint's
     /// length and bytes.
-    pub fn encoded(&self) -> &[u8] {
-        &self.inner.encoded
+    pub fn encoded(&self) -> Vec<u8> {
+        let (inner, common) = (&self.inner, &self.inner.common);
+        encode(
+            &common.issuer,
+            common.resource.key(),
+            inner.scopes.as_str(),
+            &common.client_id,
+            inner.account.as_deref(),
+            &inner.grant,
+            inner.subject.as_ref(),
+            common.dpop.as_deref(),
+        )
     }
 }
 
@@ -311,7 +312,7 @@ fn encode(
     grant: &GrantPart,
     subject: Option<&SubjectFingerprint>,
     dpop: Option<&str>,
-) -> Box<[u8]> {
+) -> Vec<u8> {
     let parts = [issuer, resource, scopes, client_id];
     // The exact length: the version, the length-prefixed parts, the account's flag and part,
     // the grant's tag and IdP, the subject's flag and fingerprint, the DPoP flag and
@@ -361,7 +362,7 @@ fn encode(
         }
     }
     debug_assert_eq!(out.len(), size, "the key's encoding is as long as computed");
-    out.into_boxed_slice()
+    out
 }
 
 /// A part as its length (8 bytes, big-endian: no length a `usize` can hold is cut) and bytes.
@@ -370,17 +371,45 @@ fn push_part(out: &mut Vec<u8>, part: &str) {
     out.extend_from_slice(part.as_bytes());
 }
 
+/// Equal exactly when the encodings are: the encoding is injective in these parts.
 impl PartialEq for CacheKey {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.encoded == other.inner.encoded
+        let (a, b) = (&*self.inner, &*other.inner);
+        std::ptr::eq(a, b)
+            || (a.common.same_as(&b.common)
+                && a.scopes == b.scopes
+                && a.account == b.account
+                && a.grant == b.grant
+                && a.subject == b.subject)
     }
 }
 
 impl Eq for CacheKey {}
 
+/// The parts [`PartialEq`] compares, each hashed with its length or variant, so that equal
+/// keys hash alike.
 impl Hash for CacheKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.inner.encoded.hash(state);
+        let (inner, common) = (&*self.inner, &*self.inner.common);
+        common.issuer.hash(state);
+        common.resource.key().hash(state);
+        common.client_id.hash(state);
+        common.dpop.hash(state);
+        inner.scopes.as_str().hash(state);
+        inner.account.hash(state);
+        inner.grant.hash(state);
+        inner.subject.hash(state);
+    }
+}
+
+impl Common {
+    /// The same issuer, resource (by key), client and DPoP key: shared, or alike.
+    fn same_as(self: &Arc<Self>, other: &Arc<Self>) -> bool {
+        Arc::ptr_eq(self, other)
+            || (self.issuer == other.issuer
+                && self.resource.key() == other.resource.key()
+                && self.client_id == other.client_id
+                && self.dpop == other.dpop)
     }
 }
 

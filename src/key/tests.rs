@@ -179,3 +179,64 @@ fn a_dpop_key_is_part_of_the_key_and_its_encoding() {
     assert_eq!(*plain.encoded().last().unwrap(), 0);
     assert!(format!("{a}").contains("DPoP key thumbprint-a"));
 }
+
+proptest::proptest! {
+    /// Keys compare by their parts and are made without their encoding: equal exactly when
+    /// their encodings are, and equal keys hash alike, for keys made from scratch and keys
+    /// derived from one another (which share their common parts).
+    #[test]
+    fn keys_are_equal_exactly_when_their_encodings_are(
+        parts in proptest::collection::vec(
+            (0usize..2, 0usize..3, 0usize..3, 0usize..2, 0usize..3, 0usize..2, 0usize..5, 0usize..2, proptest::bool::ANY),
+            2..8,
+        ),
+    ) {
+        use std::collections::hash_map::RandomState;
+        use std::hash::BuildHasher as _;
+        let issuers = ["https://as.example", "https://as.example/"];
+        let resources = ["https://rs.example/mcp", "https://RS.example/mcp", "https://rs.example/mcp/"];
+        let scopes = ["", "a b", "b a c"];
+        let clients = ["client", "client2"];
+        let accounts = [None, Some(""), Some("bob")];
+        let dpop = [None, Some("tp")];
+        let grants = [
+            GrantPart::Client,
+            GrantPart::TokenExchange,
+            GrantPart::JwtBearer,
+            GrantPart::IdJag("https://idp.example".into()),
+            GrantPart::IdJag("https://idp2.example".into()),
+        ];
+        let base = CacheKey::new(issuers[0], &ResourceUri::parse(resources[0]).unwrap(), &ScopeSet::empty(), clients[0]);
+        let keys: Vec<CacheKey> = parts
+            .iter()
+            .map(|&(i, r, s, c, a, d, g, x, derived)| {
+                let scope = ScopeSet::parse(scopes[s]).unwrap();
+                let mut key = if derived && i == 0 && r == 0 && c == 0 {
+                    base.with_scopes(&scope)
+                } else {
+                    CacheKey::new(issuers[i], &ResourceUri::parse(resources[r]).unwrap(), &scope, clients[c])
+                };
+                if let Some(account) = accounts[a] {
+                    key = key.with_account(account);
+                }
+                if let Some(thumbprint) = dpop[d] {
+                    key = key.with_dpop(thumbprint);
+                }
+                key = key.obtained_by(grants[g].clone());
+                if x == 1 {
+                    key = key.exchanged(SubjectFingerprint([7; 32]));
+                }
+                key
+            })
+            .collect();
+        let state = RandomState::new();
+        for a in &keys {
+            for b in &keys {
+                proptest::prop_assert_eq!(a == b, a.encoded() == b.encoded(), "{:?} {:?}", a, b);
+                if a == b {
+                    proptest::prop_assert_eq!(state.hash_one(a), state.hash_one(b));
+                }
+            }
+        }
+    }
+}

@@ -104,7 +104,7 @@ impl GrantId {
     }
 
     /// An unambiguous encoding of the grant: two grants encode alike only if they are equal.
-    pub fn encoded(&self) -> &[u8] {
+    pub fn encoded(&self) -> Vec<u8> {
         self.key.encoded()
     }
 }

@@ -63,7 +63,7 @@ impl Names {
     pub(crate) fn new(namespace: &str, kind: Kind, key: &CacheKey, sealer: &Sealer) -> Self {
         let (tag, generation_tag) = (kind.tag(), kind.generation_tag());
         let places: Vec<Place> = sealer
-            .digests(key.encoded())
+            .digests(&key.encoded())
             .into_iter()
             .map(|digest| Place {
                 value: format!("{namespace}:{tag}:{digest}"),
@@ -104,13 +104,14 @@ impl Names {
 /// The sealing context of a value of `tag` for `key`: length-prefixed like the key's own
 /// encoding, so no two (namespace, tag, key) agree.
 fn context(namespace: &str, tag: &str, key: &CacheKey) -> Vec<u8> {
-    let mut context = Vec::with_capacity(64 + namespace.len() + key.encoded().len());
+    let encoded = key.encoded();
+    let mut context = Vec::with_capacity(64 + namespace.len() + encoded.len());
     context.extend_from_slice(b"audience-cache shared level\0");
     for part in [namespace.as_bytes(), tag.as_bytes()] {
         context.extend_from_slice(&(part.len() as u64).to_be_bytes());
         context.extend_from_slice(part);
     }
-    context.extend_from_slice(key.encoded());
+    context.extend_from_slice(&encoded);
     context
 }
 

@@ -301,7 +301,7 @@ impl CredentialStore for FileStore {
         grant: &'a GrantId,
     ) -> StoreFuture<'a, Option<StoredRefreshToken>> {
         let inner = self.inner.clone();
-        let place = inner.place(Kind::RefreshToken, grant.encoded());
+        let place = inner.place(Kind::RefreshToken, &grant.encoded());
         Box::pin(blocking(move || {
             let Some(plaintext) = inner.open(&place, "refresh token")? else {
                 return Ok(None);
@@ -323,7 +323,7 @@ impl CredentialStore for FileStore {
         token: &'a StoredRefreshToken,
     ) -> StoreFuture<'a, ()> {
         let inner = self.inner.clone();
-        let place = inner.place(Kind::RefreshToken, grant.encoded());
+        let place = inner.place(Kind::RefreshToken, &grant.encoded());
         let plaintext = serde_json::to_vec(&RefreshRecord {
             refresh_token: token.token().expose_secret().to_owned(),
             granted: token.granted().as_str().to_owned(),
@@ -336,12 +336,12 @@ impl CredentialStore for FileStore {
     }
 
     fn remove_refresh_token<'a>(&'a self, grant: &'a GrantId) -> StoreFuture<'a, ()> {
-        let place = self.inner.place(Kind::RefreshToken, grant.encoded());
+        let place = self.inner.place(Kind::RefreshToken, &grant.encoded());
         Box::pin(blocking(move || Ok(disk::remove(&place.path)?)))
     }
 
     fn lock_grant<'a>(&'a self, grant: &'a GrantId) -> StoreFuture<'a, GrantLock> {
-        let place = self.inner.place(Kind::RefreshToken, grant.encoded());
+        let place = self.inner.place(Kind::RefreshToken, &grant.encoded());
         Box::pin(async move {
             let file = disk::lock(place.lock, LOCK_WAIT).await?;
             Ok(GrantLock::new(file))
