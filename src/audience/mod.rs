@@ -206,8 +206,9 @@ enum AudValue {
     Other {
         raw: Box<str>,
         /// The value as a resource, when it is an http(s) URL, with one trailing slash
-        /// removed (rules §10); `None` for a logical audience.
-        url: Option<ParsedAud>,
+        /// removed (rules §10); `None` for a logical audience. Boxed: most tokens' values are
+        /// their resource, and every value takes the room of the largest kind.
+        url: Option<Box<Parsed>>,
     },
 }
 
@@ -225,7 +226,7 @@ impl AudValue {
             }
         }
         Self::Other {
-            url: parse_aud_url(&raw).map(ParsedAud),
+            url: parse_aud_url(&raw).map(Box::new),
             raw: raw.into_boxed_str(),
         }
     }
@@ -269,25 +270,6 @@ impl Eq for AudValue {}
 /// covers more than the resource (rules §10); the answer is the same.
 fn same_as_resource(url: &Parsed, resource: &ResourceUri) -> bool {
     url.url.as_str() == resource.as_url().as_str()
-}
-
-/// A parsed URL audience; equality by key is enough for the derived impls above.
-#[derive(Debug, Clone)]
-struct ParsedAud(Parsed);
-
-impl PartialEq for ParsedAud {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.key() == other.0.key()
-    }
-}
-
-impl Eq for ParsedAud {}
-
-impl std::ops::Deref for ParsedAud {
-    type Target = Parsed;
-    fn deref(&self) -> &Parsed {
-        &self.0
-    }
 }
 
 impl TokenAudience {
