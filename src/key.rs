@@ -78,8 +78,9 @@ struct Inner {
     account: Option<Box<str>>,
     /// How the token was obtained.
     grant: GrantPart,
-    /// For a token from token exchange: its subject token's fingerprint.
-    subject: Option<SubjectFingerprint>,
+    /// For a token from token exchange: its subject token's fingerprint (boxed: most keys
+    /// have none, and would carry its room).
+    subject: Option<Box<SubjectFingerprint>>,
 }
 
 struct Common {
@@ -143,7 +144,7 @@ impl CacheKey {
             &inner.scopes,
             Some(account),
             &inner.grant,
-            inner.subject,
+            inner.subject.as_deref().copied(),
         )
     }
 
@@ -170,7 +171,7 @@ impl CacheKey {
             &inner.scopes,
             inner.account.as_deref(),
             &grant,
-            inner.subject,
+            inner.subject.as_deref().copied(),
         )
     }
 
@@ -190,7 +191,7 @@ impl CacheKey {
             &inner.scopes,
             inner.account.as_deref(),
             &inner.grant,
-            inner.subject,
+            inner.subject.as_deref().copied(),
         )
     }
 
@@ -202,7 +203,7 @@ impl CacheKey {
             scopes,
             inner.account.as_deref(),
             &inner.grant,
-            inner.subject,
+            inner.subject.as_deref().copied(),
         )
     }
 
@@ -219,7 +220,7 @@ impl CacheKey {
                 scopes: scopes.clone(),
                 account: account.map(Into::into),
                 grant: grant.clone(),
-                subject,
+                subject: subject.map(Box::new),
             }),
         }
     }
@@ -296,7 +297,7 @@ impl CacheKey {
             &common.client_id,
             inner.account.as_deref(),
             &inner.grant,
-            inner.subject.as_ref(),
+            inner.subject.as_deref(),
             common.dpop.as_deref(),
         )
     }
