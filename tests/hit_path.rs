@@ -94,6 +94,47 @@ async fn a_warm_hit_among_nested_resources_allocates_nothing() {
     .await;
 }
 
+/// Handles of several accounts used in turn on one URL decide without allocating: their
+/// allowed decisions do not take turns in the remembered decisions (only a resource's current
+/// token displaces one).
+#[tokio::test(flavor = "current_thread")]
+async fn headers_for_accounts_in_turn_allocate_nothing() {
+    let server = AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .in_process();
+    let cache = cache(&server, &["https://mcp.example.com/mcp"]);
+    let resource = ResourceUri::parse("https://mcp.example.com/mcp").unwrap();
+    let url = Url::parse("https://mcp.example.com/mcp/tools/call").unwrap();
+    let none = audience_cache::ScopeSet::empty();
+    let current = cache.token_for(&url).await.unwrap();
+    let alice = cache
+        .token_for_account(&resource, &none, "alice")
+        .await
+        .unwrap();
+    let bob = cache
+        .token_for_account(&resource, &none, "bob")
+        .await
+        .unwrap();
+    assert_eq!(server.token_requests(), 3);
+    for token in [&alice, &bob, &current] {
+        token.header_for(&url).unwrap();
+    }
+    let allocations = allocations_of(async {
+        for _ in 0..HITS {
+            for token in [&alice, &bob, &current] {
+                black_box(token.header_for(black_box(&url)).unwrap());
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        allocations, 0,
+        "{HITS} rounds of three accounts' headers made {allocations} allocations"
+    );
+    assert!(cache.token_for(&url).await.unwrap().same_token_as(&current));
+    assert_eq!(server.token_requests(), 3);
+}
+
 /// The hit path reads a resource's current token without the store; a token the store let go
 /// of is not served from it.
 #[tokio::test(flavor = "current_thread")]

@@ -16,9 +16,10 @@
 //!   go of is dropped, and its secret with it, as before).
 //!
 //! Only allowed decisions are remembered; a refusal is decided again every time (and counted
-//! every time). A slot holds one decision; a newer one for another URL of the same hash
-//! replaces it. The table has a fixed size, so URLs a server steers the client to cannot grow
-//! it.
+//! every time). A slot holds one decision: a newer one for a resource's current token replaces
+//! it, a newer one for another token only when the slot is empty or its token is gone (see
+//! [`Memo::remember`]). The table has a fixed size, so URLs a server steers the client to
+//! cannot grow it.
 
 use std::sync::{Arc, Weak};
 
@@ -75,18 +76,28 @@ impl Memo {
         then(allowed)
     }
 
-    /// Remembers that `token` was allowed on `url`, owned by `entry` (replacing what the slot
-    /// held, unless it holds this already).
+    /// Remembers that `token` was allowed on `url`, owned by `entry`. The decision for the
+    /// entry's current token (what `token_for` hits read) takes the slot unless it holds that
+    /// very decision; any other token's (another account's, other scopes') only takes an empty
+    /// slot or one whose token is gone, so that callers alternating between such tokens on one
+    /// URL do not replace each other's decision (and allocate) on every request.
     pub(super) fn remember(&self, url: &Url, entry: &Arc<ResourceEntry>, token: &Arc<CachedToken>) {
         let Some(slot) = self.slot(url.as_str()) else {
             return;
         };
         let held = slot.load();
-        if held
-            .as_deref()
-            .is_some_and(|held| *held.url == *url.as_str() && held.is_for(token))
-        {
-            return;
+        if let Some(held) = held.as_deref() {
+            if *held.url == *url.as_str() && held.is_for(token) {
+                return;
+            }
+            let current = entry
+                .current
+                .load()
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, token));
+            if !current && held.token.strong_count() > 0 {
+                return;
+            }
         }
         slot.store(Some(Arc::new(Allowed {
             url: url.as_str().into(),

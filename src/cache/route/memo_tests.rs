@@ -99,7 +99,7 @@ proptest! {
 }
 
 /// A slot is used only for its own URL's text, and names its token by an allocation no other
-/// token can take while the slot holds it.
+/// token can take while the slot names it.
 #[test]
 fn a_slot_answers_only_for_its_url_and_its_token() {
     let resource = ResourceUri::parse("https://h.example/mcp").unwrap();
@@ -107,24 +107,73 @@ fn a_slot_answers_only_for_its_url_and_its_token() {
     let memo = Memo::for_resources(1);
     let url = Url::parse("https://h.example/mcp/a").unwrap();
     let first = token(&resource, None);
+    entry.keep(&first);
     memo.remember(&url, &entry, &first);
     assert_eq!(memo.with(&url, |a| Some(a.is_for(&first))), Some(true));
-    // Another URL whose hash picks the same slot finds nothing, and replaces it.
-    let other = (0..)
-        .map(|i| Url::parse(&format!("https://h.example/mcp/{i}")).unwrap())
-        .find(|other| other != &url && memo.slot_of(other) == memo.slot_of(&url))
-        .unwrap();
+    // Another URL whose hash picks the same slot finds nothing, and (for the current token)
+    // replaces it.
+    let other = colliding(&memo, &url);
     assert!(memo.with(&other, |_| Some(())).is_none());
     memo.remember(&other, &entry, &first);
     assert!(memo.with(&url, |_| Some(())).is_none());
     assert_eq!(memo.with(&other, |a| Some(a.is_for(&first))), Some(true));
-    // The token dropped, a new one (of the same size, as an allocator would reuse its
-    // place) is not the one remembered.
+    // The token dropped (and no longer current), a new one of the same size, as an allocator
+    // would reuse its place, is not the one remembered.
+    entry.forget(&first);
     drop(first);
     for _ in 0..64 {
         let next = token(&resource, None);
         assert_eq!(memo.with(&other, |a| Some(a.is_for(&next))), Some(false));
     }
+}
+
+/// The current token's decision takes its slot; another token's takes only an empty slot or
+/// one whose token is gone, so tokens of several accounts on one URL do not take turns.
+#[test]
+fn only_the_current_token_displaces_a_live_decision() {
+    let resource = ResourceUri::parse("https://h.example/mcp").unwrap();
+    let entry = Arc::new(entry(&resource));
+    let memo = Memo::for_resources(1);
+    let url = Url::parse("https://h.example/mcp/a").unwrap();
+    let (alice, bob, current) = (
+        token(&resource, None),
+        token(&resource, None),
+        token(&resource, None),
+    );
+    let holds = |t: &Arc<CachedToken>| memo.with(&url, |a| Some(a.is_for(t))) == Some(true);
+    memo.remember(&url, &entry, &alice);
+    assert!(holds(&alice));
+    memo.remember(&url, &entry, &bob);
+    assert!(
+        holds(&alice),
+        "a live decision stays for another account's token"
+    );
+    entry.keep(&current);
+    memo.remember(&url, &entry, &current);
+    assert!(
+        holds(&current),
+        "the current token's decision takes the slot"
+    );
+    memo.remember(&url, &entry, &bob);
+    assert!(holds(&current));
+    // Its token gone, the slot is free for any token.
+    entry.forget(&current);
+    drop(current);
+    memo.remember(&url, &entry, &bob);
+    assert!(holds(&bob));
+    // On a colliding URL too.
+    let other = colliding(&memo, &url);
+    memo.remember(&other, &entry, &alice);
+    assert!(holds(&bob));
+    assert!(memo.with(&other, |_| Some(())).is_none());
+}
+
+/// A URL on the same origin whose text takes the same slot as `url`'s.
+fn colliding(memo: &Memo, url: &Url) -> Url {
+    (0..)
+        .map(|i| Url::parse(&format!("https://h.example/mcp/{i}")).unwrap())
+        .find(|other| other != url && memo.slot_of(other) == memo.slot_of(url))
+        .unwrap()
 }
 
 /// An index with no resources remembers nothing.
