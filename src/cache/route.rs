@@ -10,6 +10,10 @@
 //! `https://h/` away from `https://h/b/x` when `https://h/b` is configured at another
 //! authorization server: the longest match owns the URL, and only its token goes there.
 //!
+//! An allowed decision is remembered by the URL's text and the token, under one version of the
+//! configured resources (see `memo`), and a request that repeats all three takes that answer
+//! instead of routing and deciding again: the decision depends on nothing else.
+//!
 //! [`TokenCache::token_for`]: super::TokenCache::token_for
 //! [`TokenCache::token`]: super::TokenCache::token
 //! [`BearerToken::header_for`]: super::BearerToken::header_for
