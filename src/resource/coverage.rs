@@ -94,7 +94,7 @@ pub(crate) fn covers_checked(resource: &Parsed, request: &Url, path: &str) -> Co
     let same_origin = request.scheme() == resource.scheme.as_str()
         && request
             .host()
-            .is_some_and(|host| resource.host.matches(&host))
+            .is_some_and(|host| resource.host() == Some(host))
         && request.port_or_known_default() == Some(resource.effective_port());
     if !same_origin {
         return Coverage::NotCovered;

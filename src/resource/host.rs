@@ -1,44 +1,46 @@
 //! The authority of a resource identifier: host and port, screened per rules §7 and §8 before `url`
 //! would map, decode or renumber them.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::{HostProblem, PortProblem, ResourceError};
 
-/// A host in canonical form.
+/// A host in canonical form, while a resource identifier is parsed (the parsed identifier
+/// reads its host from its `Url`, which writes it back alike).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Host {
-    /// A registered name, lowercase, internationalized labels as A-labels.
-    Domain(String),
+pub(crate) enum Host<'a> {
+    /// A registered name, lowercase, internationalized labels as A-labels (the input itself
+    /// when it was that already).
+    Domain(Cow<'a, str>),
     /// An IPv4 address (written as four decimal numbers in the input).
     V4(Ipv4Addr),
     /// An IPv6 address (neither zoned nor embedding IPv4).
     V6(Ipv6Addr),
 }
 
-impl Host {
-    /// Loopback as rules §9 means it: `localhost`, `127.0.0.0/8` and `[::1]`.
-    pub(crate) fn is_loopback(&self) -> bool {
+impl Host<'_> {
+    /// The host as `url` holds one.
+    pub(crate) fn as_url_host(&self) -> url::Host<&str> {
         match self {
-            Self::Domain(name) => name == "localhost",
-            Self::V4(addr) => addr.is_loopback(),
-            Self::V6(addr) => addr.is_loopback(),
-        }
-    }
-
-    /// Whether a request URL's host (as `url` parsed it) is this host.
-    pub(crate) fn matches(&self, other: &url::Host<&str>) -> bool {
-        match (self, other) {
-            (Self::Domain(ours), url::Host::Domain(theirs)) => ours == theirs,
-            (Self::V4(ours), url::Host::Ipv4(theirs)) => ours == theirs,
-            (Self::V6(ours), url::Host::Ipv6(theirs)) => ours == theirs,
-            _ => false,
+            Self::Domain(name) => url::Host::Domain(name),
+            Self::V4(addr) => url::Host::Ipv4(*addr),
+            Self::V6(addr) => url::Host::Ipv6(*addr),
         }
     }
 }
 
-impl fmt::Display for Host {
+/// Loopback as rules §9 means it: `localhost`, `127.0.0.0/8` and `[::1]`.
+pub(crate) fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(name) => *name == "localhost",
+        url::Host::Ipv4(addr) => addr.is_loopback(),
+        url::Host::Ipv6(addr) => addr.is_loopback(),
+    }
+}
+
+impl fmt::Display for Host<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Domain(name) => f.write_str(name),
@@ -50,8 +52,8 @@ impl fmt::Display for Host {
 }
 
 /// Host and port of an authority. `port` is `None` when absent, empty or the scheme default.
-pub(crate) struct Authority {
-    pub(crate) host: Host,
+pub(crate) struct Authority<'a> {
+    pub(crate) host: Host<'a>,
     pub(crate) port: Option<u16>,
 }
 
@@ -59,7 +61,7 @@ pub(crate) struct Authority {
 pub(crate) fn parse_authority(
     authority: &str,
     default_port: u16,
-) -> Result<Authority, ResourceError> {
+) -> Result<Authority<'_>, ResourceError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let Some(close) = rest.find(']') else {
             return Err(host_error(authority, HostProblem::InvalidIpv6));
@@ -93,7 +95,7 @@ fn host_error(host: &str, problem: HostProblem) -> ResourceError {
     }
 }
 
-fn parse_ipv6(literal: &str) -> Result<Host, ResourceError> {
+fn parse_ipv6(literal: &str) -> Result<Host<'static>, ResourceError> {
     let shown = format!("[{literal}]");
     if literal.contains('%') {
         return Err(host_error(&shown, HostProblem::Ipv6Zone));
@@ -111,7 +113,7 @@ fn parse_ipv6(literal: &str) -> Result<Host, ResourceError> {
     Ok(Host::V6(addr))
 }
 
-fn parse_name(name: &str) -> Result<Host, ResourceError> {
+fn parse_name(name: &str) -> Result<Host<'_>, ResourceError> {
     if name.is_empty() {
         return Err(ResourceError::EmptyHost);
     }
@@ -133,7 +135,12 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
         }
     }
     if name.is_ascii() {
-        let lowered = name.to_ascii_lowercase();
+        // Usually lowercase already: then it is borrowed as it is.
+        let lowered: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        };
         // An ASCII name (its characters were checked above) of letters, digits, `-`, `_` and
         // `.` with no A-label is its own ToASCII and ToUnicode (UTS-46 maps only uppercase among
         // those, and without CheckHyphens, STD3 rules or DNS length checks, as the URL Standard
@@ -147,13 +154,13 @@ fn parse_name(name: &str) -> Result<Host, ResourceError> {
             }
             return Ok(Host::Domain(lowered));
         }
-        return through_idna(name, lowered);
+        return through_idna(name, lowered.into_owned());
     }
     through_idna(name, name.to_lowercase())
 }
 
 /// The round trip through UTS-46 of a name that is not a plain ASCII name.
-fn through_idna(name: &str, lowered: String) -> Result<Host, ResourceError> {
+fn through_idna(name: &str, lowered: String) -> Result<Host<'static>, ResourceError> {
     // UTS-46 ToASCII, then ToUnicode; the result must be what was typed (lowercased), so that
     // fullwidth letters, ideographic dots or zero-width characters cannot stand in for ASCII.
     let ascii =
@@ -202,7 +209,7 @@ fn allowed_in_name(name: &str) -> bool {
 
 /// The checks of a name's A-label form (`ascii`), after the round trip; `name` is what was
 /// typed, for the error.
-fn checked_domain(name: &str, ascii: String) -> Result<Host, ResourceError> {
+fn checked_domain(name: &str, ascii: String) -> Result<Host<'static>, ResourceError> {
     // The A-label form obeys the same rules as an ASCII name (UTS-46 without STD3 rules lets
     // `!`, `$` and the like through in the non-ASCII case).
     if !allowed_in_name(&ascii) {
@@ -216,13 +223,16 @@ fn checked_domain(name: &str, ascii: String) -> Result<Host, ResourceError> {
     {
         return Err(host_error(name, HostProblem::NotRoundTrippable));
     }
-    Ok(Host::Domain(ascii))
+    Ok(Host::Domain(Cow::Owned(ascii)))
 }
 
 /// `Some` for a canonical dotted-quad; an error for anything WHATWG would read as IPv4 (a
 /// numeric last label) that is not canonical; `None` for a registered name.
 fn parse_ipv4(name: &str) -> Result<Option<Ipv4Addr>, ResourceError> {
-    let last = name.rfind('.').map_or(name, |dot| &name[dot + 1..]);
+    let last = name
+        .bytes()
+        .rposition(|b| b == b'.')
+        .map_or(name, |dot| &name[dot + 1..]);
     let numeric = |label: &str| {
         !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
             || label

@@ -195,7 +195,10 @@ impl ResourceUri {
 
     /// Whether this resource's host is loopback (`localhost`, `127.0.0.0/8`, `[::1]`).
     pub fn is_loopback(&self) -> bool {
-        self.inner.parsed.host.is_loopback()
+        self.inner
+            .parsed
+            .host()
+            .is_some_and(|host| host::is_loopback(&host))
     }
 
     /// Whether the resource uses plain http (only possible on loopback, by opt-in).

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use super::error::ResourceError;
-use super::host::{Authority, Host, parse_authority};
+use super::host::{Authority, Host, is_loopback, parse_authority};
 use super::percent;
 
 /// rules §16: the longest resource identifier accepted, in bytes.
@@ -52,7 +52,6 @@ pub(crate) struct Rules {
 #[derive(Debug, Clone)]
 pub(crate) struct Parsed {
     pub(crate) scheme: Scheme,
-    pub(crate) host: Host,
     /// The port when it is not the scheme's default.
     pub(crate) port: Option<u16>,
     /// The match key as `url` parsed it: it reads back as the key, byte for byte, and its
@@ -66,6 +65,12 @@ pub(crate) struct Parsed {
 impl Parsed {
     pub(crate) fn effective_port(&self) -> u16 {
         self.port.unwrap_or(self.scheme.default_port())
+    }
+
+    /// The host, lowercase, internationalized labels as A-labels (as `url` read it back from
+    /// the key, which `cross_check` compared with the crate's own reading).
+    pub(crate) fn host(&self) -> Option<url::Host<&str>> {
+        self.url.host()
     }
 
     /// The normalized path, `/` when empty (without its trailing slash if
@@ -100,18 +105,15 @@ impl Parsed {
     }
 
     /// The match key of the parts as they are now (an `aud` value's path may have lost a
-    /// trailing slash since the parse).
+    /// trailing slash since the parse; it has no query then, so the slash ends the key).
     pub(crate) fn key(&self) -> String {
-        let mut key = String::new();
-        build_key(
-            &mut key,
-            self.scheme,
-            &self.host,
-            self.port,
-            self.path(),
-            self.query(),
-        );
-        key
+        let key = self.url.as_str();
+        let key = if self.trimmed {
+            &key[..key.len() - 1]
+        } else {
+            key
+        };
+        key.to_owned()
     }
 }
 
@@ -189,7 +191,7 @@ pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> 
     let Authority { host, port } = parse_authority(authority, scheme.default_port())?;
     if scheme == Scheme::Http
         && !rules.http_anywhere
-        && !(rules.http_on_loopback && host.is_loopback())
+        && !(rules.http_on_loopback && is_loopback(&host.as_url_host()))
     {
         return Err(ResourceError::InsecureScheme {
             host: shorten(authority),
@@ -223,7 +225,6 @@ pub(crate) fn parse(input: &str, rules: Rules) -> Result<Parsed, ResourceError> 
     })?;
     Ok(Parsed {
         scheme,
-        host,
         port,
         url,
         trimmed: false,
@@ -456,7 +457,7 @@ fn cross_check(
         return Err(disagree("scheme", scheme.as_str(), url.scheme()));
     }
     match url.host() {
-        Some(theirs) if host.matches(&theirs) => {}
+        Some(theirs) if host.as_url_host() == theirs => {}
         other => {
             let theirs = other.map(|h| h.to_string()).unwrap_or_default();
             return Err(disagree("host", &host.to_string(), &theirs));
