@@ -131,17 +131,23 @@ impl<'de> Visitor<'de> for PayloadVisitor {
     }
 }
 
+/// An unsigned JWT with `payload` as its claims (the crate's tests read `aud` from it).
+#[cfg(test)]
+pub(crate) fn unsigned(payload: &str) -> String {
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.sig",
+        engine.encode(r#"{"alg":"RS256","typ":"at+jwt"}"#),
+        engine.encode(payload)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn jwt(payload: &str) -> String {
-        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!(
-            "{}.{}.sig",
-            engine.encode(r#"{"alg":"RS256","typ":"at+jwt"}"#),
-            engine.encode(payload)
-        )
+        unsigned(payload)
     }
 
     #[test]

@@ -10,6 +10,9 @@
 
 mod jwt;
 
+#[cfg(test)]
+pub(crate) use jwt::unsigned as unsigned_jwt;
+
 use std::fmt;
 
 use url::Url;

@@ -72,15 +72,7 @@ fn an_audience_that_is_the_resource_covers_what_the_resource_covers() {
 /// readings, and the same decision for every request, under every mode and with an alias.
 #[test]
 fn an_audience_read_for_its_resource_is_read_as_alone() {
-    use base64::Engine as _;
-    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let jwt = |aud: &str| {
-        format!(
-            "{}.{}.sig",
-            engine.encode(r#"{"alg":"RS256","typ":"at+jwt"}"#),
-            engine.encode(format!(r#"{{"aud":{aud}}}"#))
-        )
-    };
+    let jwt = |aud: &str| unsigned_jwt(&format!(r#"{{"aud":{aud}}}"#));
     let options = crate::resource::ParseOptions::strict();
     let resources = [
         ResourceUri::parse("https://a.example/mcp").unwrap(),

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use proptest::prelude::*;
 use tokio::time::Instant;
 use url::Url;
@@ -19,13 +18,8 @@ use crate::token::{CachedToken, Timing};
 
 /// An unsigned JWT with `aud`, or an opaque token.
 fn access_token(aud: Option<&str>) -> String {
-    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     match aud {
-        Some(aud) => format!(
-            "{}.{}.sig",
-            engine.encode(r#"{"alg":"RS256","typ":"at+jwt"}"#),
-            engine.encode(format!(r#"{{"aud":"{aud}"}}"#))
-        ),
+        Some(aud) => crate::audience::unsigned_jwt(&format!(r#"{{"aud":"{aud}"}}"#)),
         None => "opaque".to_owned(),
     }
 }
