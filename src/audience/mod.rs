@@ -156,7 +156,7 @@ impl AudiencePolicy {
                 };
             }
             Claim::Malformed(why) => return Err(refusal(RefusalKind::MalformedAudience(*why))),
-            Claim::Values(values) => values,
+            Claim::Values(values) => values.as_slice(),
         };
         let allowed = values.iter().any(|value| {
             self.aliases.iter().any(|alias| *alias == *value.raw())
@@ -191,7 +191,24 @@ enum Claim {
     Unreadable,
     Absent,
     Malformed(MalformedAud),
-    Values(Vec<AudValue>),
+    Values(Values),
+}
+
+/// The values of a readable `aud`: one (the usual case, held without a list of its own) or
+/// more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Values {
+    One(AudValue),
+    Many(Box<[AudValue]>),
+}
+
+impl Values {
+    fn as_slice(&self) -> &[AudValue] {
+        match self {
+            Self::One(value) => std::slice::from_ref(value),
+            Self::Many(values) => values,
+        }
+    }
 }
 
 /// One `aud` value.
@@ -205,14 +222,18 @@ enum AudValue {
         /// Whether the text was the wire form (rather than the key).
         wire: bool,
     },
-    /// Any other value, as received.
-    Other {
-        raw: Box<str>,
-        /// The value as a resource, when it is an http(s) URL, with one trailing slash
-        /// removed (rules §10); `None` for a logical audience. Boxed: most tokens' values are
-        /// their resource, and every value takes the room of the largest kind.
-        url: Option<Box<Parsed>>,
-    },
+    /// Any other value (boxed: most tokens' values are their resource, and every value takes
+    /// the room of the largest kind).
+    Other(Box<OtherAud>),
+}
+
+/// An `aud` value that is not the token's resource's own text, as received.
+#[derive(Debug, Clone)]
+struct OtherAud {
+    raw: Box<str>,
+    /// The value as a resource, when it is an http(s) URL, with one trailing slash removed
+    /// (rules §10); `None` for a logical audience.
+    url: Option<Parsed>,
 }
 
 impl AudValue {
@@ -228,10 +249,10 @@ impl AudValue {
                 };
             }
         }
-        Self::Other {
-            url: parse_aud_url(&raw).map(Box::new),
+        Self::Other(Box::new(OtherAud {
+            url: parse_aud_url(&raw),
             raw: raw.into_boxed_str(),
-        }
+        }))
     }
 
     /// The value as received.
@@ -239,7 +260,7 @@ impl AudValue {
         match self {
             Self::Resource { resource, wire } if *wire => resource.wire(),
             Self::Resource { resource, .. } => resource.key(),
-            Self::Other { raw, .. } => raw,
+            Self::Other(other) => &other.raw,
         }
     }
 
@@ -247,7 +268,7 @@ impl AudValue {
     fn url(&self) -> Option<&Parsed> {
         match self {
             Self::Resource { resource, .. } => Some(resource.parsed()),
-            Self::Other { url, .. } => url.as_deref(),
+            Self::Other(other) => other.url.as_ref(),
         }
     }
 }
@@ -293,12 +314,16 @@ impl TokenAudience {
             jwt::AudClaim::Unreadable => Claim::Unreadable,
             jwt::AudClaim::Absent => Claim::Absent,
             jwt::AudClaim::Malformed(why) => Claim::Malformed(why),
-            jwt::AudClaim::Values(values) => Claim::Values(
-                values
+            jwt::AudClaim::Values(values) => {
+                let values: Vec<AudValue> = values
                     .into_iter()
                     .map(|raw| AudValue::read(raw, resource))
-                    .collect(),
-            ),
+                    .collect();
+                Claim::Values(match <[AudValue; 1]>::try_from(values) {
+                    Ok([one]) => Values::One(one),
+                    Err(values) => Values::Many(values.into_boxed_slice()),
+                })
+            }
         };
         Self { claim }
     }
@@ -313,7 +338,7 @@ impl TokenAudience {
     /// The audience values, when the token is a readable JWT with a well-formed `aud`.
     pub fn values(&self) -> Option<Vec<&str>> {
         match &self.claim {
-            Claim::Values(values) => Some(values.iter().map(AudValue::raw).collect()),
+            Claim::Values(values) => Some(values.as_slice().iter().map(AudValue::raw).collect()),
             _ => None,
         }
     }

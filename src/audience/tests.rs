@@ -116,6 +116,7 @@ fn an_audience_read_for_its_resource_is_read_as_alone() {
             assert_eq!(read.values(), alone.values());
             if let Claim::Values(values) = &read.claim {
                 shared += values
+                    .as_slice()
                     .iter()
                     .filter(|v| matches!(v, AudValue::Resource { .. }))
                     .count();
