@@ -140,7 +140,6 @@ impl Level {
         Ok(CachedToken::new(
             stored.access_token,
             key.clone(),
-            entry.config.resource.clone(),
             scopes,
             audience,
             shared.timing.schedule(received_at, Some(lifetime)),
