@@ -81,14 +81,17 @@ pub(crate) struct Schedule {
 /// An access token in the cache, with everything decided about it when it was received.
 pub(crate) struct CachedToken {
     pub(crate) access_token: AccessToken,
-    /// Its key, which names the resource it was requested for (with the wire form that was
-    /// sent): see [`resource`](Self::resource).
     pub(crate) key: CacheKey,
+    /// The resource it was requested for (with the wire form that was sent).
+    pub(crate) resource: ResourceUri,
     /// The granted scopes (the requested ones when the response had no `scope`).
     pub(crate) scopes: ScopeSet,
     /// The `aud` claim, read once on receipt.
     pub(crate) audience: TokenAudience,
     pub(crate) schedule: Schedule,
+    /// Bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): sent only as
+    /// `Authorization: DPoP` with a proof by that key.
+    pub(crate) dpop_bound: bool,
 }
 
 impl CachedToken {
@@ -96,6 +99,7 @@ impl CachedToken {
     pub(crate) fn new(
         access_token: SecretString,
         key: CacheKey,
+        resource: ResourceUri,
         scopes: ScopeSet,
         audience: TokenAudience,
         schedule: Schedule,
@@ -111,21 +115,12 @@ impl CachedToken {
         Self {
             access_token: AccessToken::new(access_token, dpop_bound),
             key,
+            resource,
             scopes,
             audience,
             schedule,
+            dpop_bound,
         }
-    }
-
-    /// The resource it was requested for (its key's).
-    pub(crate) fn resource(&self) -> &ResourceUri {
-        self.key.resource()
-    }
-
-    /// Bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): sent only as
-    /// `Authorization: DPoP` with a proof by that key.
-    pub(crate) fn dpop_bound(&self) -> bool {
-        self.access_token.dpop_bound()
     }
 
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
@@ -149,20 +144,16 @@ impl CachedToken {
 /// request copies or formats the token. The bytes are one buffer, zeroed when the last value
 /// made from it is dropped, as a `SecretString` is.
 pub(crate) enum AccessToken {
-    /// The value: `Bearer ` or `DPoP ` and the token.
-    Header(HeaderValue),
+    /// The value, and the length of the scheme and its space before the token.
+    Header(HeaderValue, usize),
     /// A token that cannot be a header value (a control character): kept, and refused when a
-    /// header is asked for, as it always was; and whether it is DPoP-bound.
-    Unusable(SecretString, bool),
+    /// header is asked for, as it always was.
+    Unusable(SecretString),
 }
-
-/// The schemes of the `Authorization` value: the value says which by its first bytes.
-const BEARER: &str = "Bearer ";
-const DPOP: &str = "DPoP ";
 
 impl AccessToken {
     fn new(token: SecretString, dpop_bound: bool) -> Self {
-        let scheme = if dpop_bound { DPOP } else { BEARER };
+        let scheme = if dpop_bound { "DPoP " } else { "Bearer " };
         let raw = token.expose_secret();
         let mut text = String::with_capacity(scheme.len() + raw.len());
         text.push_str(scheme);
@@ -171,17 +162,9 @@ impl AccessToken {
         match HeaderValue::from_maybe_shared(bytes) {
             Ok(mut value) => {
                 value.set_sensitive(true);
-                Self::Header(value)
+                Self::Header(value, scheme.len())
             }
-            Err(_) => Self::Unusable(token, dpop_bound),
-        }
-    }
-
-    /// Whether the token is DPoP-bound (its value's scheme is `DPoP`).
-    pub(crate) fn dpop_bound(&self) -> bool {
-        match self {
-            Self::Header(value) => value.as_bytes().starts_with(DPOP.as_bytes()),
-            Self::Unusable(_, dpop_bound) => *dpop_bound,
+            Err(_) => Self::Unusable(token),
         }
     }
 
@@ -190,23 +173,20 @@ impl AccessToken {
         match self {
             // The value was made from a string, and the scheme is ASCII: the rest is the
             // token, whole.
-            Self::Header(value) => {
-                let scheme = if self.dpop_bound() { DPOP } else { BEARER };
-                value
-                    .as_bytes()
-                    .get(scheme.len()..)
-                    .and_then(|token| std::str::from_utf8(token).ok())
-                    .unwrap_or_default()
-            }
-            Self::Unusable(token, _) => token.expose_secret(),
+            Self::Header(value, scheme) => value
+                .as_bytes()
+                .get(*scheme..)
+                .and_then(|token| std::str::from_utf8(token).ok())
+                .unwrap_or_default(),
+            Self::Unusable(token) => token.expose_secret(),
         }
     }
 
     /// The `Authorization` value, marked sensitive; `None` for a token that cannot be one.
     pub(crate) fn header(&self) -> Option<&HeaderValue> {
         match self {
-            Self::Header(value) => Some(value),
-            Self::Unusable(..) => None,
+            Self::Header(value, _) => Some(value),
+            Self::Unusable(_) => None,
         }
     }
 }
@@ -245,16 +225,6 @@ mod tests {
         let control = AccessToken::new(SecretString::from("a\nb"), false);
         assert!(control.header().is_none());
         assert_eq!(control.expose_secret(), "a\nb");
-        // Bound or not, as made: read from the value's scheme, or kept beside an unusable one.
-        assert!(!bearer.dpop_bound() && bound.dpop_bound() && !control.dpop_bound());
-        assert!(AccessToken::new(SecretString::from("a\nb"), true).dpop_bound());
-        // A bearer token whose text starts like the other scheme is still a bearer token.
-        let lookalike = AccessToken::new(SecretString::from("DPoP x"), false);
-        assert!(!lookalike.dpop_bound());
-        assert_eq!(lookalike.expose_secret(), "DPoP x");
-        let lookalike = AccessToken::new(SecretString::from("Bearer x"), true);
-        assert!(lookalike.dpop_bound());
-        assert_eq!(lookalike.expose_secret(), "Bearer x");
     }
 
     #[tokio::test(start_paused = true)]

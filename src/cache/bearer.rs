@@ -152,7 +152,7 @@ impl BearerToken {
     /// The headers; only after the decision for `request`.
     fn headers(&self, method: &Method, request: &Url) -> Result<AuthorizationHeaders, Refusal> {
         let authorization = self.authorization(request)?;
-        let dpop = if self.token.dpop_bound() {
+        let dpop = if self.token.dpop_bound {
             let token = self.token.access_token.expose_secret();
             // The key the token is bound to: the one its cache key names, never another.
             let proof = (self.token.key.dpop_thumbprint())
@@ -162,7 +162,7 @@ impl BearerToken {
                         .dpop
                         .proof(&key, method.as_str(), request, Some(token))
                 })
-                .ok_or_else(|| Refusal::unusable_token(&self.token.resource(), request))?;
+                .ok_or_else(|| Refusal::unusable_token(&self.token.resource, request))?;
             Some(proof)
         } else {
             None
@@ -181,13 +181,13 @@ impl BearerToken {
             .access_token
             .header()
             .cloned()
-            .ok_or_else(|| Refusal::unusable_token(&self.token.resource(), request))
+            .ok_or_else(|| Refusal::unusable_token(&self.token.resource, request))
     }
 
     /// Whether the token is bound to its client's DPoP key (RFC 9449 `token_type: DPoP`): it
     /// goes out as `Authorization: DPoP` with a proof ([`headers_for`](Self::headers_for)).
     pub fn is_dpop_bound(&self) -> bool {
-        self.token.dpop_bound()
+        self.token.dpop_bound
     }
 
     /// The raw access token. Whoever calls this must make sure it only goes to the resource
@@ -198,7 +198,7 @@ impl BearerToken {
 
     /// The resource the token was requested for and may be sent to.
     pub fn resource(&self) -> &ResourceUri {
-        &self.token.resource()
+        &self.token.resource
     }
 
     /// The scopes granted (the requested ones when the server did not say).
@@ -243,10 +243,10 @@ impl BearerToken {
 impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BearerToken")
-            .field("resource", &self.token.resource().key())
+            .field("resource", &self.token.resource.key())
             .field("scopes", &self.token.scopes.as_str())
             .field("expires_in", &self.expires_in())
-            .field("dpop_bound", &self.token.dpop_bound())
+            .field("dpop_bound", &self.token.dpop_bound)
             .field("token", &"[redacted]")
             .finish()
     }

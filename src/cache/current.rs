@@ -60,7 +60,7 @@ impl Shared {
     /// key. Every write to the store goes through here.
     pub(crate) async fn keep(&self, token: &Arc<CachedToken>) {
         self.store.insert(token.key.clone(), token.clone()).await;
-        if let Some(entry) = self.outlet.routes.entry(&token.resource())
+        if let Some(entry) = self.outlet.routes.entry(&token.resource)
             && token.key == entry.default_key
         {
             entry.keep(token);

@@ -250,6 +250,7 @@ impl Shared {
         let token = Arc::new(CachedToken::new(
             response.access_token,
             key.clone(),
+            entry.config.resource.clone(),
             response.scopes,
             audience,
             self.timing.schedule(sent_at, response.expires_in),

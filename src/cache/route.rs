@@ -199,7 +199,7 @@ impl Routes {
 
     /// Clears `token` from its entry's current token, if it is that (the store let it go).
     pub(crate) fn forget(&self, token: &Arc<CachedToken>) {
-        if let Some(entry) = self.index.load().exact(&token.resource()) {
+        if let Some(entry) = self.index.load().exact(&token.resource) {
             entry.forget(token);
         }
     }
@@ -321,15 +321,15 @@ fn decide_on(
     token: &CachedToken,
 ) -> Result<(), Refusal> {
     let resource = &owner.config.resource;
-    if !token.resource().is_same(resource) {
-        let kind = if token.resource().covers_checked(url, path) == Coverage::Covered {
+    if !token.resource.is_same(resource) {
+        let kind = if token.resource.covers_checked(url, path) == Coverage::Covered {
             RefusalKind::OwnedByAnotherResource {
                 owner: resource.key().to_owned(),
             }
         } else {
             RefusalKind::NotCovered
         };
-        return Err(Refusal::for_kind(&token.resource(), url, kind));
+        return Err(Refusal::for_kind(&token.resource, url, kind));
     }
     // A resource that moved to another authorization server (RFC 9728 §5.2) takes only that
     // server's tokens: one a caller kept from before the move goes nowhere.
@@ -338,20 +338,20 @@ fn decide_on(
             issuer: token.key.issuer().to_owned(),
             current: owner.config.issuer.clone(),
         };
-        return Err(Refusal::for_kind(&token.resource(), url, kind));
+        return Err(Refusal::for_kind(&token.resource, url, kind));
     }
     // Provenance holds: the token is for the resource found covering the URL, from its
     // authorization server.
     owner
         .policy
-        .decide_audience(&token.resource(), url, path, &token.audience)
+        .decide_audience(&token.resource, url, path, &token.audience)
 }
 
 /// The refusal for a token whose request URL has no route.
 pub(crate) fn unrouted(token: &CachedToken, url: &Url, why: Unrouted) -> Refusal {
     match why {
-        Unrouted::Refused(reason) => Refusal::request_refused(&token.resource(), url, reason),
+        Unrouted::Refused(reason) => Refusal::request_refused(&token.resource, url, reason),
         // Had the token's resource covered the URL, the URL would have a route.
-        Unrouted::NoResource => Refusal::for_kind(&token.resource(), url, RefusalKind::NotCovered),
+        Unrouted::NoResource => Refusal::for_kind(&token.resource, url, RefusalKind::NotCovered),
     }
 }

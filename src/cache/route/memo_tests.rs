@@ -30,6 +30,7 @@ fn token(resource: &ResourceUri, aud: Option<&str>) -> Arc<CachedToken> {
     Arc::new(CachedToken::new(
         text.clone().into(),
         entry.default_key.clone(),
+        resource.clone(),
         ScopeSet::empty(),
         TokenAudience::inspect(&text),
         Timing::default().schedule(Instant::now(), None),
@@ -85,7 +86,7 @@ proptest! {
             let token = &tokens[t % tokens.len()];
             let expected = oracle(&in_order, &url, token);
             for _ in 0..2 {
-                prop_assert_eq!(routes.decide(&url, token).is_ok(), expected, "{} for {}", url, token.resource());
+                prop_assert_eq!(routes.decide(&url, token).is_ok(), expected, "{} for {}", url, token.resource);
             }
         }
     }

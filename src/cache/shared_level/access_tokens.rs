@@ -140,6 +140,7 @@ impl Level {
         Ok(CachedToken::new(
             stored.access_token,
             key.clone(),
+            entry.config.resource.clone(),
             scopes,
             audience,
             shared.timing.schedule(received_at, Some(lifetime)),

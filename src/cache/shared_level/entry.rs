@@ -163,10 +163,10 @@ pub(crate) fn access_plaintext(token: &CachedToken) -> Zeroizing<Vec<u8>> {
         access_token: token.access_token.expose_secret(),
         sent_at,
         expires_at: sent_at.saturating_add(lifetime),
-        resource: token.resource().key(),
+        resource: token.resource.key(),
         requested: token.key.scopes().as_str(),
         granted: token.scopes.as_str(),
-        dpop: token.dpop_bound(),
+        dpop: token.dpop_bound,
     };
     Zeroizing::new(serde_json::to_vec(&out).unwrap_or_default())
 }
