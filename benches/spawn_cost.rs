@@ -5,8 +5,8 @@
 //! code of the crate's in it: the spawn pushes the task on the runtime's shared queue and wakes
 //! a parked worker.
 //!
-//! Run: `cargo bench --bench spawn_cost` (`SPAWN_ROUNDS`, `SPAWN_CALLS` change the 3 rounds of
-//! 3,000 spawns and 3,000 controls, interleaved).
+//! Run: `cargo bench --all-features --bench spawn_cost` (`SPAWN_ROUNDS`, `SPAWN_CALLS` change
+//! the 3 rounds of 3,000 spawns and 3,000 controls, interleaved).
 
 mod support;
 
