@@ -3,13 +3,14 @@
 //! by a global allocator that counts the allocations this thread makes while counting is on, not
 //! the runtime's other threads nor the set-up); a hit never serves a token the store let go of,
 //! nor one for a URL a resource registered later owns; and an allowed decision is taken again
-//! only for the same URL's text and token under the same resources.
+//! only for the same URL's text and token under the same resources (a refreshed token is
+//! decided anew).
 
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
 
-use audience_cache::testing::{AuthorizationServer, Client};
-use audience_cache::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+use audience_cache::testing::{AudienceStyle, AuthorizationServer, Client};
+use audience_cache::{ClientRegistration, Error, ResourceConfig, ResourceUri, TokenCache};
 use url::Url;
 
 /// The counting global allocator the hit path benchmark uses, the same file.
@@ -210,4 +211,42 @@ async fn the_header_for_another_url_is_decided_again() {
     let long = Url::parse(&format!("https://mcp.example.com/mcp/{}", "x".repeat(200))).unwrap();
     let token = cache.token_for(&long).await.unwrap();
     assert!(token.header_for(&long).is_ok());
+}
+
+/// A decision remembered for one token is not taken for the token that replaces it: a refresh
+/// that brings a token whose `aud` names another resource makes it the resource's current
+/// token, and the next hit on the same URL decides it (and refuses it) instead of serving it
+/// under its predecessor's decision.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_refreshed_token_is_decided_again_not_served_under_its_predecessors_decision() {
+    let server = AuthorizationServer::builder()
+        .client(Client::confidential("svc", "s3cret"))
+        .in_process();
+    server.script(|s| s.expires_in = Some(std::time::Duration::from_secs(600)));
+    let cache = cache(&server, &["https://mcp.example.com/mcp"]);
+    let url = Url::parse("https://mcp.example.com/mcp/tools/call").unwrap();
+    let first = cache.token_for(&url).await.unwrap();
+    assert!(first.header_for(&url).is_ok());
+    assert!(cache.token_for(&url).await.unwrap().same_token_as(&first));
+
+    // The next token the server issues is for another audience.
+    server.script(|s| {
+        s.audience = AudienceStyle::Fixed(vec!["https://other.example.com/".into()]);
+    });
+    // Inside the refresh-ahead window: this hit is served the first token and starts the
+    // refresh in the background, which stores the new token as the current one.
+    tokio::time::advance(std::time::Duration::from_secs(560)).await;
+    assert!(cache.token_for(&url).await.unwrap().same_token_as(&first));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(server.token_requests(), 2, "the refresh ran");
+
+    let refusal = cache.token_for(&url).await.unwrap_err();
+    assert!(
+        matches!(refusal, Error::Refused(_)),
+        "the refreshed token is decided, and refused: {refusal:?}"
+    );
+    // The first token keeps its own decision for its own URL.
+    assert!(first.header_for(&url).is_ok());
 }
