@@ -1,5 +1,6 @@
 //! Tokens as the cache holds them, and the one place their expiry is computed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -92,6 +93,8 @@ pub(crate) struct CachedToken {
     /// Bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): sent only as
     /// `Authorization: DPoP` with a proof by that key.
     pub(crate) dpop_bound: bool,
+    /// Whether a hit handed it out since its refresh was last looked at (`cache::ahead`).
+    used: AtomicBool,
 }
 
 impl CachedToken {
@@ -120,7 +123,20 @@ impl CachedToken {
             audience,
             schedule,
             dpop_bound,
+            used: AtomicBool::new(false),
         }
+    }
+
+    /// Notes that a hit handed it out: a store only the first time after each look.
+    pub(crate) fn mark_used(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a hit handed it out since the last look, starting the next period.
+    pub(crate) fn take_used(&self) -> bool {
+        self.used.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {

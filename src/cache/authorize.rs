@@ -12,7 +12,7 @@ use oauth2::{CsrfToken, PkceCodeVerifier};
 use tokio::time::Instant;
 use url::Url;
 
-use super::TokenCache;
+use super::{Acquire, TokenCache};
 use crate::cache::BearerToken;
 use crate::config::Grant;
 use crate::error::Error;
@@ -196,7 +196,7 @@ impl TokenCache {
         // finds the access token too, and uses it instead of spending the refresh token.
         let token = self
             .shared
-            .store_response(&entry, key, response, sent_at)
+            .store_response(&entry, key, &Acquire::Configured, response, sent_at)
             .await;
         if let Some(refresh_token) = refresh_token {
             self.shared

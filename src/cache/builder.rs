@@ -315,7 +315,6 @@ impl TokenCacheBuilder {
         let store = moka::future::Cache::builder()
             .max_capacity(self.max_capacity.unwrap_or(DEFAULT_CAPACITY))
             .weigher(|_key: &CacheKey, token: &Arc<CachedToken>| token.weight())
-            .expire_after(ExpireWithToken)
             // A token that leaves the store takes the flight that produced it along, and is no
             // longer its resource's current token.
             .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| {
@@ -323,11 +322,12 @@ impl TokenCacheBuilder {
                 forget_current.routes.forget(&token);
             })
             .build();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|shared| Shared {
             clients: RwLock::new(HashMap::new()),
             outlet,
             store,
             flights,
+            ahead: super::ahead::Refresher::new(shared.clone()),
             backoff: Backoff::new(self.backoff),
             #[cfg(not(feature = "redis"))]
             refresh_tokens: super::refresh::RefreshTokens::new(self.credential_store.take()),
@@ -454,43 +454,4 @@ pub(crate) fn check_client(
         limits,
         *options,
     ))
-}
-
-/// moka's per-entry expiry follows the token's own: the entry is dropped (as a memory bound)
-/// shortly after the crate already stopped serving it. Freshness is decided by the crate on
-/// tokio's clock, never by moka.
-struct ExpireWithToken;
-
-impl ExpireWithToken {
-    fn remaining(token: &CachedToken) -> Option<Duration> {
-        let grace = Duration::from_secs(5);
-        Some(
-            token
-                .schedule
-                .expires_at
-                .saturating_duration_since(tokio::time::Instant::now())
-                + grace,
-        )
-    }
-}
-
-impl moka::Expiry<CacheKey, Arc<CachedToken>> for ExpireWithToken {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        token: &Arc<CachedToken>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Self::remaining(token)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &CacheKey,
-        token: &Arc<CachedToken>,
-        _updated_at: std::time::Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Self::remaining(token)
-    }
 }

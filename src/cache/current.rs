@@ -40,7 +40,9 @@ impl Shared {
         })
     }
 
-    /// Counts a hit on `token`, and starts its refresh in the background if one is due.
+    /// Counts a hit on `token` and marks it used, so that its refresh runs ahead of expiry
+    /// (`ahead`). Only if no task serves the armed tokens (or it fell behind) does a hit in
+    /// the refresh window start the refresh itself.
     pub(super) fn hit(
         self: &Arc<Self>,
         entry: &Arc<ResourceEntry>,
@@ -50,16 +52,22 @@ impl Shared {
         now: Instant,
     ) {
         self.counters.hit();
-        if token.wants_refresh(now) && self.backoff.check(key, now).is_ok() {
-            // Refresh ahead: this caller is served now; one fetch starts in the background.
+        token.mark_used();
+        if token.wants_refresh(now)
+            && !self.ahead.serves(now)
+            && self.backoff.check(key, now).is_ok()
+        {
+            // This caller is served now; one fetch starts in the background.
             let _started = self.flights.start(self, entry, key, acquire, true);
         }
     }
 
-    /// Stores `token`, and makes it its entry's current token if it is for the entry's default
-    /// key. Every write to the store goes through here.
-    pub(crate) async fn keep(&self, token: &Arc<CachedToken>) {
+    /// Stores `token`, makes it its entry's current token if it is for the entry's default
+    /// key, and arms its refresh (obtained as `acquire` says). Every write to the store goes
+    /// through here.
+    pub(crate) async fn keep(&self, token: &Arc<CachedToken>, acquire: &Acquire) {
         self.store.insert(token.key.clone(), token.clone()).await;
+        self.ahead.arm(token, acquire);
         if let Some(entry) = self.outlet.routes.entry(&token.resource)
             && token.key == entry.default_key
         {

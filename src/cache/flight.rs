@@ -208,7 +208,9 @@ impl Shared {
         match result {
             Ok(response) => {
                 self.backoff.succeeded(key);
-                Ok(self.store_response(entry, key, response, started).await)
+                Ok(self
+                    .store_response(entry, key, acquire, response, started)
+                    .await)
             }
             Err(error @ Error::AuthorizationRequired { .. }) => {
                 tracing::debug!(key = %key, "no token: {error}");
@@ -240,6 +242,7 @@ impl Shared {
         &self,
         entry: &ResourceEntry,
         key: &CacheKey,
+        acquire: &Acquire,
         response: TokenResponse,
         sent_at: Instant,
     ) -> Arc<CachedToken> {
@@ -256,7 +259,7 @@ impl Shared {
             self.timing.schedule(sent_at, response.expires_in),
             response.dpop_bound,
         ));
-        self.keep(&token).await;
+        self.keep(&token, acquire).await;
         tracing::debug!(key = %key, expires_in = ?response.expires_in, "stored a token");
         // Nor is such a token written there (see `fetch`).
         #[cfg(feature = "redis")]

@@ -3,6 +3,7 @@
 //! whether a token may go there). It knows nothing of discovery or MCP: the authorization layer
 //! above gives it client registrations and resources.
 
+mod ahead;
 mod authorize;
 mod backoff;
 mod bearer;
@@ -110,6 +111,8 @@ pub(crate) struct Shared {
     outlet: Arc<Outlet>,
     store: moka::future::Cache<CacheKey, Arc<CachedToken>>,
     flights: Flights,
+    /// Refresh ahead, on the runtime's timer.
+    ahead: ahead::Refresher,
     backoff: Backoff,
     refresh_tokens: RefreshTokens,
     timing: Timing,

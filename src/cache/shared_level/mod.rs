@@ -197,7 +197,8 @@ impl Level {
     async fn take(&self, shared: &Shared, token: Arc<CachedToken>) -> Arc<CachedToken> {
         self.counters.l2_hit();
         shared.backoff.succeeded(&token.key);
-        shared.keep(&token).await;
+        // Only the client's own tokens are shared (see `Shared::fetch`).
+        shared.keep(&token, &Acquire::Configured).await;
         tracing::debug!(key = %token.key, "took a token from the shared level");
         token
     }
