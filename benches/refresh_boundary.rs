@@ -14,10 +14,13 @@
 //! for 1 s and a hit starts its background refresh 0.5 s after it was requested: about one
 //! boundary every 0.52 s, `BOUNDARY_REFRESHES` (default 20) of them per place.
 //!
-//! For each place: the warm hits' p50 and p99; across the boundaries, the calls that started
-//! a refresh (the first to find their token inside its window: median and slowest), the
-//! slowest of the other calls, the slowest of all as a multiple of the warm p99, and how many
-//! calls took more than 10× the warm p99.
+//! For each place: the warm hits' p50 and p99; across the boundaries, the calls made while a
+//! refresh was due or running (from the first call to find its token inside the window to the
+//! first call served the new token: before the cache's own task started refreshes on the
+//! runtime's timer, the first of those calls started it), their slowest as a multiple of the
+//! warm p99, and the slowest of the other calls. A control runs the same number of calls in the
+//! same place with a token that lives an hour (no refresh at all): what the machine does to a
+//! call that sleeps a millisecond between calls, with no refresh in it.
 //!
 //! Run: `cargo bench --all-features --bench refresh_boundary` (`BOUNDARY_ROUNDS`,
 //! `BOUNDARY_REFRESHES` change the 3 rounds of 20 refreshes).
@@ -34,10 +37,9 @@ use support::{MCP, MCP_REQUEST};
 
 const LATENCY: Duration = Duration::from_millis(20);
 
-/// One call: how long it took, whether it was the call that started a refresh (the first call
-/// to find its token inside the refresh-ahead window), and how long after the last such call
-/// it started.
-type Call = (Duration, bool, Option<Duration>);
+/// One call: how long it took, and whether a refresh was due or running (from the first call
+/// to find its token inside the refresh-ahead window to the first call served the new token).
+type Call = (Duration, bool);
 
 /// The refresh-ahead window of these tokens: half of the 1 s they are served.
 const WINDOW: Duration = Duration::from_millis(500);
@@ -54,8 +56,7 @@ async fn calls(
     let first = server.token_requests();
     let mut out = Vec::with_capacity(calls);
     let mut previous: Option<audience_cache::BearerToken> = None;
-    let mut started = false;
-    let mut last_starter: Option<Instant> = None;
+    let mut refreshing = false;
     loop {
         let at = Instant::now();
         let token = cache
@@ -65,17 +66,11 @@ async fn calls(
         let header = token.header_for(url).expect("allowed");
         let took = at.elapsed();
         std::hint::black_box(header);
-        if !previous.as_ref().is_some_and(|p| p.same_token_as(&token)) {
-            started = false;
-        }
-        // The call that found the token in its window first is the one that started its
-        // refresh (the cache starts one on the first hit inside the window).
-        let starter = !started && token.expires_in() <= WINDOW;
-        started |= starter;
-        out.push((took, starter, last_starter.map(|s| at - s)));
-        if starter {
-            last_starter = Some(at);
-        }
+        let new = previous.as_ref().is_some_and(|p| !p.same_token_as(&token));
+        let due = token.expires_in() <= WINDOW;
+        out.push((took, refreshing || due || new));
+        // Due from the first call inside the window until the new token is served.
+        refreshing = due;
         previous = Some(token);
         match refreshes {
             // Until the last refresh's token has been in use for a while.
@@ -94,14 +89,16 @@ struct Outcome {
     warm_p99: Duration,
     calls: usize,
     refreshes: usize,
-    /// The slowest call that started a refresh, and the median of those calls.
-    worst_starter: Duration,
-    median_starter: Duration,
-    /// The slowest of all the other calls across the boundaries, and how long after the last
-    /// call that started a refresh it started.
+    /// The calls made while a refresh was due or running: how many, the slowest.
+    refreshing: usize,
+    worst_refreshing: Duration,
+    /// The slowest of the other calls across the boundaries.
     worst_other: Duration,
-    worst_other_after: Option<Duration>,
     over_10x: usize,
+    /// The same number of calls with no refresh: the slowest, and how many took more than 10×
+    /// the warm p99.
+    worst_control: Duration,
+    control_over_10x: usize,
 }
 
 fn measure(
@@ -111,9 +108,53 @@ fn measure(
     loopback: bool,
     refreshes: usize,
 ) -> Outcome {
-    let script = |s: &mut audience_cache::testing::Script| {
+    let (warm, boundary, requests) = run(rt, spawned, loopback, Duration::from_secs(2), refreshes);
+    // The control: a token that lives an hour, called as often as the boundaries were.
+    let (_, control, _) = run(
+        rt,
+        spawned,
+        loopback,
+        Duration::from_secs(3600),
+        boundary.len(),
+    );
+    let place = if loopback {
+        format!("{place}, loopback")
+    } else {
+        format!("{place}, in process")
+    };
+    let mut warm: Vec<Duration> = warm.iter().map(|c| c.0).collect();
+    warm.sort_unstable();
+    let warm_p99 = support::quantile(&warm, 0.99);
+    let worst =
+        |calls: &mut dyn Iterator<Item = &Call>| calls.map(|c| c.0).max().unwrap_or_default();
+    Outcome {
+        place,
+        warm_p50: support::quantile(&warm, 0.5),
+        warm_p99,
+        calls: boundary.len(),
+        refreshes: requests,
+        refreshing: boundary.iter().filter(|c| c.1).count(),
+        worst_refreshing: worst(&mut boundary.iter().filter(|c| c.1)),
+        worst_other: worst(&mut boundary.iter().filter(|c| !c.1)),
+        over_10x: boundary.iter().filter(|c| c.0 > warm_p99 * 10).count(),
+        worst_control: worst(&mut control.iter()),
+        control_over_10x: control.iter().filter(|c| c.0 > warm_p99 * 10).count(),
+    }
+}
+
+/// One caller in one place, with tokens of `lifetime`: its warm calls, its calls across
+/// `refreshes` refreshes (or that many calls when the token outlives them), and the token
+/// requests those made.
+fn run(
+    rt: &Runtime,
+    spawned: bool,
+    loopback: bool,
+    lifetime: Duration,
+    refreshes: usize,
+) -> (Vec<Call>, Vec<Call>, usize) {
+    let script = move |s: &mut audience_cache::testing::Script| {
         s.latency = LATENCY;
-        s.expires_in = Some(Duration::from_secs(2));
+        s.expires_in = Some(lifetime);
     };
     let (server, builder) = if loopback {
         // Over a socket on 127.0.0.1, with the crate's own HTTP client, served by this runtime.
@@ -140,11 +181,7 @@ fn measure(
         .build()
         .expect("a cache");
     let url = support::url(MCP_REQUEST);
-    let place = if loopback {
-        format!("{place}, loopback")
-    } else {
-        format!("{place}, in process")
-    };
+    let control = lifetime > Duration::from_secs(60);
     let run = {
         let (cache, server, url) = (cache.clone(), server.clone(), url.clone());
         async move {
@@ -152,40 +189,18 @@ fn measure(
             let _ = cache.token_for(&url).await.expect("a token");
             let warm = calls(&cache, &server, &url, None, 300).await;
             let before = server.token_requests();
-            let boundary = calls(&cache, &server, &url, Some(refreshes), 0).await;
+            let boundary = if control {
+                calls(&cache, &server, &url, None, refreshes).await
+            } else {
+                calls(&cache, &server, &url, Some(refreshes), 0).await
+            };
             (warm, boundary, server.token_requests() - before)
         }
     };
-    let (warm, boundary, requests) = if spawned {
+    if spawned {
         rt.block_on(async { tokio::spawn(run).await.expect("the caller ran") })
     } else {
         rt.block_on(run)
-    };
-    let mut warm: Vec<Duration> = warm.iter().map(|c| c.0).collect();
-    warm.sort_unstable();
-    let warm_p99 = support::quantile(&warm, 0.99);
-    let mut starters: Vec<Duration> = boundary.iter().filter(|c| c.1).map(|c| c.0).collect();
-    starters.sort_unstable();
-    Outcome {
-        place,
-        warm_p50: support::quantile(&warm, 0.5),
-        warm_p99,
-        calls: boundary.len(),
-        refreshes: requests,
-        worst_starter: starters.last().copied().unwrap_or_default(),
-        median_starter: support::quantile(&starters, 0.5),
-        worst_other: boundary
-            .iter()
-            .filter(|c| !c.1)
-            .map(|c| c.0)
-            .max()
-            .unwrap_or_default(),
-        worst_other_after: boundary
-            .iter()
-            .filter(|c| !c.1)
-            .max_by_key(|c| c.0)
-            .and_then(|c| c.2),
-        over_10x: boundary.iter().filter(|c| c.0 > warm_p99 * 10).count(),
     }
 }
 
@@ -211,16 +226,19 @@ fn main() {
         support::show(LATENCY)
     );
     println!(
-        "  {:<38} {:>8} {:>8} {:>6} {:>5} {:>14} {:>9} {:>9} {:>11} {:>7}  others' worst: after the last starter",
+        "  {:<38} {:>8} {:>8} {:>6} {:>5} {:>10} {:>9} {:>9} {:>9} {:>5} {:>9} {:>9} {:>5}",
         "place",
         "warm p50",
         "warm p99",
         "calls",
         "fetch",
-        "starters: p50",
+        "refreshing",
         "worst",
-        "others",
         "worst/p99",
+        "others",
+        ">10×",
+        "control",
+        "/p99",
         ">10×",
     );
     for _ in 0..rounds {
@@ -243,22 +261,21 @@ fn main() {
                 ),
             ]
         }) {
-            let worst = outcome.worst_starter.max(outcome.worst_other);
             println!(
-                "  {:<38} {:>8} {:>8} {:>6} {:>5} {:>14} {:>9} {:>9} {:>10.1}× {:>7}  {}",
+                "  {:<38} {:>8} {:>8} {:>6} {:>5} {:>10} {:>9} {:>8.1}× {:>9} {:>5} {:>9} {:>8.1}× {:>5}",
                 outcome.place,
                 support::show(outcome.warm_p50),
                 support::show(outcome.warm_p99),
                 outcome.calls,
                 outcome.refreshes,
-                support::show(outcome.median_starter),
-                support::show(outcome.worst_starter),
+                outcome.refreshing,
+                support::show(outcome.worst_refreshing),
+                support::ratio(outcome.worst_refreshing, outcome.warm_p99),
                 support::show(outcome.worst_other),
-                support::ratio(worst, outcome.warm_p99),
                 outcome.over_10x,
-                outcome
-                    .worst_other_after
-                    .map_or("-".to_owned(), support::show)
+                support::show(outcome.worst_control),
+                support::ratio(outcome.worst_control, outcome.warm_p99),
+                outcome.control_over_10x,
             );
         }
     }
