@@ -4,7 +4,7 @@
 //! - resident memory per entry apart from the token bytes: the growth of `VmRSS` (from
 //!   /proc/self/status) since a 1,000-key starting point, less the bytes of the tokens added,
 //!   divided by the entries added. It includes everything the process keeps per entry (the
-//!   cache key, the parsed audience, moka's own bookkeeping, allocator overhead and
+//!   cache key, the parsed audience, the store's own bookkeeping, allocator overhead and
 //!   fragmentation), so it is an upper bound on what the cache itself holds;
 //! - hit latency as the cache grows: `token_for_scopes` for keys drawn at random from all those
 //!   stored, single-threaded, as a ratio to the same measurement at the 1,000-key start of the
@@ -94,8 +94,7 @@ async fn hit_latency(cache: &TokenCache, stored: usize, sample: &mut [ScopeSet])
 }
 
 fn entries(cache: &TokenCache) -> u64 {
-    // The entry count is only public through Debug ("TokenCache { entries: N, .. }"); moka
-    // updates it as it does its housekeeping, so it is approximate.
+    // The entry count is only public through Debug ("TokenCache { entries: N, .. }").
     let shown = format!("{cache:?}");
     shown
         .split("entries: ")
@@ -177,7 +176,7 @@ async fn growth(max: usize, client_id: &str) {
             support::ratio(latency, base_latency),
         );
         println!(
-            "           (mean token {:.0} bytes; entries counted by moka: {}; resident {:.1} MiB by /proc/self/statm)",
+            "           (mean token {:.0} bytes; entries stored: {}; resident {:.1} MiB by /proc/self/statm)",
             token_bytes as f64 / added as f64,
             entries(&cache),
             mib(support::statm_resident_bytes())
@@ -290,10 +289,7 @@ async fn capacity() {
         "\ncapacity bound: max_capacity {:.0} MiB, {KEYS} distinct keys filled in order",
         mib(CAPACITY)
     );
-    println!(
-        "{:>9}  {:>14}  {:>12}",
-        "filled", "entries (moka)", "RSS growth"
-    );
+    println!("{:>9}  {:>14}  {:>12}", "filled", "entries", "RSS growth");
     let mut token_bytes = 0;
     for step in (0..KEYS).step_by(10_000) {
         token_bytes += fill(&cache, &server, &resource, step, step + 10_000).await;

@@ -28,8 +28,8 @@
 //!   a readable JWT `aud` as a deny-only second check.
 //! - [`TokenCache`]: the cache. A miss fetches with the client's grant (client credentials,
 //!   a refresh token from an authorization code grant with PKCE, or token exchange), always
-//!   with `resource`; concurrent misses on one key make one request; a hit inside the refresh
-//!   window is served at once while one refresh runs behind; failures back off.
+//!   with `resource`; concurrent misses on one key make one request; a token in use is
+//!   refreshed behind the callers when its refresh window opens; failures back off.
 //! - (feature `redis`) `SharedLevel`: a second level on Redis behind the in-memory cache, for
 //!   a fleet of processes: tokens sealed at rest under `SealingKey`s, one token request per
 //!   key for the whole fleet, and a Redis outage that only means misses.

@@ -1,6 +1,6 @@
 //! Tokens as the cache holds them, and the one place their expiry is computed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -24,7 +24,7 @@ pub(crate) struct Timing {
     pub(crate) skew: Duration,
     /// The lifetime assumed when the response has no `expires_in`.
     pub(crate) default_lifetime: Duration,
-    /// How long before expiry a hit starts a background refresh, at most (the share below
+    /// How long before expiry the background refresh starts, at most (the share below
     /// bounds it for shorter tokens).
     pub(crate) refresh_ahead: Duration,
     /// The share of the usable lifetime, in percent (1 to 50), that the refresh-ahead window
@@ -79,6 +79,11 @@ pub(crate) struct Schedule {
     pub(crate) refresh_at: Instant,
 }
 
+/// A [`CachedToken`] mark: handed out by a hit since its refresh was last looked at.
+const USED: u8 = 1;
+/// A [`CachedToken`] mark: handed out since the store's eviction hand last passed it.
+const RECENT: u8 = 2;
+
 /// An access token in the cache, with everything decided about it when it was received.
 pub(crate) struct CachedToken {
     pub(crate) access_token: AccessToken,
@@ -93,8 +98,10 @@ pub(crate) struct CachedToken {
     /// Bound to the cache's DPoP key (RFC 9449 `token_type: DPoP`): sent only as
     /// `Authorization: DPoP` with a proof by that key.
     pub(crate) dpop_bound: bool,
-    /// Whether a hit handed it out since its refresh was last looked at (`cache::ahead`).
-    used: AtomicBool,
+    /// What the cache noted of its use: [`USED`] (handed out by a hit since its refresh was
+    /// last looked at, `cache::ahead`) and [`RECENT`] (handed out since the store's eviction
+    /// hand last passed it, `cache::tokens`).
+    marks: AtomicU8,
 }
 
 impl CachedToken {
@@ -123,20 +130,35 @@ impl CachedToken {
             audience,
             schedule,
             dpop_bound,
-            used: AtomicBool::new(false),
+            // Neither: a token fetched and never handed out again is the store's first choice
+            // to evict, and its refresh waits for a hit.
+            marks: AtomicU8::new(0),
         }
     }
 
-    /// Notes that a hit handed it out: a store only the first time after each look.
+    /// Notes that a hit handed it out (used and recent): a write only the first time after
+    /// each look, so that hits on one token from many threads only read its line.
     pub(crate) fn mark_used(&self) {
-        if !self.used.load(Ordering::Relaxed) {
-            self.used.store(true, Ordering::Relaxed);
+        if self.marks.load(Ordering::Relaxed) != USED | RECENT {
+            self.marks.fetch_or(USED | RECENT, Ordering::Relaxed);
+        }
+    }
+
+    /// Notes that the store handed it out (recent).
+    pub(crate) fn mark_recent(&self) {
+        if self.marks.load(Ordering::Relaxed) & RECENT == 0 {
+            self.marks.fetch_or(RECENT, Ordering::Relaxed);
         }
     }
 
     /// Whether a hit handed it out since the last look, starting the next period.
     pub(crate) fn take_used(&self) -> bool {
-        self.used.swap(false, Ordering::Relaxed)
+        self.marks.fetch_and(!USED, Ordering::Relaxed) & USED != 0
+    }
+
+    /// Whether it was handed out since the eviction hand last passed, starting the next pass.
+    pub(crate) fn take_recent(&self) -> bool {
+        self.marks.fetch_and(!RECENT, Ordering::Relaxed) & RECENT != 0
     }
 
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {

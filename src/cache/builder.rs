@@ -9,10 +9,9 @@ use super::{Shared, TokenCache};
 use crate::config::{self, ClientAuth, ClientRegistration, Grant, ResourceConfig};
 use crate::error::BuildError;
 use crate::grant::{Exchange, GrantClient, Limits, Transport};
-use crate::key::CacheKey;
 use crate::resource::ParseOptions;
 use crate::store::CredentialStore;
-use crate::token::{CachedToken, Timing};
+use crate::token::Timing;
 
 /// Builds a [`TokenCache`]. Every setting has a safe default, documented on its setter; the
 /// configuration is checked by [`build`](Self::build).
@@ -73,8 +72,9 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// How long before a token's expiry a hit starts one background refresh, at most, while
-    /// the token keeps being served. Default 120 s; shorter tokens get a share of their usable
+    /// How long before a token's expiry its refresh starts, at most, while the token keeps
+    /// being served. The refresh runs in the background, started by a task of the cache's own
+    /// on the runtime's timer, for a token used since it was stored; no caller waits for it. Default 120 s; shorter tokens get a share of their usable
     /// lifetime instead ([`refresh_ahead_share`](Self::refresh_ahead_share)).
     pub fn refresh_ahead(mut self, window: Duration) -> Self {
         self.timing.refresh_ahead = window;
@@ -116,8 +116,10 @@ impl TokenCacheBuilder {
         self
     }
 
-    /// The most token bytes kept (each entry weighs its token's length plus 256 bytes); the
-    /// least useful entries are evicted beyond it. Default 64 MiB.
+    /// The most token bytes kept (each entry weighs its token's length plus 256 bytes). Beyond
+    /// it, a token that was not handed out again since it was stored (or since the eviction
+    /// hand last passed it) is evicted first; a token in use gets a second chance. Default
+    /// 64 MiB.
     pub fn max_capacity(mut self, bytes: u64) -> Self {
         self.max_capacity = Some(bytes);
         self
@@ -312,16 +314,15 @@ impl TokenCacheBuilder {
             dpop: Arc::new(dpop),
         });
         let (forget, forget_current) = (flights.clone(), outlet.clone());
-        let store = moka::future::Cache::builder()
-            .max_capacity(self.max_capacity.unwrap_or(DEFAULT_CAPACITY))
-            .weigher(|_key: &CacheKey, token: &Arc<CachedToken>| token.weight())
-            // A token that leaves the store takes the flight that produced it along, and is no
-            // longer its resource's current token.
-            .eviction_listener(move |_key, token: Arc<CachedToken>, _cause| {
+        // A token that leaves the store takes the flight that produced it along, and is no
+        // longer its resource's current token.
+        let store = super::tokens::Tokens::new(
+            self.max_capacity.unwrap_or(DEFAULT_CAPACITY),
+            move |token| {
                 forget.forget(&token);
                 forget_current.routes.forget(&token);
-            })
-            .build();
+            },
+        );
         let shared = Arc::new_cyclic(|shared| Shared {
             clients: RwLock::new(HashMap::new()),
             outlet,

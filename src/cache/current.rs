@@ -66,7 +66,7 @@ impl Shared {
     /// key, and arms its refresh (obtained as `acquire` says). Every write to the store goes
     /// through here.
     pub(crate) async fn keep(&self, token: &Arc<CachedToken>, acquire: &Acquire) {
-        self.store.insert(token.key.clone(), token.clone()).await;
+        self.store.insert(token.clone());
         self.ahead.arm(token, acquire);
         if let Some(entry) = self.outlet.routes.entry(&token.resource)
             && token.key == entry.default_key
@@ -75,8 +75,7 @@ impl Shared {
             // An eviction of this token between the two writes found no current token to
             // clear: ask the store again, so that an entry never keeps a token the store has
             // let go of (one that a 401 invalidated, say).
-            let still = self.store.get(&token.key).await;
-            if !still.is_some_and(|stored| Arc::ptr_eq(&stored, token)) {
+            if !self.store.holds(token) {
                 entry.forget(token);
             }
         }

@@ -30,7 +30,7 @@ pub(crate) struct Flights {
 
 impl Flights {
     /// Joins the fetch for `key`, starting it if none is running. `ahead` marks a refresh
-    /// started by a hit inside the refresh window.
+    /// ahead of expiry (see `ahead`).
     pub(crate) fn start(
         &self,
         shared: &Arc<Shared>,
@@ -142,7 +142,7 @@ impl Shared {
         // A miss that raced a flight which stored its token and left the map just before this
         // one started: that token is the answer (a refresh ahead wants a new one, though).
         if !ahead
-            && let Some(token) = self.store.get(key).await
+            && let Some(token) = self.store.get(key)
             && token.is_fresh(Instant::now())
         {
             return Ok(token);
@@ -197,7 +197,7 @@ impl Shared {
                 // A miss that started while a user's authorization was completing finds its
                 // token here (it is stored before the refresh token): no refresh for it.
                 if !ahead
-                    && let Some(token) = self.store.get(key).await
+                    && let Some(token) = self.store.get(key)
                     && token.is_fresh(Instant::now())
                 {
                     return Ok(token);

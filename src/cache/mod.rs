@@ -1,6 +1,6 @@
-//! The token cache: storage by [`CacheKey`], single-flight fetches, refresh ahead of expiry,
-//! and the hand-out through the crate's one decision (`route`: which resource owns a URL, and
-//! whether a token may go there). It knows nothing of discovery or MCP: the authorization layer
+//! The token cache: storage by [`CacheKey`] (`tokens`), single-flight fetches, refresh ahead
+//! of expiry on the runtime's timer (`ahead`), and the hand-out through the crate's one
+//! decision (`route`: which resource owns a URL, and whether a token may go there). It knows nothing of discovery or MCP: the authorization layer
 //! above gives it client registrations and resources.
 
 mod ahead;
@@ -16,6 +16,7 @@ mod route;
 #[cfg(feature = "redis")]
 mod shared_level;
 mod stats;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -52,8 +53,9 @@ pub(crate) use route::{ResourceEntry, Route};
 /// Every token is stored under a [`CacheKey`] (issuer, resource, scopes, client, account) and
 /// handed out only after the audience decision has allowed it for the request URL. A miss
 /// fetches a token with the RFC 8707 `resource` parameter; concurrent misses on one key share
-/// one token request; a hit inside the refresh window returns at once and starts one
-/// background refresh. Cloning is cheap and clones share the cache.
+/// one token request; a token in use is refreshed in the background when its refresh window
+/// opens, by a task of the cache's own on the runtime's timer, so no caller waits for it (nor
+/// starts a task). Cloning is cheap and clones share the cache.
 ///
 /// ```no_run
 /// use audience_cache::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
@@ -90,7 +92,7 @@ pub struct TokenCache {
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
-            .field("entries", &self.shared.store.entry_count())
+            .field("entries", &self.shared.store.len())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -109,7 +111,7 @@ pub(crate) struct Shared {
     clients: RwLock<HashMap<String, Arc<GrantClient>>>,
     /// The configured resources and the DPoP keys, shared with every token handed out.
     outlet: Arc<Outlet>,
-    store: moka::future::Cache<CacheKey, Arc<CachedToken>>,
+    store: tokens::Tokens,
     flights: Flights,
     /// Refresh ahead, on the runtime's timer.
     ahead: ahead::Refresher,
@@ -447,7 +449,7 @@ impl Shared {
         {
             return Ok(token);
         }
-        if let Some(token) = self.store.get(key).await
+        if let Some(token) = self.store.get(key)
             && token.is_fresh(now)
         {
             self.hit(entry, key, acquire, &token, now);
@@ -462,19 +464,10 @@ impl Shared {
     }
 
     async fn evict_if_current(&self, token: &Arc<CachedToken>) -> bool {
-        use moka::ops::compute::Op;
-        let result = self
+        let removed = self
             .store
-            .entry_by_ref(&token.key)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(current) if Arc::ptr_eq(current.value(), token) => Op::Remove,
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        let removed = matches!(result, moka::ops::compute::CompResult::Removed(_));
+            .remove_if(&token.key, |current| Arc::ptr_eq(current, token))
+            .is_some();
         // Nor is it a hit's current token any more.
         self.outlet.routes.forget(token);
         // Whether or not the store's listener has run yet, the flight that produced this token

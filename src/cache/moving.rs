@@ -31,13 +31,9 @@ impl TokenCache {
         // A request routed before the move holds the old entry: its hit finds no token there.
         old.current.store(None);
         let from = old.config.issuer.as_str();
-        shared.store.run_pending_tasks().await;
         let stale: Vec<Arc<CachedToken>> = shared
             .store
-            .iter()
-            .filter(|(key, _)| key.issuer() == from && *key.resource() == resource)
-            .map(|(_, token)| token)
-            .collect();
+            .matching(|key| key.issuer() == from && *key.resource() == resource);
         for token in &stale {
             shared.evict_if_current(token).await;
         }
