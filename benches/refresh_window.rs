@@ -6,7 +6,7 @@
 //!
 //! The server grants `expires_in` = 6 s; with a 60 s skew (bounded to half the lifetime) the
 //! cache serves each token for 3 s, and with the refresh-ahead window at half the usable
-//! lifetime (`refresh_ahead_share(50)`) a hit starts one background refresh 1.5 s after the
+//! lifetime (`refresh_ahead_share(50)`) one background refresh starts 1.5 s after the
 //! token was requested (`Timing::schedule` in src/token.rs). The defaults replace tokens later
 //! (benchmark 11, `refresh_load`); these settings put three refreshes into 5 s. Over 5 s that is three
 //! refreshes. A monitor polls the server's request log every millisecond to learn when each

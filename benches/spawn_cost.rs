@@ -1,9 +1,10 @@
 //! What starting a task costs the caller: `tokio::spawn` from the main thread of a 2-worker
 //! multi-thread runtime (what `#[tokio::main]` gives: `block_on` on a thread that is not a
 //! worker), about once a millisecond, against the same loop without the spawn. A refresh-ahead
-//! hit starts its refresh this way, so this is the floor of what such a call can cost, with no
-//! code of the crate's in it: the spawn pushes the task on the runtime's shared queue and wakes
-//! a parked worker.
+//! hit used to start its refresh this way (the cache's own task starts it now, on the
+//! runtime's timer), so this was the floor of what such a call cost, with no code of the
+//! crate's in it: the spawn pushes the task on the runtime's shared queue and wakes a parked
+//! worker.
 //!
 //! Run: `cargo bench --all-features --bench spawn_cost` (`SPAWN_ROUNDS`, `SPAWN_CALLS` change
 //! the 3 rounds of 3,000 spawns and 3,000 controls, interleaved).

@@ -648,8 +648,9 @@ async fn a_refresh_ahead_in_two_processes_makes_one_token_request() {
     assert_eq!(server.token_requests(), 1);
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    // Both are inside the refresh window: each hit is served at once and starts a refresh
-    // ahead in the background; the fleet lock lets one of them ask the server.
+    // Both are inside the refresh window: each hit is served at once and marks its token
+    // used, so each process refreshes it in the background; the fleet lock lets one of them
+    // ask the server.
     let none = ScopeSet::empty();
     let (x, y) = tokio::join!(a.token(&mcp, &none), b.token(&mcp, &none));
     assert_eq!(x.unwrap().expose_secret(), first.expose_secret());
