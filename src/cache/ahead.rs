@@ -218,7 +218,7 @@ async fn serve(running: Running, shared: Weak<Shared>) {
                 return;
             };
             for due in due {
-                if let Some(again) = shared.look_at(due, now).await {
+                if let Some(again) = shared.look_at(due, now) {
                     inner.push(again);
                 }
             }
@@ -237,7 +237,7 @@ async fn serve(running: Running, shared: Weak<Shared>) {
 impl Shared {
     /// Looks at an armed token whose time has come: starts its refresh if it was used, lets it
     /// go from the store once it has expired, and says when to look again (`None`: never).
-    async fn look_at(self: &Arc<Self>, due: Due, now: Instant) -> Option<Due> {
+    fn look_at(self: &Arc<Self>, due: Due, now: Instant) -> Option<Due> {
         let token = due.token.upgrade()?;
         if !token.is_fresh(now) {
             // No longer served: out of memory too (the store's listener clears the rest).
