@@ -118,8 +118,8 @@ impl TokenCacheBuilder {
 
     /// The most token bytes kept (each entry weighs its token's length plus 256 bytes). Beyond
     /// it, a token that was not handed out again since it was stored (or since the eviction
-    /// hand last passed it) is evicted first; a token in use gets a second chance. Default
-    /// 64 MiB.
+    /// hand last passed it) is evicted first; a token in use gets a second chance. A token
+    /// heavier than the whole capacity is kept alone. Default 64 MiB.
     pub fn max_capacity(mut self, bytes: u64) -> Self {
         self.max_capacity = Some(bytes);
         self

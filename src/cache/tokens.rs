@@ -5,9 +5,9 @@
 //! room) where a general-purpose cache keeps several allocations of bookkeeping per entry. A
 //! token knows its own key, which the table reads; nothing is copied.
 //!
-//! Over capacity, the inserting shard evicts by CLOCK: its hand passes over the tokens,
-//! sparing once each one that was handed out since the hand last passed (the token's recent
-//! mark), and evicting the first that was not. Expiry is not the store's: the refresh task
+//! Over capacity, the inserting shard evicts by CLOCK (then the others, if it has nothing else
+//! to give): its hand passes over the tokens, sparing once each one that was handed out since
+//! the hand last passed (the token's recent mark), and evicting the first that was not. Expiry is not the store's: the refresh task
 //! lets expired tokens go (`ahead`), and freshness is decided on tokio's clock by the cache.
 //!
 //! Every token that leaves (replaced, evicted or removed) is passed to the listener once, after
@@ -69,9 +69,13 @@ impl Tokens {
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[Self::shard_index(hash)]
+    }
+
+    fn shard_index(hash: u64) -> usize {
         // The table uses the hash's high bits for its control bytes and its low bits for
         // buckets; the shard takes bits of the middle.
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        (hash >> 32) as usize % SHARDS
     }
 
     /// The token stored under `key`, marked as recently handed out.
@@ -92,8 +96,9 @@ impl Tokens {
             .is_some_and(|stored| Arc::ptr_eq(stored, token))
     }
 
-    /// Stores `token` under its key, replacing the token there; evicts from its shard while
-    /// the store is over capacity.
+    /// Stores `token` under its key, replacing the token there; evicts while the store is over
+    /// capacity, from the token's own shard first, then from the others. Only a token heavier
+    /// than the whole capacity, alone in the store, is kept over it.
     pub(crate) fn insert(&self, token: Arc<CachedToken>) {
         let hash = self.hash(&token.key);
         let weight = u64::from(token.weight());
@@ -123,11 +128,27 @@ impl Tokens {
                     self.len.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            while self.weight.load(Ordering::Relaxed) > self.capacity {
+            while self.over_capacity() {
                 match self.evict_one(shard, &token) {
                     Some(evicted) => removed.push(evicted),
                     None => break,
                 }
+            }
+        }
+        // Its own shard had nothing else to give (a small capacity spread over the shards):
+        // the others give, in turn, one lock at a time.
+        let own = Self::shard_index(hash);
+        let mut empty = 0;
+        let mut next = own;
+        while self.over_capacity() && empty < SHARDS {
+            next = (next + 1) % SHARDS;
+            let mut shard = self.shards[next].write().unwrap_or_else(|p| p.into_inner());
+            match self.evict_one(&mut shard, &token) {
+                Some(evicted) => {
+                    removed.push(evicted);
+                    empty = 0;
+                }
+                None => empty += 1,
             }
         }
         for token in removed {
@@ -163,6 +184,10 @@ impl Tokens {
             found.extend(shard.tokens.iter().filter(|t| which(&t.key)).cloned());
         }
         found
+    }
+
+    fn over_capacity(&self) -> bool {
+        self.weight.load(Ordering::Relaxed) > self.capacity
     }
 
     /// How many tokens are stored.

@@ -140,8 +140,8 @@ fn remove_if_removes_only_what_it_is_told_to() {
     assert!(tokens.remove_if(&stored.key, |_| true).is_none());
 }
 
-/// The store never holds more than its capacity once an insert returns (unless a shard has
-/// nothing left but the token being inserted), and every evicted token is told.
+/// The store never holds more than its capacity once an insert returns, and every evicted
+/// token is told.
 #[test]
 fn the_weight_stays_within_the_capacity() {
     // 4,000 tokens of weight 300 in room for 1,000.
@@ -209,4 +209,23 @@ fn threads_keep_the_books_exact() {
         assert!(tokens.holds(token));
     }
     assert_eq!(left.lock().unwrap().len() + held.len(), 4 * 2_000);
+}
+
+/// A capacity smaller than the shards' share still holds: the other shards give way, and a
+/// token heavier than the whole capacity is kept alone.
+#[test]
+fn a_small_capacity_holds_across_the_shards() {
+    // Room for two tokens of weight 300.
+    let (tokens, left) = store(600);
+    for i in 0..200 {
+        tokens.insert(token(i, 44));
+        assert!(weight_of(&tokens) <= 600, "over capacity after {i}");
+    }
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(left.lock().unwrap().len(), 198);
+    let heavy = token(1_000, 1_000);
+    tokens.insert(heavy.clone());
+    assert_eq!(tokens.len(), 1, "only the heavy token is left");
+    assert!(tokens.holds(&heavy));
+    assert_eq!(left.lock().unwrap().len(), 200);
 }
