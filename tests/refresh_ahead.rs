@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use audience_cache::testing::{AuthorizationServer, Client, Failure};
-use audience_cache::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+use audience_cache::{
+    ClientRegistration, ResourceConfig, ResourceUri, TokenCache, TokenCacheBuilder,
+};
 use tokio::time::advance;
 use url::Url;
 
@@ -14,11 +16,18 @@ const MCP: &str = "https://mcp.example.com/mcp";
 /// A cache for one resource whose tokens live 300 s: served until 270 s (30 s skew), refreshed
 /// ahead from 243 s (10 % of the usable 270 s).
 fn setup() -> (AuthorizationServer, TokenCache) {
+    let (server, builder) = builder(Duration::from_secs(300));
+    (server, builder.build().unwrap())
+}
+
+/// The embedded server granting tokens of `lifetime`, and a builder for a cache of one
+/// resource on it.
+fn builder(lifetime: Duration) -> (AuthorizationServer, TokenCacheBuilder) {
     let server = AuthorizationServer::builder()
         .client(Client::confidential("svc", "s3cret"))
         .in_process();
-    server.script(|s| s.expires_in = Some(Duration::from_secs(300)));
-    let cache = TokenCache::builder()
+    server.script(|s| s.expires_in = Some(lifetime));
+    let builder = TokenCache::builder()
         .in_process(&server)
         .client(
             ClientRegistration::new(
@@ -31,10 +40,8 @@ fn setup() -> (AuthorizationServer, TokenCache) {
         .resource(ResourceConfig::new(
             ResourceUri::parse(MCP).unwrap(),
             server.issuer(),
-        ))
-        .build()
-        .unwrap();
-    (server, cache)
+        ));
+    (server, builder)
 }
 
 fn url() -> Url {
@@ -146,28 +153,9 @@ async fn a_failing_refresh_is_retried_by_the_task_as_the_backoff_allows() {
 /// a hit in the window starts the refresh itself, as it did before the task existed.
 #[test]
 fn a_hit_refreshes_by_itself_when_the_task_s_runtime_is_gone() {
-    let server = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .in_process();
     // Usable 1 s (half of 2 s is the most skew taken), refreshed from 0.5 s (a 50 % share).
-    server.script(|s| s.expires_in = Some(Duration::from_secs(2)));
-    let cache = TokenCache::builder()
-        .in_process(&server)
-        .client(
-            ClientRegistration::new(
-                server.issuer(),
-                Url::parse(&server.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
-        .resource(ResourceConfig::new(
-            ResourceUri::parse(MCP).unwrap(),
-            server.issuer(),
-        ))
-        .refresh_ahead_share(50)
-        .build()
-        .unwrap();
+    let (server, builder) = builder(Duration::from_secs(2));
+    let cache = builder.refresh_ahead_share(50).build().unwrap();
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
