@@ -6,8 +6,8 @@
 //! machine with few cores the woken worker can take the caller's core for a scheduler slice
 //! (BENCHMARKS.md §17).
 //!
-//! A token that was not used is looked at again halfway to its expiry, until a second before
-//! it, so that a hit late in the window still gets a refresh before the token expires. A
+//! A token that was not used is looked at again halfway to its expiry (a second later at the
+//! least), so that a hit late in the window still gets a refresh before the token expires. A
 //! refresh that fails is retried when the key's backoff allows, while the token is still used.
 //! If no task serves the queue (its runtime shut down) or it has fallen behind by more than a
 //! second, a hit starts the refresh itself, as before (see `Shared::hit`).

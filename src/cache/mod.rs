@@ -1,7 +1,8 @@
 //! The token cache: storage by [`CacheKey`] (`tokens`), single-flight fetches, refresh ahead
 //! of expiry on the runtime's timer (`ahead`), and the hand-out through the crate's one
-//! decision (`route`: which resource owns a URL, and whether a token may go there). It knows nothing of discovery or MCP: the authorization layer
-//! above gives it client registrations and resources.
+//! decision (`route`: which resource owns a URL, and whether a token may go there). It knows
+//! nothing of discovery or MCP: the authorization layer above gives it client registrations
+//! and resources.
 
 mod ahead;
 mod authorize;
