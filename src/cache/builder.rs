@@ -73,9 +73,10 @@ impl TokenCacheBuilder {
     }
 
     /// How long before a token's expiry its refresh starts, at most, while the token keeps
-    /// being served. The refresh runs in the background, started by a task of the cache's own
-    /// on the runtime's timer, for a token used since it was stored; no caller waits for it. Default 120 s; shorter tokens get a share of their usable
-    /// lifetime instead ([`refresh_ahead_share`](Self::refresh_ahead_share)).
+    /// being served. Default 120 s; shorter tokens get a share of their usable lifetime instead
+    /// ([`refresh_ahead_share`](Self::refresh_ahead_share)). The refresh runs in the
+    /// background, started by a task of the cache's own on the runtime's timer, for a token
+    /// used since it was stored; no caller waits for it.
     pub fn refresh_ahead(mut self, window: Duration) -> Self {
         self.timing.refresh_ahead = window;
         self
