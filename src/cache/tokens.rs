@@ -7,8 +7,9 @@
 //!
 //! Over capacity, the inserting shard evicts by CLOCK (then the others, if it has nothing else
 //! to give): its hand passes over the tokens, sparing once each one that was handed out since
-//! the hand last passed (the token's recent mark), and evicting the first that was not. Expiry is not the store's: the refresh task
-//! lets expired tokens go (`ahead`), and freshness is decided on tokio's clock by the cache.
+//! the hand last passed (the token's recent mark), and evicting the first that was not.
+//! Expiry is not the store's: the refresh task lets expired tokens go (`ahead`), and freshness
+//! is decided on tokio's clock by the cache.
 //!
 //! Every token that leaves (replaced, evicted or removed) is passed to the listener once, after
 //! the shard's lock is released.
