@@ -295,34 +295,13 @@ mod tests {
 
     use super::{Due, MIN_COMPACT};
     use crate::audience::TokenAudience;
-    use crate::testing::{AuthorizationServer, Client};
+    use crate::cache::test_support::{MCP, one_resource};
+    use crate::testing::AuthorizationServer;
     use crate::token::CachedToken;
-    use crate::{ClientRegistration, ResourceConfig, ResourceUri, ScopeSet, TokenCache};
-
-    const MCP: &str = "https://mcp.example.com/mcp";
+    use crate::{ResourceUri, ScopeSet, TokenCache};
 
     fn setup() -> (AuthorizationServer, TokenCache) {
-        let server = AuthorizationServer::builder()
-            .client(Client::confidential("svc", "s3cret"))
-            .in_process();
-        server.script(|s| s.expires_in = Some(Duration::from_secs(300)));
-        let cache = TokenCache::builder()
-            .in_process(&server)
-            .client(
-                ClientRegistration::new(
-                    server.issuer(),
-                    Url::parse(&server.token_endpoint()).unwrap(),
-                    "svc",
-                )
-                .client_secret_basic("s3cret".into()),
-            )
-            .resource(ResourceConfig::new(
-                ResourceUri::parse(MCP).unwrap(),
-                server.issuer(),
-            ))
-            .build()
-            .unwrap();
-        (server, cache)
+        one_resource(Some(Duration::from_secs(300)))
     }
 
     async fn pass(seconds: u64) {

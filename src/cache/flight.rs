@@ -289,33 +289,14 @@ mod tests {
     use url::Url;
 
     use crate::cache::Acquire;
-    use crate::testing::{AuthorizationServer, Client};
-    use crate::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+    use crate::cache::test_support::one_resource;
 
     /// A miss that raced a flight (it missed the store just before the flight stored its
     /// token, and asks for a flight just after that one left the map) gets the stored token,
     /// without a second token request.
     #[tokio::test]
     async fn a_flight_after_one_that_stored_the_token_asks_nothing() {
-        let server = AuthorizationServer::builder()
-            .client(Client::confidential("svc", "s3cret"))
-            .in_process();
-        let cache = TokenCache::builder()
-            .in_process(&server)
-            .client(
-                ClientRegistration::new(
-                    server.issuer(),
-                    Url::parse(&server.token_endpoint()).unwrap(),
-                    "svc",
-                )
-                .client_secret_basic("s3cret".into()),
-            )
-            .resource(ResourceConfig::new(
-                ResourceUri::parse("https://mcp.example.com/mcp").unwrap(),
-                server.issuer(),
-            ))
-            .build()
-            .unwrap();
+        let (server, cache) = one_resource(None);
         let url = Url::parse("https://mcp.example.com/mcp/tools").unwrap();
         let first = cache.token_for(&url).await.unwrap();
         let shared = &cache.shared;

@@ -598,3 +598,45 @@ fn requested(registration: &ClientRegistration, scopes: &ScopeSet) -> ScopeSet {
         scopes.clone()
     }
 }
+
+/// What the cache's unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::Duration;
+
+    use url::Url;
+
+    use crate::testing::{AuthorizationServer, Client};
+    use crate::{ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+
+    /// The resource of [`one_resource`]'s cache.
+    pub(crate) const MCP: &str = "https://mcp.example.com/mcp";
+
+    /// The embedded server in process, granting tokens of `lifetime` (its own default for
+    /// `None`), and a cache of one resource ([`MCP`]) on it.
+    pub(crate) fn one_resource(lifetime: Option<Duration>) -> (AuthorizationServer, TokenCache) {
+        let server = AuthorizationServer::builder()
+            .client(Client::confidential("svc", "s3cret"))
+            .in_process();
+        if let Some(lifetime) = lifetime {
+            server.script(|s| s.expires_in = Some(lifetime));
+        }
+        let cache = TokenCache::builder()
+            .in_process(&server)
+            .client(
+                ClientRegistration::new(
+                    server.issuer(),
+                    Url::parse(&server.token_endpoint()).unwrap(),
+                    "svc",
+                )
+                .client_secret_basic("s3cret".into()),
+            )
+            .resource(ResourceConfig::new(
+                ResourceUri::parse(MCP).unwrap(),
+                server.issuer(),
+            ))
+            .build()
+            .unwrap();
+        (server, cache)
+    }
+}
