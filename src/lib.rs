@@ -57,7 +57,7 @@
 //! feature). Or, for an MCP server known only by its URL, give the client a [`Discovery`]
 //! with [`AuthorizedClient::with_discovery`] and, where users authorize, an
 //! [`AuthorizationHandler`] with [`AuthorizedClient::with_authorization`]
-//! (`examples/mcp_client.rs`).
+//! (`examples/mcp_client/main.rs`).
 //!
 //! # Errors
 //!

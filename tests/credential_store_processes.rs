@@ -420,9 +420,9 @@ async fn two_processes_refreshing_one_rotated_grant_20_times_in_turn_never_see_i
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }
 
-/// The MCP client of the example (`examples/mcp_client.rs --state-dir`): discovery, a client
-/// registered dynamically, a user's authorization; the second run finds its client and its
-/// grant in the directory, and neither registers nor asks the user.
+/// The MCP client of the example (`examples/mcp_client/main.rs --state-dir`): discovery, a
+/// client registered dynamically, a user's authorization; the second run finds its client and
+/// its grant in the directory, and neither registers nor asks the user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_client_restarted_on_its_state_directory_neither_registers_nor_asks_the_user() {
     let auth = AuthServer::start().await;

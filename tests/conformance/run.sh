@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The official MCP conformance suite (@modelcontextprotocol/conformance, pinned in
-# package-lock.json) against examples/mcp_client.rs (rmcp's protocol over the crate's
+# package-lock.json) against examples/mcp_client/main.rs (rmcp's protocol over the crate's
 # transport, feature `rmcp`), built once by the caller:
 #
 #   cargo build --all-features --example mcp_client

@@ -57,10 +57,13 @@
 //! protocol-version negotiation); every HTTP request rmcp makes goes through the crate's
 //! `McpHttpClient`, so each one gets its token after the audience decision (feature `rmcp`:
 //! `cargo run --features rmcp --example mcp_client -- URL`). It accepts a form elicitation
-//! with the defaults of the requested schema (a client with no user to ask).
+//! with the defaults of the requested schema (a client with no user to ask), and waits for the
+//! session's standalone stream before it calls a tool, since a server sends its elicitation
+//! there (`listening.rs`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use audience_cache::{
     AssertionSource, AuthorizationHandler, AuthorizedClient, ClientRegistrar, CredentialStore,
@@ -73,13 +76,20 @@ use rmcp::model::{
     ProtocolVersion,
 };
 use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
+};
 use rmcp::{
     ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient, ServiceExt,
 };
 use serde_json::{Value, json};
 use url::Url;
 
-const USAGE: &str = "usage: mcp_client [--state-dir DIR] <server-url>   (environment: see the top of examples/mcp_client.rs)";
+mod listening;
+
+use listening::{Listening, wait_for_standalone_stream};
+
+const USAGE: &str = "usage: mcp_client [--state-dir DIR] <server-url>   (environment: see the top of examples/mcp_client/main.rs)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -135,9 +145,12 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_discovery(discovery, clients)
         .with_authorization(handler);
-    let transport = McpHttpClient::new(http)
-        .map_err(|e| e.to_string())?
-        .transport(server.as_str());
+    let client = Listening::new(McpHttpClient::new(http).map_err(|e| e.to_string())?);
+    let standalone = client.standalone();
+    let transport = StreamableHttpClientTransport::with_client(
+        client,
+        StreamableHttpClientTransportConfig::with_uri(server.as_str()),
+    );
     let session = match protocol_without_initialize(var("MCP_CONFORMANCE_PROTOCOL_VERSION"))? {
         // MCP 2026-07-28 has no initialize handshake: `server/discover`, and the protocol
         // version in every request's `_meta` and `MCP-Protocol-Version` header (rmcp sets both).
@@ -186,6 +199,8 @@ async fn run() -> Result<(), String> {
     };
     match tool {
         Some(tool) => {
+            // The server may ask for something during the call, on the standalone stream.
+            wait_for_standalone_stream(standalone, Duration::from_secs(5)).await;
             let name = tool.name.to_string();
             let arguments = match var("TOOL_ARGUMENTS") {
                 Some(text) => serde_json::from_str(&text)
