@@ -5,37 +5,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use audience_cache::testing::{AuthorizationServer, Client};
-use audience_cache::{BearerToken, ClientRegistration, ResourceConfig, ResourceUri, TokenCache};
+use audience_cache::testing::AuthorizationServer;
+use audience_cache::{BearerToken, TokenCache};
 use tokio::sync::{Barrier, watch};
 use url::Url;
+
+mod support;
+use support::{new_server, one_resource};
 
 const MCP: &str = "https://mcp.example.com/mcp";
 
 fn server() -> AuthorizationServer {
-    AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .script(|s| s.latency = Duration::from_millis(50))
-        .in_process()
+    let server = new_server();
+    server.script(|s| s.latency = Duration::from_millis(50));
+    server
 }
 
 fn cache(server: &AuthorizationServer) -> TokenCache {
-    TokenCache::builder()
-        .in_process(server)
-        .client(
-            ClientRegistration::new(
-                server.issuer(),
-                Url::parse(&server.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
-        .resource(ResourceConfig::new(
-            ResourceUri::parse(MCP).unwrap(),
-            server.issuer(),
-        ))
-        .build()
-        .unwrap()
+    one_resource(server, MCP).build().unwrap()
 }
 
 /// Spawns `callers` callers, releases them together once all are waiting, and returns their

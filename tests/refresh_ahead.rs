@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use audience_cache::testing::{AuthorizationServer, Client, Failure};
-use audience_cache::{
-    ClientRegistration, ResourceConfig, ResourceUri, TokenCache, TokenCacheBuilder,
-};
+use audience_cache::testing::{AuthorizationServer, Failure};
+use audience_cache::{TokenCache, TokenCacheBuilder};
 use tokio::time::advance;
 use url::Url;
+
+mod support;
+use support::{new_server, one_resource};
 
 const MCP: &str = "https://mcp.example.com/mcp";
 
@@ -23,24 +24,9 @@ fn setup() -> (AuthorizationServer, TokenCache) {
 /// The embedded server granting tokens of `lifetime`, and a builder for a cache of one
 /// resource on it.
 fn builder(lifetime: Duration) -> (AuthorizationServer, TokenCacheBuilder) {
-    let server = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .in_process();
+    let server = new_server();
     server.script(|s| s.expires_in = Some(lifetime));
-    let builder = TokenCache::builder()
-        .in_process(&server)
-        .client(
-            ClientRegistration::new(
-                server.issuer(),
-                Url::parse(&server.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
-        .resource(ResourceConfig::new(
-            ResourceUri::parse(MCP).unwrap(),
-            server.issuer(),
-        ));
+    let builder = one_resource(&server, MCP);
     (server, builder)
 }
 

@@ -4,38 +4,24 @@
 
 use std::time::Duration;
 
-use audience_cache::testing::{AuthorizationServer, Client};
-use audience_cache::{
-    BuildError, ClientRegistration, ResourceConfig, ResourceUri, TokenCache, TokenCacheBuilder,
-};
+use audience_cache::testing::AuthorizationServer;
+use audience_cache::{BuildError, TokenCache, TokenCacheBuilder};
 use tokio::time::advance;
 use url::Url;
+
+mod support;
+use support::{new_server, one_resource};
 
 const MCP: &str = "https://mcp.example.com/mcp";
 
 fn server(lifetime: Duration) -> AuthorizationServer {
-    let server = AuthorizationServer::builder()
-        .client(Client::confidential("svc", "s3cret"))
-        .in_process();
+    let server = new_server();
     server.script(|s| s.expires_in = Some(lifetime));
     server
 }
 
 fn builder(server: &AuthorizationServer) -> TokenCacheBuilder {
-    TokenCache::builder()
-        .in_process(server)
-        .client(
-            ClientRegistration::new(
-                server.issuer(),
-                Url::parse(&server.token_endpoint()).unwrap(),
-                "svc",
-            )
-            .client_secret_basic("s3cret".into()),
-        )
-        .resource(ResourceConfig::new(
-            ResourceUri::parse(MCP).unwrap(),
-            server.issuer(),
-        ))
+    one_resource(server, MCP)
 }
 
 /// One call a second for `seconds`, letting each background refresh finish; the number of

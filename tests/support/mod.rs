@@ -105,6 +105,11 @@ pub fn config(uri: &str) -> ResourceConfig {
     ResourceConfig::new(resource(uri), ISSUER)
 }
 
+/// A builder for a cache of the one resource `uri`, for `svc`, on `server` in process.
+pub fn one_resource(server: &AuthorizationServer, uri: &str) -> TokenCacheBuilder {
+    builder(server, confidential()).resource(config(uri))
+}
+
 /// Sends the user agent to the authorization URL (the server approves at once) and returns
 /// the redirect it answers with.
 pub async fn approve(server: &AuthorizationServer, pending: &PendingAuthorization) -> Url {
