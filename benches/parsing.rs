@@ -60,19 +60,23 @@ const IDS: [&str; 9] = [
     "scopes_naive_btreeset",
 ];
 
-fn parsing(c: &mut Criterion) {
+/// The short and the long case: name, resource, a request URL under it, and scopes.
+fn inputs() -> [(&'static str, String, String, String); 2] {
     let long = long_resource();
     let long_request = format!("{long}/call");
-    let long_scopes = long_scopes();
-    let inputs = [
+    [
         (
             "short",
             SHORT_RESOURCE.to_owned(),
             SHORT_REQUEST.to_owned(),
             SHORT_SCOPES.to_owned(),
         ),
-        ("long", long, long_request, long_scopes),
-    ];
+        ("long", long, long_request, long_scopes()),
+    ]
+}
+
+fn parsing(c: &mut Criterion) {
+    let inputs = inputs();
     for (size, resource_str, request_str, scopes_str) in &inputs {
         println!(
             "{size}: resource {} bytes, request {} bytes, scopes {} bytes",
@@ -160,26 +164,11 @@ fn interleaved() {
     if rounds == 0 {
         return;
     }
-    let long = long_resource();
-    let long_request = format!("{long}/call");
-    let long_scopes = long_scopes();
-    let inputs = [
-        (
-            "short",
-            SHORT_RESOURCE.to_owned(),
-            SHORT_REQUEST.to_owned(),
-            SHORT_SCOPES.to_owned(),
-            support::env_or("PARSE_BATCH", 2_000),
-        ),
-        (
-            "long",
-            long,
-            long_request,
-            long_scopes,
-            support::env_or("PARSE_BATCH", 2_000) / 10,
-        ),
-    ];
-    for (size, resource_str, request_str, scopes_str, batch) in &inputs {
+    // The long inputs take about ten times as long: a tenth of the batch each.
+    let batch = support::env_or("PARSE_BATCH", 2_000);
+    let inputs = inputs();
+    let batches = [batch, batch / 10];
+    for ((size, resource_str, request_str, scopes_str), batch) in inputs.iter().zip(&batches) {
         let resource = ResourceUri::parse(resource_str).expect("a valid resource");
         let request = Url::parse(request_str).expect("a valid URL");
         let url_parse = timed(|| {
